@@ -1,0 +1,41 @@
+"""hf_metaid: META ID out-of-vocabulary user/item tokens for LLM recommenders, as Hugging Face citizens."""
+
+from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
+
+from .configuration_metaid import MetaIDConfig, tiny_t5_config
+from .data import catalogue, embedded_beauty_path, leave_one_out, load_interactions, user_sequences
+from .entity_vocabulary import EntityVocabulary
+from .errors import InteractionFormatError, MetaIDError, UnknownEntityError, VocabularyMismatchError
+from .generation import ItemTree, decode_items
+from .modeling_metaid import MetaIDForConditionalGeneration
+from .tokenization_metaid import MetaIDTokenizer
+
+# The Auto classes learn "metaid" at import; register_for_auto_class makes saved folders carry `auto_map` and the
+# code files, so they also load with trust_remote_code=True where hf_metaid is not installed (the Hub case).
+AutoConfig.register("metaid", MetaIDConfig, exist_ok=True)
+AutoTokenizer.register(MetaIDConfig, tokenizer_class=MetaIDTokenizer, exist_ok=True)
+AutoModelForSeq2SeqLM.register(MetaIDConfig, MetaIDForConditionalGeneration, exist_ok=True)
+MetaIDConfig.register_for_auto_class()
+MetaIDTokenizer.register_for_auto_class("AutoTokenizer")
+MetaIDForConditionalGeneration.register_for_auto_class("AutoModelForSeq2SeqLM")
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "EntityVocabulary",
+    "InteractionFormatError",
+    "ItemTree",
+    "MetaIDConfig",
+    "MetaIDError",
+    "MetaIDForConditionalGeneration",
+    "MetaIDTokenizer",
+    "UnknownEntityError",
+    "VocabularyMismatchError",
+    "catalogue",
+    "decode_items",
+    "embedded_beauty_path",
+    "leave_one_out",
+    "load_interactions",
+    "tiny_t5_config",
+    "user_sequences",
+]

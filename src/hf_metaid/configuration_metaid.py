@@ -1,0 +1,62 @@
+"""MetaIDConfig: a T5 configuration plus every field needed to rebuild the META ID augmentation exactly."""
+
+from __future__ import annotations
+
+from huggingface_hub.dataclasses import strict
+from transformers import T5Config
+
+
+@strict
+class MetaIDConfig(T5Config):
+    r"""
+    Configuration of :class:`MetaIDForConditionalGeneration`: all of :class:`~transformers.T5Config`, plus
+
+    metaid_alpha (`float`, defaults to 0.1):
+        Weight α of the representation augmentation: the encoder input of a new token t is E[t] + α·F(v_t).
+        0.1 in every released META ID run.
+    metaid_vector_dim (`int`, defaults to 64):
+        Dimension of the fixed vectors v_t (cluster centroids, rank-token vectors) that F maps to `d_model`.
+    metaid_first_new_id (`int`, defaults to 0):
+        Token id of the first new (ID) token; the new tokens occupy `[first, first + metaid_num_new_tokens)`.
+    metaid_num_new_tokens (`int`, defaults to 0):
+        Number of ID tokens (cluster tokens, then rank tokens). 0 means a plain T5 with no augmentation.
+    metaid_num_clusters (`int`, defaults to 0):
+        How many of the new tokens are cluster tokens (the first level of every ID).
+    metaid_vocab_fingerprint (`str`, defaults to `""`):
+        Fingerprint of the entity vocabulary the model was built for; a tokenizer with another one is refused.
+    metaid_augment_generation (`bool`, defaults to `True`):
+        Apply F during `generate()` and `recommend()` too. `False` reproduces the original research code, where F
+        acted in training only (HF `generate()` bypassed it); keep it for comparisons, not for use.
+    """
+
+    model_type = "metaid"
+
+    metaid_alpha: float = 0.1
+    metaid_vector_dim: int = 64
+    metaid_first_new_id: int = 0
+    metaid_num_new_tokens: int = 0
+    metaid_num_clusters: int = 0
+    metaid_vocab_fingerprint: str = ""
+    metaid_augment_generation: bool = True
+
+    @property
+    def metaid_token_range(self) -> range:
+        """Token ids of the ID tokens."""
+        return range(self.metaid_first_new_id, self.metaid_first_new_id + self.metaid_num_new_tokens)
+
+
+def tiny_t5_config(**overrides) -> MetaIDConfig:
+    """A small T5 (about 1M parameters) for tests, the offline demo and CPU experiments."""
+    fields = {
+        "vocab_size": 512,
+        "d_model": 128,
+        "d_kv": 32,
+        "d_ff": 256,
+        "num_layers": 2,
+        "num_decoder_layers": 2,
+        "num_heads": 4,
+        "dropout_rate": 0.1,
+        "decoder_start_token_id": 0,
+    }
+    fields.update(overrides)
+    return MetaIDConfig(**fields)

@@ -1,0 +1,324 @@
+"""The entity vocabulary: raw user/item id → (cluster, rank) → two out-of-vocabulary tokens.
+
+This is the artefact every later stage shares: the tokenizer saves it beside its own files, the model keeps its
+fingerprint in its config, the decoder builds its item tree from it. It knows nothing of how the codes were found
+(META ID, sequential, random, ...): indexers produce it, everything else consumes it.
+
+It is a flat file with no package imports because it travels with a saved tokenizer for ``trust_remote_code``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from .errors import UnknownEntityError
+
+FORMAT_VERSION = 1
+ENTITY_TYPES = ("user", "item")
+
+
+class EntityVocabulary:
+    """Two-level IDs for users and items, the tokens that spell them and the fixed vectors behind those tokens.
+
+    Args:
+        users, items: raw ids (strings), in a fixed order.
+        user_codes, item_codes: ``int64`` arrays of shape ``(n, 2)``: (cluster, rank) per entity. Every
+            (cluster, rank) pair is used by exactly one entity, user or item.
+        cluster_vectors: ``(num_clusters, dim)``: the vector v_t behind each cluster token (the centroid for META ID).
+        rank_vectors: ``(num_ranks, dim)``: the fixed vector behind each rank token; drawn at random (seeded)
+            when omitted.
+        scheme: name of the ID scheme that produced the codes (``"metaid"``, ``"sequential"``, ``"random"``, ...).
+        seed: seed of the rank vectors and of the scheme.
+        entity_vectors: optional ``(len(users) + len(items), dim)`` vectors the codes were clustered from.
+        metadata: JSON-able facts about how the vocabulary was made (parameters, cold-start entities, ...).
+        cluster_prefix, rank_prefix: spelling of the tokens, ``<CT3>`` and ``<R17>`` by default.
+    """
+
+    def __init__(
+        self,
+        users: Sequence[str],
+        items: Sequence[str],
+        user_codes: np.ndarray,
+        item_codes: np.ndarray,
+        cluster_vectors: np.ndarray,
+        rank_vectors: np.ndarray | None = None,
+        *,
+        scheme: str = "metaid",
+        seed: int = 0,
+        entity_vectors: np.ndarray | None = None,
+        metadata: dict | None = None,
+        cluster_prefix: str = "CT",
+        rank_prefix: str = "R",
+    ) -> None:
+        self.users = [str(u) for u in users]
+        self.items = [str(i) for i in items]
+        self.user_codes = np.asarray(user_codes, dtype=np.int64).reshape(len(self.users), 2)
+        self.item_codes = np.asarray(item_codes, dtype=np.int64).reshape(len(self.items), 2)
+        self.cluster_vectors = np.ascontiguousarray(cluster_vectors, dtype=np.float32)
+        self.scheme = scheme
+        self.seed = int(seed)
+        self.metadata = dict(metadata or {})
+        self.cluster_prefix = cluster_prefix
+        self.rank_prefix = rank_prefix
+        self.entity_vectors = None if entity_vectors is None else np.ascontiguousarray(entity_vectors, np.float32)
+        all_codes = np.concatenate([self.user_codes, self.item_codes])
+        self.num_clusters = int(self.cluster_vectors.shape[0])
+        self.num_ranks = int(all_codes[:, 1].max()) + 1 if len(all_codes) else 0
+        if rank_vectors is None:
+            rank_vectors = random_unit_vectors(self.num_ranks, self.vector_dim, self.seed)
+        self.rank_vectors = np.ascontiguousarray(rank_vectors, dtype=np.float32)
+        self._validate(all_codes)
+        self._user_index = {u: i for i, u in enumerate(self.users)}
+        self._item_index = {it: i for i, it in enumerate(self.items)}
+
+    # ----------------------------------------------------------------------------------------------- validation
+    def _validate(self, all_codes: np.ndarray) -> None:
+        for name, ids in (("user", self.users), ("item", self.items)):
+            if len(set(ids)) != len(ids):
+                raise ValueError(f"duplicate {name} ids in the vocabulary")
+        if len(all_codes) and (all_codes.min() < 0 or all_codes[:, 0].max() >= self.num_clusters):
+            raise ValueError(f"cluster codes must lie in [0, {self.num_clusters}) and ranks be >= 0")
+        flat = all_codes[:, 0] * max(self.num_ranks, 1) + all_codes[:, 1]
+        if len(np.unique(flat)) != len(flat):
+            raise ValueError("two entities share the same (cluster, rank) ID; IDs must be unique")
+        if self.rank_vectors.shape != (self.num_ranks, self.vector_dim):
+            raise ValueError(f"rank_vectors must have shape {(self.num_ranks, self.vector_dim)}")
+        if self.entity_vectors is not None and self.entity_vectors.shape[0] != len(self.users) + len(self.items):
+            raise ValueError("entity_vectors needs one row per user then per item")
+
+    # ---------------------------------------------------------------------------------------------- properties
+    @property
+    def vector_dim(self) -> int:
+        return int(self.cluster_vectors.shape[1])
+
+    @property
+    def cluster_tokens(self) -> list[str]:
+        return [f"<{self.cluster_prefix}{c}>" for c in range(self.num_clusters)]
+
+    @property
+    def rank_tokens(self) -> list[str]:
+        return [f"<{self.rank_prefix}{r}>" for r in range(self.num_ranks)]
+
+    @property
+    def new_tokens(self) -> list[str]:
+        """Tokens to add to a base tokenizer, in id order: cluster tokens, then rank tokens."""
+        return self.cluster_tokens + self.rank_tokens
+
+    def token_vectors(self) -> np.ndarray:
+        """``(len(new_tokens), dim)`` fixed vectors v_t in the order of :attr:`new_tokens` (input of F)."""
+        return np.concatenate([self.cluster_vectors, self.rank_vectors]).astype(np.float32)
+
+    @property
+    def fingerprint(self) -> str:
+        """Short hash of the id → token mapping; a model and a tokenizer pair up only when theirs agree."""
+        payload = json.dumps(
+            [
+                self.cluster_prefix,
+                self.rank_prefix,
+                self.num_clusters,
+                self.num_ranks,
+                self.users,
+                self.items,
+                self.user_codes.tolist(),
+                self.item_codes.tolist(),
+            ],
+            separators=(",", ":"),
+        )
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def __len__(self) -> int:
+        return len(self.users) + len(self.items)
+
+    def __repr__(self) -> str:
+        return (
+            f"EntityVocabulary(scheme={self.scheme!r}, users={len(self.users)}, items={len(self.items)}, "
+            f"clusters={self.num_clusters}, ranks={self.num_ranks}, fingerprint={self.fingerprint!r})"
+        )
+
+    # ------------------------------------------------------------------------------------------------- lookups
+    def has_user(self, raw_id: str) -> bool:
+        return str(raw_id) in self._user_index
+
+    def has_item(self, raw_id: str) -> bool:
+        return str(raw_id) in self._item_index
+
+    def user_code(self, raw_id: str) -> tuple[int, int]:
+        index = self._user_index.get(str(raw_id))
+        if index is None:
+            raise UnknownEntityError(f"unknown user id {str(raw_id)!r}: not in the ID vocabulary ({self!r})")
+        return tuple(int(x) for x in self.user_codes[index])
+
+    def item_code(self, raw_id: str) -> tuple[int, int]:
+        index = self._item_index.get(str(raw_id))
+        if index is None:
+            raise UnknownEntityError(f"unknown item id {str(raw_id)!r}: not in the ID vocabulary ({self!r})")
+        return tuple(int(x) for x in self.item_codes[index])
+
+    def spell(self, code: tuple[int, int]) -> str:
+        return f"<{self.cluster_prefix}{code[0]}><{self.rank_prefix}{code[1]}>"
+
+    def user_tokens(self, raw_id: str) -> str:
+        """The token string of a user, e.g. ``<CT3><R17>``."""
+        return self.spell(self.user_code(raw_id))
+
+    def item_tokens(self, raw_id: str) -> str:
+        """The token string of an item, e.g. ``<CT8><R2>``."""
+        return self.spell(self.item_code(raw_id))
+
+    def item_for_code(self) -> dict[tuple[int, int], str]:
+        """``{(cluster, rank): raw item id}``, to map decoded IDs back to items."""
+        return {(int(c), int(r)): item for item, (c, r) in zip(self.items, self.item_codes.tolist(), strict=True)}
+
+    # ------------------------------------------------------------------------------------------ serialisation
+    def to_dict(self) -> dict:
+        return {
+            "format_version": FORMAT_VERSION,
+            "scheme": self.scheme,
+            "seed": self.seed,
+            "cluster_prefix": self.cluster_prefix,
+            "rank_prefix": self.rank_prefix,
+            "fingerprint": self.fingerprint,
+            "metadata": self.metadata,
+            "users": self.users,
+            "items": self.items,
+            "user_codes": self.user_codes.tolist(),
+            "item_codes": self.item_codes.tolist(),
+            "cluster_vectors": _float_rows(self.cluster_vectors),
+            "rank_vectors": _float_rows(self.rank_vectors),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict, entity_vectors: np.ndarray | None = None) -> EntityVocabulary:
+        if data.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"unsupported vocabulary format_version {data.get('format_version')!r}")
+        dim = len(data["cluster_vectors"][0]) if data["cluster_vectors"] else 0
+        vocab = cls(
+            data["users"],
+            data["items"],
+            np.array(data["user_codes"], dtype=np.int64).reshape(-1, 2),
+            np.array(data["item_codes"], dtype=np.int64).reshape(-1, 2),
+            np.array(data["cluster_vectors"], dtype=np.float32).reshape(-1, dim),
+            np.array(data["rank_vectors"], dtype=np.float32).reshape(-1, dim),
+            scheme=data["scheme"],
+            seed=data["seed"],
+            metadata=data.get("metadata"),
+            cluster_prefix=data["cluster_prefix"],
+            rank_prefix=data["rank_prefix"],
+            entity_vectors=entity_vectors,
+        )
+        if data.get("fingerprint") not in (None, vocab.fingerprint):
+            raise ValueError("vocabulary file is corrupt: its fingerprint does not match its content")
+        return vocab
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the vocabulary as canonical JSON (same vocabulary → byte-identical file), atomically."""
+        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        tmp = f"{os.fspath(path)}.tmp"
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> EntityVocabulary:
+        with open(path, encoding="utf-8") as handle:
+            return cls.from_dict(json.load(handle))
+
+    def to_dataset(self):
+        """One row per entity (type, id, cluster, rank, tokens, vector) plus one per token (type ``cluster_token`` /
+        ``rank_token``, with its fixed vector), so the dataset alone rebuilds the vocabulary (e.g. from the Hub)."""
+        import datasets
+
+        entity_vectors = self.entity_vectors
+        rows: dict[str, list] = {k: [] for k in ("type", "id", "cluster", "rank", "tokens", "vector")}
+        for offset, (kind, ids, codes) in enumerate(
+            (("user", self.users, self.user_codes), ("item", self.items, self.item_codes))
+        ):
+            base = 0 if offset == 0 else len(self.users)
+            for index, (raw, (c, r)) in enumerate(zip(ids, codes.tolist(), strict=True)):
+                rows["type"].append(kind)
+                rows["id"].append(raw)
+                rows["cluster"].append(c)
+                rows["rank"].append(r)
+                rows["tokens"].append(self.spell((c, r)))
+                rows["vector"].append(None if entity_vectors is None else entity_vectors[base + index].tolist())
+        for kind, tokens, vectors in (
+            ("cluster_token", self.cluster_tokens, self.cluster_vectors),
+            ("rank_token", self.rank_tokens, self.rank_vectors),
+        ):
+            for index, token in enumerate(tokens):
+                rows["type"].append(kind)
+                rows["id"].append(token)
+                rows["cluster"].append(index if kind == "cluster_token" else -1)
+                rows["rank"].append(index if kind == "rank_token" else -1)
+                rows["tokens"].append(token)
+                rows["vector"].append(vectors[index].tolist())
+        features = datasets.Features(
+            {
+                "type": datasets.Value("string"),
+                "id": datasets.Value("string"),
+                "cluster": datasets.Value("int64"),
+                "rank": datasets.Value("int64"),
+                "tokens": datasets.Value("string"),
+                "vector": datasets.Sequence(datasets.Value("float32")),
+            }
+        )
+        info = datasets.DatasetInfo(description=json.dumps(self._header(), sort_keys=True), features=features)
+        return datasets.Dataset.from_dict(rows, features=features, info=info)
+
+    @classmethod
+    def from_dataset(cls, table, scheme: str | None = None) -> EntityVocabulary:
+        """Rebuild from :meth:`to_dataset` output (or the same table loaded back from disk or the Hub)."""
+        header = json.loads(table.info.description) if table.info and table.info.description else {}
+        columns = {name: table[name] for name in ("type", "id", "cluster", "rank", "tokens", "vector")}
+        entities: dict[str, tuple[list, list, list]] = {k: ([], [], []) for k in ENTITY_TYPES}
+        token_vectors: dict[str, dict[int, list]] = {"cluster_token": {}, "rank_token": {}}
+        for kind, raw, c, r, vector in zip(
+            columns["type"], columns["id"], columns["cluster"], columns["rank"], columns["vector"], strict=True
+        ):
+            if kind in entities:
+                ids, codes, vectors = entities[kind]
+                ids.append(raw)
+                codes.append((c, r))
+                vectors.append(vector)
+            elif kind in token_vectors:
+                token_vectors[kind][c if kind == "cluster_token" else r] = vector
+            else:
+                raise ValueError(f"unknown row type {kind!r} in vocabulary dataset")
+        first_cluster = next(t for k, t in zip(columns["type"], columns["tokens"], strict=True) if k == "cluster_token")
+        first_rank = next(t for k, t in zip(columns["type"], columns["tokens"], strict=True) if k == "rank_token")
+        all_vectors = entities["user"][2] + entities["item"][2]
+        entity_vectors = None if any(v is None for v in all_vectors) else np.array(all_vectors, dtype=np.float32)
+        return cls(
+            entities["user"][0],
+            entities["item"][0],
+            np.array(entities["user"][1], dtype=np.int64).reshape(-1, 2),
+            np.array(entities["item"][1], dtype=np.int64).reshape(-1, 2),
+            np.array([token_vectors["cluster_token"][i] for i in sorted(token_vectors["cluster_token"])], np.float32),
+            np.array([token_vectors["rank_token"][i] for i in sorted(token_vectors["rank_token"])], np.float32),
+            scheme=scheme or header.get("scheme", "metaid"),
+            seed=header.get("seed", 0),
+            metadata=header.get("metadata"),
+            cluster_prefix=first_cluster[1:].rstrip(">").rstrip("0123456789"),
+            rank_prefix=first_rank[1:].rstrip(">").rstrip("0123456789"),
+            entity_vectors=entity_vectors,
+        )
+
+    def _header(self) -> dict:
+        return {"scheme": self.scheme, "seed": self.seed, "metadata": self.metadata}
+
+
+def random_unit_vectors(count: int, dim: int, seed: int) -> np.ndarray:
+    """Fixed random unit vectors (the rank tokens' v_t): seeded, so the same vocabulary gets the same vectors."""
+    rng = np.random.default_rng([seed, 0x52414E4B])  # separate stream from the scheme's own use of the seed
+    vectors = rng.standard_normal((count, dim)).astype(np.float32)
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
+def _float_rows(matrix: np.ndarray) -> list[list[float]]:
+    """float32 values written with their shortest exact repr, so save → load is bit-exact and deterministic."""
+    return [[float(np.format_float_positional(x, unique=True, trim="-")) for x in row] for row in matrix]

@@ -1,0 +1,309 @@
+"""MetaIDForConditionalGeneration: T5 with META ID tokens, the representation augmentation F, and ``recommend``.
+
+Where F lives matters. It sits on the ENCODER STACK (a ``T5Stack`` subclass), which adds α·F(v_t) to the embeddings
+of ID tokens inside its own forward. So the training forward, ``generate()`` (which calls the encoder directly),
+``recommend()`` and PEFT-wrapped models all see the same encoder input, and the checkpoint holds F and the fixed
+vectors v under ``encoder.metaid_augmentation``. (The original research code added F outside the encoder, so
+``generate()`` silently skipped it; ``config.metaid_augment_generation = False`` reproduces that for comparison.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+
+import torch
+from torch import nn
+from transformers import T5Config, T5ForConditionalGeneration
+from transformers import initialization as init
+from transformers.models.t5.modeling_t5 import T5Stack
+
+from .configuration_metaid import MetaIDConfig
+from .errors import UnknownEntityError, VocabularyMismatchError
+from .generation import ItemTree, decode_items
+from .prompt_templates import COLD_USER_SEQUENTIAL, DIRECT_SEEN, SEQUENTIAL_SEEN, fill_template
+
+
+class MetaIDAugmentation(nn.Module):
+    """F: a trainable linear map from the fixed token vectors v (a buffer, saved with the weights) to ``d_model``.
+
+    Computed over the whole (small) table at every call, so F always takes part in the graph (DDP needs that).
+    """
+
+    def __init__(self, num_tokens: int, vector_dim: int, d_model: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(d_model, vector_dim))
+        self.bias = nn.Parameter(torch.empty(d_model))
+        self.register_buffer("vectors", torch.zeros(num_tokens, vector_dim), persistent=True)
+
+    def forward(self) -> torch.Tensor:
+        return nn.functional.linear(self.vectors.to(self.weight.dtype), self.weight, self.bias)
+
+
+class MetaIDEncoderStack(T5Stack):
+    """T5 encoder whose input embedding of ID token t is E[t] + α·F(v_t)."""
+
+    def __init__(self, config: MetaIDConfig) -> None:
+        super().__init__(config)
+        self.metaid_augmentation = MetaIDAugmentation(
+            config.metaid_num_new_tokens, config.metaid_vector_dim, config.d_model
+        )
+        self.augmentation_active = True
+
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        if isinstance(module, MetaIDAugmentation):
+            init.normal_(module.weight, mean=0.0, std=self.config.initializer_factor * module.weight.shape[1] ** -0.5)
+            init.zeros_(module.bias)
+            init.zeros_(module.vectors)
+
+    def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, **kwargs):
+        if input_ids is not None and inputs_embeds is None and self.augmentation_active:
+            inputs_embeds = self.embed_tokens(input_ids) + self.augmentation_for(input_ids)
+            input_ids = None
+        return super().forward(
+            input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, **kwargs
+        )
+
+    def augmentation_for(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """α·F(v_t) for ID tokens, 0 for every other token; shape ``input_ids.shape + (d_model,)``."""
+        projected = self.metaid_augmentation()  # (num_new_tokens, d_model)
+        offsets = input_ids - self.config.metaid_first_new_id
+        is_new = (offsets >= 0) & (offsets < projected.shape[0])
+        gathered = projected[offsets.clamp(0, max(projected.shape[0] - 1, 0))]
+        return self.config.metaid_alpha * gathered * is_new.unsqueeze(-1).to(gathered.dtype)
+
+    @contextlib.contextmanager
+    def augmentation_disabled(self):
+        """Run the encoder without F (only to reproduce the original code's generation behaviour)."""
+        previous, self.augmentation_active = self.augmentation_active, False
+        try:
+            yield
+        finally:
+            self.augmentation_active = previous
+
+
+class MetaIDForConditionalGeneration(T5ForConditionalGeneration):
+    """T5 seq2seq model over META ID tokens. Build with :meth:`from_base`, reload with the Auto classes."""
+
+    config_class = MetaIDConfig
+    # T5's forward takes **kwargs, so the Trainer would pass num_items_in_batch, T5 would ignore it, and the logged
+    # loss and the gradients would come out multiplied by the world size (and the accumulation steps).
+    accepts_loss_kwargs = False
+
+    def __init__(self, config: MetaIDConfig) -> None:
+        super().__init__(config)
+        encoder_config = copy.deepcopy(config)
+        encoder_config.is_decoder = False
+        encoder_config.use_cache = False
+        self.encoder = MetaIDEncoderStack(encoder_config)
+        self.encoder.set_input_embeddings(self.shared)
+        self.post_init()
+
+    # --------------------------------------------------------------------------------------------- building
+    @classmethod
+    def from_base(
+        cls,
+        base: str | os.PathLike | T5Config | dict,
+        tokenizer,
+        *,
+        alpha: float = 0.1,
+        init_new_rows: str = "resize",
+        augment_generation: bool = True,
+        seed: int = 0,
+        **from_pretrained_kwargs,
+    ) -> MetaIDForConditionalGeneration:
+        """A META ID model for ``tokenizer``'s ID vocabulary, from a T5 checkpoint or a T5 configuration.
+
+        Args:
+            base: a T5 checkpoint name or path (``"t5-small"``; weights are loaded, needs the Hub or a local copy),
+                or a ``T5Config`` / dict of config fields (random initialisation, e.g. :func:`tiny_t5_config`).
+            tokenizer: the :class:`MetaIDTokenizer` holding the entity vocabulary.
+            alpha: weight α of the augmentation (0.1 in the paper's runs).
+            init_new_rows: ``"resize"`` (transformers' default for new rows: the mean and covariance of the old
+                rows) or ``"centroid"`` (each new row starts as a seeded random projection of its vector v_t,
+                scaled to the mean norm of the old rows).
+            augment_generation: ``False`` reproduces the research code, where F was skipped at generation time.
+            seed: seed of the random initialisation (config path) and of the ``"centroid"`` projection.
+        """
+        vocabulary = tokenizer.entity_vocabulary
+        fields = {
+            "metaid_alpha": alpha,
+            "metaid_vector_dim": vocabulary.vector_dim,
+            "metaid_first_new_id": tokenizer.id_token_range.start,
+            "metaid_num_new_tokens": len(tokenizer.id_token_range),
+            "metaid_num_clusters": vocabulary.num_clusters,
+            "metaid_vocab_fingerprint": vocabulary.fingerprint,
+            "metaid_augment_generation": augment_generation,
+            "decoder_start_token_id": tokenizer.pad_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+        }
+        if isinstance(base, (str, os.PathLike)):
+            base_config = T5Config.from_pretrained(base).to_dict()
+            config = MetaIDConfig(**{**_t5_fields(base_config), **fields})
+            model = cls.from_pretrained(base, config=config, **from_pretrained_kwargs)
+        else:
+            base_config = base.to_dict() if isinstance(base, T5Config) else dict(base)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)  # same config + seed → the same initial weights
+                model = cls(MetaIDConfig(**{**_t5_fields(base_config), **fields}))
+        old_rows = model.get_input_embeddings().weight.shape[0]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)  # new rows are sampled: seed them too
+            model.resize_token_embeddings(max(len(tokenizer), old_rows))
+        with torch.no_grad():
+            model.encoder.metaid_augmentation.vectors.copy_(torch.from_numpy(vocabulary.token_vectors()))
+            if init_new_rows == "centroid":
+                model._init_rows_from_vectors(old_rows, seed)
+            elif init_new_rows != "resize":
+                raise ValueError(f"init_new_rows must be 'resize' or 'centroid', got {init_new_rows!r}")
+        model.generation_config.decoder_start_token_id = tokenizer.pad_token_id
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+        model.generation_config.eos_token_id = tokenizer.eos_token_id
+        return model
+
+    def _init_rows_from_vectors(self, old_rows: int, seed: int) -> None:
+        weight = self.get_input_embeddings().weight
+        vectors = self.encoder.metaid_augmentation.vectors
+        generator = torch.Generator().manual_seed(seed)
+        projection = torch.randn(vectors.shape[1], weight.shape[1], generator=generator).to(weight)
+        rows = vectors.to(weight) @ projection
+        target_norm = weight[: min(old_rows, self.config.metaid_first_new_id)].norm(dim=1).mean()
+        rows = rows / rows.norm(dim=1, keepdim=True).clamp_min(1e-12) * target_norm
+        weight[self.config.metaid_token_range.start : self.config.metaid_token_range.stop] = rows
+
+    # ------------------------------------------------------------------------------------------------ pairing
+    def check_tokenizer(self, tokenizer) -> None:
+        """Refuse a tokenizer built for another ID vocabulary (the message shows both fingerprints)."""
+        vocabulary = getattr(tokenizer, "entity_vocabulary", None)
+        if vocabulary is None:
+            raise VocabularyMismatchError(f"{type(tokenizer).__name__} has no META ID vocabulary; use MetaIDTokenizer")
+        config = self.config
+        mine = (config.metaid_vocab_fingerprint, config.metaid_num_new_tokens, config.metaid_first_new_id)
+        theirs = (vocabulary.fingerprint, len(tokenizer.id_token_range), tokenizer.id_token_range.start)
+        if mine != theirs:
+            raise VocabularyMismatchError(
+                "tokenizer and model were built for different ID vocabularies: "
+                f"model fingerprint {mine[0]!r} ({mine[1]} ID tokens from id {mine[2]}), "
+                f"tokenizer fingerprint {theirs[0]!r} ({theirs[1]} ID tokens from id {theirs[2]})"
+            )
+
+    # --------------------------------------------------------------------------------------------- generation
+    def generate(self, *args, **kwargs):
+        if self.config.metaid_augment_generation:
+            return super().generate(*args, **kwargs)
+        with self.encoder.augmentation_disabled():
+            return super().generate(*args, **kwargs)
+
+    def item_tree(self, tokenizer) -> ItemTree:
+        """The valid-item tree of ``tokenizer`` (cached per vocabulary)."""
+        self.check_tokenizer(tokenizer)
+        cached = getattr(self, "_metaid_item_tree", None)
+        if cached is None or cached[0] is not tokenizer.entity_vocabulary:
+            cached = (tokenizer.entity_vocabulary, ItemTree.from_tokenizer(tokenizer))
+            self._metaid_item_tree = cached
+        return cached[1]
+
+    def recommend(
+        self,
+        tokenizer,
+        user: str | None = None,
+        history: list[str] | None = None,
+        k: int = 10,
+        exclude_seen: bool = False,
+        **kwargs,
+    ) -> list[tuple[str, float]]:
+        """Top-``k`` real items for one user: ``[(raw item id, log-probability score), ...]``, best first.
+
+        Without ``history`` the direct (user-only) task is used; with it, the sequential task. An unknown ``user``
+        raises ``UnknownEntityError``; ``user=None`` with a history is the cold-start path for a new user.
+        Keyword arguments go to :meth:`recommend_batch`.
+        """
+        return self.recommend_batch(
+            tokenizer, [user], None if history is None else [history], k=k, exclude_seen=exclude_seen, **kwargs
+        )[0]
+
+    def recommend_batch(
+        self,
+        tokenizer,
+        users: list[str | None],
+        histories: list[list[str]] | None = None,
+        k: int = 10,
+        exclude_seen: bool = False,
+        mode: str = "beam",
+        num_beams: int | None = None,
+        template: str | None = None,
+        max_history: int = 10,
+        batch_size: int = 64,
+    ) -> list[list[tuple[str, float]]]:
+        """:meth:`recommend` for many users at once (one list per user).
+
+        Args:
+            mode: ``"beam"`` (HF beam search's top-k, ``num_beams`` wide) or ``"exact"`` (every item ranked).
+            exclude_seen: drop items of the user's history from the list (more candidates are decoded to keep k).
+            template: a prompt template with ``{user}`` / ``{history}``; defaults to the first training template
+                of the task.
+            max_history: how many of the latest history items the prompt shows.
+        """
+        tree = self.item_tree(tokenizer)
+        prompts = [
+            self._prompt(tokenizer, user, None if histories is None else histories[i], template, max_history)
+            for i, user in enumerate(users)
+        ]
+        extra = max((len(h) for h in histories), default=0) if (exclude_seen and histories) else 0
+        width = k + extra
+        results: list[list[tuple[str, float]]] = []
+        was_training = self.training
+        self.eval()
+        try:
+            for start in range(0, len(prompts), batch_size):
+                batch = tokenizer(prompts[start : start + batch_size], return_tensors="pt", padding=True)
+                batch = batch.to(self.device)
+                with self._generation_encoder():
+                    items, scores = decode_items(
+                        self,
+                        batch["input_ids"],
+                        batch["attention_mask"],
+                        tree,
+                        k=width,
+                        num_beams=max(num_beams or width, width),
+                        mode=mode,
+                    )
+                for row, (item_row, score_row) in enumerate(zip(items.tolist(), scores.tolist(), strict=True)):
+                    seen = set(histories[start + row]) if (exclude_seen and histories) else set()
+                    ranked = [(tree.items[i], s) for i, s in zip(item_row, score_row, strict=True) if i >= 0]
+                    results.append([(item, s) for item, s in ranked if item not in seen][:k])
+        finally:
+            self.train(was_training)
+        return results
+
+    def _generation_encoder(self):
+        if self.config.metaid_augment_generation:
+            return contextlib.nullcontext()
+        return self.encoder.augmentation_disabled()
+
+    @staticmethod
+    def _prompt(tokenizer, user, history, template, max_history) -> str:
+        vocabulary = tokenizer.entity_vocabulary
+        if user is not None and not vocabulary.has_user(user):
+            hint = " (pass user=None with a history to recommend for a new user)" if history else ""
+            raise UnknownEntityError(f"unknown user id {str(user)!r}: not in the ID vocabulary{hint}")
+        if user is None and not history:
+            raise ValueError("recommend needs a known user, a history, or both")
+        history_tokens = [vocabulary.item_tokens(item) for item in (history or [])[-max_history:]]
+        if template is None:
+            if user is None:
+                template = COLD_USER_SEQUENTIAL
+            else:
+                template = SEQUENTIAL_SEEN[0] if history else DIRECT_SEEN[0]
+        user_tokens = vocabulary.user_tokens(user) if user is not None else ""
+        return fill_template(template, user_tokens, history_tokens)
+
+
+def _t5_fields(config: dict) -> dict:
+    """The fields of a T5 config dict that a MetaIDConfig takes (drops names the strict dataclass refuses)."""
+    allowed = set(MetaIDConfig.__dataclass_fields__) | {"tie_word_embeddings"}
+    skip = {"model_type", "architectures", "transformers_version", "auto_map"}
+    return {key: value for key, value in config.items() if key in allowed and key not in skip}
