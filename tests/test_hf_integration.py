@@ -11,11 +11,11 @@ import textwrap
 import numpy as np
 import pytest
 import torch
-from conftest import random_vocabulary
 from tokenizers import normalizers
 from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
 
 import hf_metaid as hm
+from conftest import random_vocabulary
 
 
 def prompt(tok, user="u1", history=("i3", "i7")) -> str:
@@ -130,7 +130,7 @@ def test_from_base_accepts_a_loaded_base_tokenizer(vocab):
 def test_missing_vocabulary_file_is_a_clear_error(tmp_path, tokenizer):
     tokenizer.save_pretrained(tmp_path)
     os.remove(tmp_path / "metaid_vocab.json")
-    with pytest.raises(ValueError, match="metaid_vocab.json is missing"):
+    with pytest.raises(ValueError, match=r"metaid_vocab\.json is missing"):
         AutoTokenizer.from_pretrained(tmp_path)
 
 
@@ -165,11 +165,12 @@ def test_augmentation_reaches_forward_and_generate(model, tokenizer):
     text = prompt(tokenizer)
     batch = tokenizer([text], return_tensors="pt")
     before = logits(model, tokenizer, text)
-    generated = model.generate(**batch, max_new_tokens=3, do_sample=False, output_scores=True, return_dict_in_generate=True)
+    kwargs = {"max_new_tokens": 3, "do_sample": False, "output_scores": True, "return_dict_in_generate": True}
+    generated = model.generate(**batch, **kwargs)
     with torch.no_grad():
         model.encoder.metaid_augmentation.weight.mul_(5.0)
     assert not torch.allclose(before, logits(model, tokenizer, text))
-    again = model.generate(**batch, max_new_tokens=3, do_sample=False, output_scores=True, return_dict_in_generate=True)
+    again = model.generate(**batch, **kwargs)
     assert not torch.allclose(generated.scores[0], again.scores[0])
 
 

@@ -19,6 +19,7 @@ a about after again all also an and any are as at based be been before being bes
 consider could customer customers did do does each following for from future given has have he her his history
 how i if in interact interacted interaction interactions into is it item items its just know last like liked
 likely list may me might most next now of on one or order other our past person please predict preferences
+according chosen considering here
 previous previously purchase purchased purchases purchasing recommend recommendation recommendations
 recommended record records sequence should show suggest suggested that the their them then there these they this
 those to top user users was we what which who will with would you your shopping product products prefer

@@ -1,6 +1,24 @@
 """Interaction loading, leave-one-out splitting and prompt building."""
 
 from .interactions import embedded_beauty_path, load_interactions, user_sequences
+from .prompts import (
+    build_eval_prompts,
+    build_prompts,
+    build_training_prompts,
+    count_training_samples,
+    tokenize_prompts,
+)
 from .splits import catalogue, leave_one_out
 
-__all__ = ["catalogue", "embedded_beauty_path", "leave_one_out", "load_interactions", "user_sequences"]
+__all__ = [
+    "build_eval_prompts",
+    "build_prompts",
+    "build_training_prompts",
+    "catalogue",
+    "count_training_samples",
+    "embedded_beauty_path",
+    "leave_one_out",
+    "load_interactions",
+    "tokenize_prompts",
+    "user_sequences",
+]
