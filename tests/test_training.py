@@ -29,6 +29,7 @@ from hf_metaid.data import (
 from hf_metaid.prompt_templates import DIRECT_SEEN, SEQUENTIAL_SEEN, SEQUENTIAL_UNSEEN, fill_template
 from hf_metaid.training import (
     MetaIDDataCollator,
+    RecommendationEvalCallback,
     build_trainer,
     load_for_inference,
     lora_config,
@@ -453,3 +454,17 @@ def test_two_process_training_matches_single_process(tmp_path):
 
 if __name__ == "__main__":
     distributed_worker(sys.argv[1], int(sys.argv[2]))
+
+
+def test_recommendation_metrics_are_logged_during_training(tiny, tmp_path):
+    split, tokenizer, dataset = tiny
+    model = tiny_model(tokenizer)
+    callback = RecommendationEvalCallback(tokenizer, split["validation"], every_epoch=True, ks=(1, 5))
+    args = quiet_args(tmp_path, num_train_epochs=2, per_device_train_batch_size=8)
+    trainer = build_trainer(model, tokenizer, dataset, args, callbacks=[callback])
+    trainer.train()
+    logged = [entry for entry in trainer.state.log_history if "eval_hr@5" in entry]
+    assert [entry["epoch"] for entry in logged] == [1.0, 2.0]
+    direct = hm.evaluate_recommender(model, tokenizer, split["validation"], ks=(1, 5), progress=False)
+    assert logged[-1]["eval_hr@5"] == direct["hr@5"] and logged[-1]["eval_ndcg@1"] == direct["ndcg@1"]
+    assert logged[-1]["eval_num_users"] == split["validation"].num_rows

@@ -21,7 +21,14 @@ from .generation import ItemTree, decode_items
 from .modeling_metaid import MetaIDForConditionalGeneration
 from .protocol import evaluate_recommender
 from .tokenization_metaid import MetaIDTokenizer
-from .training import build_trainer, load_for_inference, lora_config, save_for_inference, training_arguments
+from .training import (
+    RecommendationEvalCallback,
+    build_trainer,
+    load_for_inference,
+    lora_config,
+    save_for_inference,
+    training_arguments,
+)
 
 # The Auto classes learn "metaid" at import; register_for_auto_class makes saved folders carry `auto_map` and the
 # code files, so they also load with trust_remote_code=True where hf_metaid is not installed (the Hub case).
@@ -42,6 +49,7 @@ __all__ = [
     "MetaIDError",
     "MetaIDForConditionalGeneration",
     "MetaIDTokenizer",
+    "RecommendationEvalCallback",
     "UnknownEntityError",
     "VocabularyMismatchError",
     "build_eval_prompts",

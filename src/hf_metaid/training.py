@@ -21,11 +21,19 @@ from pathlib import Path
 
 import datasets
 import torch
-from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, PreTrainedModel, Seq2SeqTrainer, Seq2SeqTrainingArguments
+from transformers import (
+    AutoModelForSeq2SeqLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    Seq2SeqTrainer,
+    Seq2SeqTrainingArguments,
+    TrainerCallback,
+)
 
 from .data.prompts import tokenize_prompts
 from .errors import VocabularyMismatchError
 from .modeling_metaid import MetaIDForConditionalGeneration
+from .protocol import evaluate_recommender
 
 AUGMENTATION_MODULE = "metaid_augmentation"
 MODEL_INPUTS = ("input_ids", "attention_mask", "labels", "decoder_input_ids", "decoder_attention_mask")
@@ -206,6 +214,46 @@ def _unwrap(model):
     if _is_peft(model):
         model = model.get_base_model()
     return model
+
+
+# --------------------------------------------------------------------------------------- evaluation in training
+class RecommendationEvalCallback(TrainerCallback):
+    """Full-ranking HR/NDCG/MRR@k on a held-out split, logged by the Trainer like any other metric.
+
+    Token-level ``compute_metrics`` cannot score a recommender (a hit needs decoding over every item), so this runs
+    the paper's protocol (:func:`evaluate_recommender`) whenever the Trainer evaluates (``eval_strategy``), or at
+    every epoch end with ``every_epoch=True``. Metrics appear as ``eval_hr@10`` etc. in ``trainer.state.log_history``.
+
+    Args:
+        tokenizer: the model's :class:`MetaIDTokenizer`.
+        split: rows with ``user``, ``history``, ``target`` (``leave_one_out(...)["validation"]``).
+        every_epoch: also evaluate at each epoch end, without an ``eval_dataset``.
+        **protocol: options of :func:`evaluate_recommender` (``ks``, ``template``, ``limit``, ``mode`` ...).
+    """
+
+    def __init__(self, tokenizer, split: datasets.Dataset, every_epoch: bool = False, **protocol) -> None:
+        self.tokenizer = tokenizer
+        self.split = split
+        self.every_epoch = every_epoch
+        self.protocol = {"progress": False, **protocol}
+        self.history: list[dict[str, float]] = []
+
+    def _run(self, args, state, model) -> None:
+        if not state.is_world_process_zero or model is None:
+            return
+        metrics = evaluate_recommender(_unwrap(model), self.tokenizer, self.split, **self.protocol)
+        logged = {f"eval_{name}": value for name, value in metrics.items()}
+        logged["epoch"] = state.epoch
+        logged["step"] = state.global_step
+        self.history.append(logged)
+        state.log_history.append(logged)
+
+    def on_evaluate(self, args, state, control, model=None, **kwargs):
+        self._run(args, state, model)
+
+    def on_epoch_end(self, args, state, control, model=None, **kwargs):
+        if self.every_epoch:
+            self._run(args, state, model)
 
 
 # ----------------------------------------------------------------------------------------------- save / load
