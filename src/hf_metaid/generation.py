@@ -3,7 +3,9 @@
 HF ``generate`` with a constraint spends its time in its own per-step machinery, not in the constraint. Because
 every META ID has the same depth, a decoder written for that tree runs the encoder once, scores every cluster in
 one decoder step, expands the chosen clusters in one batched step and closes the beams in a third, with validity
-masks built once from the vocabulary and no Python per beam.
+masks built once from the vocabulary and no Python per beam. The decoder steps reuse a key/value cache, and the
+beams of a prompt share its cross-attention keys and values (``generate`` projects the encoder output once per
+beam), so each step costs one token per beam.
 
 Two modes:
 - ``beam``: the same top-k as HF beam search with the same beam width (cumulative full-vocabulary log-probabilities,
@@ -16,14 +18,15 @@ Only torch is imported: the file travels with a saved model for ``trust_remote_c
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 
 @dataclass
 class ItemTree:
-    """The valid item IDs as dense tensors: the whole constraint, built once per vocabulary."""
+    """The valid item IDs as dense tensors: the whole constraint, built once per vocabulary (and cached by
+    ``model.item_tree``), so decoding never walks a trie in Python."""
 
     items: list[str]  # raw item ids, index = item number
     first_cluster_token: int
@@ -31,6 +34,31 @@ class ItemTree:
     eos_token_id: int
     item_of_code: torch.Tensor  # (num_clusters, num_ranks) item number or -1
     cluster_has_items: torch.Tensor  # (num_clusters,) bool
+    # Derived in __post_init__. Each cluster's items, packed to the left and padded to the largest cluster's count M:
+    cluster_items: torch.Tensor = field(init=False, repr=False)  # (num_clusters, M) item number or -1
+    cluster_rank_tokens: torch.Tensor = field(init=False, repr=False)  # (num_clusters, M) the items' rank token ids
+    cluster_penalty: torch.Tensor = field(init=False, repr=False)  # (num_clusters, M) 0 for an item, -inf for padding
+    item_clusters: torch.Tensor = field(init=False, repr=False)  # (num_items,) cluster of each item
+    item_rank_tokens: torch.Tensor = field(init=False, repr=False)  # (num_items,) token id of each item's rank
+    clusters_with_items: torch.Tensor = field(init=False, repr=False)  # (W,) the clusters holding an item
+    item_slots: torch.Tensor = field(init=False, repr=False)  # (num_items,) position of its cluster in the above
+
+    def __post_init__(self) -> None:
+        present = self.item_of_code >= 0
+        # A stable sort moves each cluster's items to the left in rank order; the -1 padding follows.
+        order = (~present).to(torch.int8).sort(dim=1, stable=True).indices[:, : max(int(present.sum(1).max()), 1)]
+        self.cluster_items = self.item_of_code.gather(1, order)
+        self.cluster_rank_tokens = order + self.first_rank_token
+        self.cluster_penalty = torch.zeros(order.shape).masked_fill(self.cluster_items < 0, float("-inf"))
+        codes = present.nonzero()
+        item_codes = torch.zeros(len(self.items), 2, dtype=torch.long)
+        item_codes[self.item_of_code[codes[:, 0], codes[:, 1]]] = codes
+        self.item_clusters = item_codes[:, 0].contiguous()
+        self.item_rank_tokens = item_codes[:, 1] + self.first_rank_token
+        self.clusters_with_items = self.cluster_has_items.nonzero().flatten()
+        slot_of_cluster = torch.full((self.num_clusters,), -1, dtype=torch.long)
+        slot_of_cluster[self.clusters_with_items] = torch.arange(len(self.clusters_with_items))
+        self.item_slots = slot_of_cluster[self.item_clusters]
 
     @classmethod
     def from_tokenizer(cls, tokenizer) -> ItemTree:
@@ -55,9 +83,21 @@ class ItemTree:
     def num_ranks(self) -> int:
         return self.item_of_code.shape[1]
 
+    _TENSORS = (
+        "item_of_code",
+        "cluster_has_items",
+        "cluster_items",
+        "cluster_rank_tokens",
+        "cluster_penalty",
+        "item_clusters",
+        "item_rank_tokens",
+        "clusters_with_items",
+        "item_slots",
+    )
+
     def to(self, device: torch.device) -> ItemTree:
-        self.item_of_code = self.item_of_code.to(device)
-        self.cluster_has_items = self.cluster_has_items.to(device)
+        for name in self._TENSORS:
+            setattr(self, name, getattr(self, name).to(device))
         return self
 
     def token_sequences(self) -> list[list[int]]:
@@ -70,21 +110,123 @@ class ItemTree:
         return sequences
 
 
-def _next_token_log_probs(model, encoder_states, encoder_mask, decoder_ids, chunk_rows: int) -> torch.Tensor:
-    """log-softmax over the full vocabulary of the next token after each ``decoder_ids`` row."""
-    outputs = []
-    for start in range(0, decoder_ids.shape[0], chunk_rows):
-        stop = start + chunk_rows
-        hidden = model.decoder(
-            input_ids=decoder_ids[start:stop],
-            encoder_hidden_states=encoder_states[start:stop],
-            encoder_attention_mask=encoder_mask[start:stop],
-            use_cache=False,
-        ).last_hidden_state[:, -1]
-        if model.config.scale_decoder_outputs:
-            hidden = hidden * (model.config.d_model**-0.5)
-        outputs.append(torch.log_softmax(model.lm_head(hidden).float(), dim=-1))
-    return torch.cat(outputs)
+class _BeamDecoder:
+    """T5's decoder run one token at a time for many beams per prompt, the beams kept as an extra tensor dimension.
+
+    Every beam of a prompt attends to the same encoder states, so the cross-attention keys and values are computed
+    once per prompt (not once per beam, as ``generate`` does after expanding the encoder output) and each beam's
+    queries attend to them as extra query positions; the decoder start token's self-attention state is shared the
+    same way. The arithmetic is T5's own: the layer norms, projections and feed-forward blocks are the model's
+    modules (so PEFT adapters on them apply), the relative position bias is the model's ``compute_bias``.
+    Dropout is not applied: this is inference code.
+    """
+
+    def __init__(self, model, encoder_states: torch.Tensor, encoder_mask: torch.Tensor) -> None:
+        self.decoder = model.decoder
+        self.lm_head = model.lm_head
+        config = model.config
+        self.output_scale = config.d_model**-0.5 if getattr(config, "scale_decoder_outputs", False) else None
+        first = self.decoder.block[0].layer[0].SelfAttention
+        self.heads, self.head_dim = first.n_heads, first.key_value_proj_dim
+        # (1, H, 3, 3): decoder positions start, cluster, rank; row p holds the bias of position p's query.
+        self.position_bias = first.compute_bias(3, 3, device=encoder_states.device).to(encoder_states.dtype)
+        n, length = encoder_mask.shape
+        blocked = torch.finfo(encoder_states.dtype).min
+        self.cross_mask = torch.zeros(n, 1, 1, length, dtype=encoder_states.dtype, device=encoder_states.device)
+        self.cross_mask = self.cross_mask.masked_fill(~encoder_mask.bool()[:, None, None, :], blocked)
+        self.cross = []  # per layer: keys (N, H, D, L), values (N, H, L, D)
+        for block in self.decoder.block:
+            attention = block.layer[1].EncDecAttention
+            keys, values = attention.k(encoder_states), attention.v(encoder_states)
+            # Laid out once for the two products (keys transposed), instead of a copy at every step.
+            self.cross.append(
+                (self._heads(keys).permute(0, 2, 3, 1).contiguous(), self._heads(values).transpose(1, 2).contiguous())
+            )
+        # Per layer, per decoder position: (keys, values) of shape (N, B, H, D), B = 1 where all beams share it.
+        self.cache: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in self.decoder.block]
+
+    def _heads(self, states: torch.Tensor) -> torch.Tensor:
+        return states.view(*states.shape[:-1], self.heads, self.head_dim)
+
+    def select(self, parents: torch.Tensor) -> None:
+        """Keep the beams ``parents`` ((N, B') indices into the current beams) for the next step."""
+        n, beams = parents.shape[0], self.cache[0][-1][0].shape[1]
+        rows = (parents + torch.arange(n, device=parents.device)[:, None] * beams).flatten()
+
+        def pick(t: torch.Tensor) -> torch.Tensor:
+            if t.shape[1] == 1:  # shared by every beam
+                return t
+            return t.flatten(0, 1).index_select(0, rows).view(n, parents.shape[1], *t.shape[2:])
+
+        self.cache = [[(pick(k), pick(v)) for k, v in layer] for layer in self.cache]
+
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Feed one token per beam (``tokens``: (N, B)); return the next-token logits (N, B, V) in float32."""
+        position = len(self.cache[0])
+        hidden = self.decoder.embed_tokens(tokens)  # (N, B, d)
+        bias = self.position_bias[0, :, position, : position + 1].T  # (T, H)
+        for index, block in enumerate(self.decoder.block):
+            self_layer, cross_layer, ff_layer = block.layer[0], block.layer[1], block.layer[-1]
+            attention = self_layer.SelfAttention
+            normed = self_layer.layer_norm(hidden)
+            query = self._heads(attention.q(normed))  # (N, B, H, D)
+            past = self.cache[index]
+            past.append((self._heads(attention.k(normed)), self._heads(attention.v(normed))))
+            # At most three positions: one query per beam against each position's key, without a batched product.
+            # (N, B, T, H): positions on a middle dimension, where softmax vectorises over the heads.
+            scores = torch.stack([(query * key).sum(-1) for key, _ in past], dim=2) + bias
+            weights = torch.softmax(scores, dim=2).unsqueeze(-1)
+            attended = sum(weights[:, :, t] * value for t, (_, value) in enumerate(past))
+            hidden = _clamp_fp16(hidden + attention.o(attended.flatten(2)))
+
+            attention = cross_layer.EncDecAttention
+            normed = cross_layer.layer_norm(hidden)
+            query = self._heads(attention.q(normed)).transpose(1, 2)  # (N, H, B, D): beams as query positions
+            keys, values = self.cross[index]
+            weights = torch.softmax(query @ keys + self.cross_mask, dim=-1)
+            attended = (weights.to(values.dtype) @ values).transpose(1, 2)  # (N, B, H, D)
+            hidden = _clamp_fp16(hidden + attention.o(attended.flatten(2)))
+            hidden = _clamp_fp16(ff_layer(hidden))
+        hidden = self.decoder.final_layer_norm(hidden)
+        if self.output_scale is not None:
+            hidden = hidden * self.output_scale
+        return self.lm_head(hidden).float()
+
+
+def _normaliser(logits: torch.Tensor) -> torch.Tensor:
+    """log sum exp over the vocabulary, computed as log-softmax computes it (max + log sum exp(x - max)), in place:
+    ``logits`` is consumed."""
+    peak = logits.amax(dim=-1, keepdim=True)
+    return logits.sub_(peak).exp_().sum(dim=-1, keepdim=True).log_().add_(peak).squeeze(-1)
+
+
+def _log_probs(logits: torch.Tensor, tokens: slice | int) -> torch.Tensor:
+    """The full-vocabulary log-softmax of ``logits`` (consumed), for the ``tokens`` slice only.
+
+    ``generate`` normalises over the whole vocabulary too; only the slice is ever read, so only it is written out.
+    """
+    picked = logits[..., tokens].clone()
+    normaliser = _normaliser(logits)
+    return picked.sub_(normaliser if isinstance(tokens, int) else normaliser.unsqueeze(-1))
+
+
+def _clamp_fp16(hidden: torch.Tensor) -> torch.Tensor:
+    """T5's guard against fp16 overflow between sub-layers (a no-op in other dtypes)."""
+    if hidden.dtype != torch.float16:
+        return hidden
+    limit = torch.finfo(torch.float16).max - (1000 if torch.isinf(hidden).any() else 0)
+    return hidden.clamp(min=-limit, max=limit)
+
+
+def _encoder_states(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The encoder output ``generate`` would see (without F where the config reproduces the research code)."""
+    encoder = model.get_encoder()
+    skip_f = getattr(model.config, "metaid_augment_generation", True) is False
+    context = encoder.augmentation_disabled() if skip_f and hasattr(encoder, "augmentation_disabled") else None
+    if context is None:
+        return encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    with context:
+        return encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
 
 @torch.no_grad()
@@ -101,63 +243,82 @@ def decode_items(
     """Top-``k`` items per prompt: ``(item numbers (N, k), scores (N, k))``, best first; -1 where fewer exist.
 
     Args:
-        model: a (possibly PEFT-wrapped) ``MetaIDForConditionalGeneration``.
+        model: a (possibly PEFT-wrapped) ``MetaIDForConditionalGeneration`` in eval mode.
         input_ids, attention_mask: the tokenized prompts, shape ``(N, L)``.
         tree: the valid items (:class:`ItemTree`).
         k: how many items to return per prompt.
         num_beams: beam width of ``beam`` mode (defaults to ``k``, as in the paper's protocol); must be ≥ k.
         mode: ``"beam"`` or ``"exact"`` (see the module docstring).
-        chunk_rows: decoder rows per forward pass (bounds memory in ``exact`` mode).
+        chunk_rows: decoder beams (prompts × clusters expanded) per pass; bounds memory in ``exact`` mode.
     """
     if mode not in ("beam", "exact"):
         raise ValueError(f"mode must be 'beam' or 'exact', got {mode!r}")
     num_beams = num_beams or k
     if mode == "beam" and num_beams < k:
         raise ValueError(f"num_beams ({num_beams}) must be at least k ({k})")
-    device = input_ids.device
-    tree = tree.to(device)
-    n = input_ids.shape[0]
-    encoder_states = model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    tree = tree.to(input_ids.device)
+    if input_ids.shape[0] == 0 or not tree.items:
+        empty = torch.full((input_ids.shape[0], k), -1, dtype=torch.long, device=input_ids.device)
+        return empty, torch.full((input_ids.shape[0], k), float("-inf"), device=input_ids.device)
+    if mode == "exact":
+        width = len(tree.clusters_with_items)
+    else:
+        width = min(num_beams, tree.num_clusters)
+    step = max(1, chunk_rows // max(width, 1))
+    encoder_states = _encoder_states(model, input_ids, attention_mask)
+    parts = [
+        _decode_chunk(model, encoder_states[s : s + step], attention_mask[s : s + step], tree, k, num_beams, mode)
+        for s in range(0, input_ids.shape[0], step)
+    ]
+    items, scores = (torch.cat(values) for values in zip(*parts, strict=True))
+    return items, scores
+
+
+def _decode_chunk(model, encoder_states, attention_mask, tree: ItemTree, k: int, num_beams: int, mode: str):
+    n, device = encoder_states.shape[0], encoder_states.device
+    decoder = _BeamDecoder(model, encoder_states, attention_mask)
     start = torch.full((n, 1), model.config.decoder_start_token_id, dtype=torch.long, device=device)
-    cluster_slice = slice(tree.first_cluster_token, tree.first_cluster_token + tree.num_clusters)
-    rank_slice = slice(tree.first_rank_token, tree.first_rank_token + tree.num_ranks)
 
     # Level 1: every cluster scored in one decoder step.
-    cluster_scores = _next_token_log_probs(model, encoder_states, attention_mask, start, chunk_rows)[:, cluster_slice]
+    cluster_tokens = slice(tree.first_cluster_token, tree.first_cluster_token + tree.num_clusters)
+    cluster_scores = _log_probs(decoder.step(start)[:, 0], cluster_tokens)  # (N, C)
+    if mode == "exact":
+        return _rank_every_item(decoder, tree, cluster_scores, k)
+
     cluster_scores = cluster_scores.masked_fill(~tree.cluster_has_items, float("-inf"))
-    width = min(num_beams, tree.num_clusters) if mode == "beam" else tree.num_clusters
-    top_cluster_scores, top_clusters = cluster_scores.topk(width, dim=-1)  # (N, W)
+    top_cluster_scores, top_clusters = cluster_scores.topk(min(num_beams, tree.num_clusters), dim=-1)  # (N, W)
+    width = top_clusters.shape[1]
 
-    # Level 2: the chosen clusters expanded in one batched step.
-    repeat = torch.arange(n, device=device).repeat_interleave(width)
-    prefix = torch.cat([start[repeat], (top_clusters.reshape(-1, 1) + tree.first_cluster_token)], dim=1)
-    rank_scores = _next_token_log_probs(model, encoder_states[repeat], attention_mask[repeat], prefix, chunk_rows)
-    rank_scores = rank_scores[:, rank_slice].reshape(n, width, tree.num_ranks)
-    valid = tree.item_of_code[top_clusters] >= 0  # (N, W, R)
-    totals = (top_cluster_scores.unsqueeze(-1) + rank_scores).masked_fill(~valid, float("-inf"))
-    keep = min(num_beams if mode == "beam" else k, totals[0].numel())
-    best_scores, flat = totals.reshape(n, -1).topk(keep, dim=-1)  # (N, keep)
-    best_clusters = top_clusters.gather(1, flat // tree.num_ranks)
-    best_ranks = flat % tree.num_ranks
+    # Level 2: the chosen clusters expanded in one batched step; only the rank tokens of real items are read.
+    logits = decoder.step(top_clusters + tree.first_cluster_token)  # (N, W, V)
+    rank_tokens = tree.cluster_rank_tokens.index_select(0, top_clusters.flatten()).view(n, width, -1)  # (N, W, M)
+    totals = logits.gather(2, rank_tokens)
+    totals.sub_(_normaliser(logits).unsqueeze(-1))  # log p(rank | cluster)
+    totals.add_(tree.cluster_penalty.index_select(0, top_clusters.flatten()).view(totals.shape))
+    totals.add_(top_cluster_scores.unsqueeze(-1))  # + log p(cluster), the order HF adds them in
+    keep = min(num_beams, totals[0].numel())
+    best_scores, flat = totals.view(n, -1).topk(keep, dim=-1)  # (N, keep)
+    parents = torch.div(flat, totals.shape[-1], rounding_mode="floor")
+    best_items = tree.cluster_items.index_select(0, top_clusters.flatten()).view(n, -1).gather(1, flat)
 
-    if mode == "beam":
-        # Level 3: the end token closes every beam; its log-probability is part of HF's beam score.
-        repeat = torch.arange(n, device=device).repeat_interleave(keep)
-        closed = torch.cat(
-            [
-                start[repeat],
-                best_clusters.reshape(-1, 1) + tree.first_cluster_token,
-                best_ranks.reshape(-1, 1) + tree.first_rank_token,
-            ],
-            dim=1,
-        )
-        end_scores = _next_token_log_probs(model, encoder_states[repeat], attention_mask[repeat], closed, chunk_rows)
-        best_scores = best_scores + end_scores[:, tree.eos_token_id].reshape(n, keep)
-        best_scores, order = best_scores.topk(min(k, keep), dim=-1)
-        best_clusters, best_ranks = best_clusters.gather(1, order), best_ranks.gather(1, order)
+    # Level 3: the end token closes every beam; its log-probability is part of HF's beam score.
+    decoder.select(parents)
+    end_scores = _log_probs(decoder.step(rank_tokens.view(n, -1).gather(1, flat)), tree.eos_token_id)
+    best_scores, order = (best_scores + end_scores).topk(min(k, keep), dim=-1)
+    items = best_items.gather(1, order).masked_fill(torch.isinf(best_scores), -1)
+    return _pad(items, k, -1), _pad(best_scores, k, float("-inf"))
 
-    items = tree.item_of_code[best_clusters, best_ranks]
-    items = items.masked_fill(torch.isinf(best_scores), -1)
+
+def _rank_every_item(decoder: _BeamDecoder, tree: ItemTree, cluster_scores: torch.Tensor, k: int):
+    """Exact mode: log p(cluster) + log p(rank | cluster) of every item, read straight from the logits of every
+    cluster that holds an item (no dense cluster x rank table), then the top ``k``."""
+    n = cluster_scores.shape[0]
+    logits = decoder.step((tree.clusters_with_items + tree.first_cluster_token).expand(n, -1))  # (N, W, V)
+    columns = tree.item_slots * logits.shape[-1] + tree.item_rank_tokens
+    item_scores = logits.view(n, -1).index_select(1, columns)  # (N, num_items) rank logits
+    item_scores.sub_(_normaliser(logits).index_select(1, tree.item_slots))
+    item_scores.add_(cluster_scores.index_select(1, tree.item_clusters))
+    best_scores, items = item_scores.topk(min(k, item_scores.shape[1]), dim=-1)
     return _pad(items, k, -1), _pad(best_scores, k, float("-inf"))
 
 

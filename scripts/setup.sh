@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Sourced by test.sh and demo.sh: create .venv (Python 3.11) if needed, activate it, install hf_metaid.
+# $1: the pip extras to install, e.g. "[test]" (may be empty).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+PYTHON=${PYTHON:-python3}
+[ -d .venv ] || "$PYTHON" -m venv .venv
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+# The CPU wheel of torch first: an unpinned torch would pull a multi-GB CUDA build.
+python -m pip install -q "torch==2.13.0"
+python -m pip install -q -e ".${1:-}"

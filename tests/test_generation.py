@@ -1,0 +1,327 @@
+"""Decoding: ``decode_items`` against HF ``generate`` + trie and brute force, and the ``recommend`` API around it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import hf_metaid as hm
+from hf_metaid.generation import decode_items, trie_prefix_allowed_tokens_fn
+from hf_metaid.prompt_templates import SEQUENTIAL_SEEN, fill_template
+
+# (seed, users, items, clusters, ranks per cluster, clusters reserved for users only)
+SHAPES = [(0, 20, 40, 5, 20, 1), (1, 30, 25, 7, 12, 2), (2, 10, 60, 3, 40, 0), (3, 40, 30, 9, 10, 3)]
+
+
+def make_vocabulary(seed, num_users, num_items, num_clusters, ranks, user_only=0) -> hm.EntityVocabulary:
+    """Unique random codes; the last ``user_only`` clusters hold users and no item (a real META ID outcome)."""
+    rng = np.random.default_rng(seed)
+    shared = [(c, r) for c in range(num_clusters - user_only) for r in range(ranks)]
+    reserved = [(c, r) for c in range(num_clusters - user_only, num_clusters) for r in range(ranks)]
+    item_codes = np.array(shared)[rng.permutation(len(shared))[:num_items]]
+    free = sorted(set(shared) - {tuple(c) for c in item_codes.tolist()}) + reserved
+    user_codes = np.array(free)[rng.permutation(len(free))[:num_users]]
+    return hm.EntityVocabulary(
+        [f"u{i}" for i in range(num_users)],
+        [f"i{i}" for i in range(num_items)],
+        user_codes,
+        item_codes,
+        rng.standard_normal((num_clusters, 8)),
+        seed=seed,
+    )
+
+
+def make_pair(shape, **model_kwargs):
+    seed, *sizes = shape
+    tokenizer = hm.MetaIDTokenizer.from_base(None, make_vocabulary(seed, *sizes))
+    torch.manual_seed(seed)
+    model = hm.MetaIDForConditionalGeneration.from_base(hm.tiny_t5_config(), tokenizer, **model_kwargs)
+    return tokenizer, model.eval()
+
+
+def prompts(tokenizer, count=6, seed=0):
+    """Sequential prompts of varied length (so the batch is padded)."""
+    rng = np.random.default_rng(seed)
+    vocabulary = tokenizer.entity_vocabulary
+    texts = []
+    for row in range(count):
+        user = vocabulary.users[row % len(vocabulary.users)]
+        history = rng.choice(vocabulary.items, size=1 + row % 5, replace=False)
+        tokens = [vocabulary.item_tokens(item) for item in history]
+        texts.append(fill_template(SEQUENTIAL_SEEN[0], tokenizer.user_tokens(user), tokens))
+    return tokenizer(texts, return_tensors="pt", padding=True)
+
+
+def hf_beam(model, tokenizer, batch, beams, **kwargs):
+    tree = model.item_tree(tokenizer)
+    return model.generate(
+        **batch,
+        num_beams=beams,
+        num_return_sequences=beams,
+        max_new_tokens=3,
+        prefix_allowed_tokens_fn=trie_prefix_allowed_tokens_fn(tree, model.config.decoder_start_token_id),
+        output_scores=True,
+        return_dict_in_generate=True,
+        **kwargs,
+    )
+
+
+def names(tree, item_rows):
+    return [[tree.items[i] if i >= 0 else None for i in row] for row in item_rows.tolist()]
+
+
+def brute_force_scores(model, tokenizer, batch) -> torch.Tensor:
+    """log p(cluster) + log p(rank | cluster) of every item, from plain full forward passes: (N, num_items)."""
+    vocabulary = tokenizer.entity_vocabulary
+    clusters = torch.as_tensor(vocabulary.item_codes[:, 0]) + tokenizer.cluster_token_ids.start
+    ranks = torch.as_tensor(vocabulary.item_codes[:, 1]) + tokenizer.rank_token_ids.start
+    start = torch.full_like(clusters, model.config.decoder_start_token_id)
+    decoder_input_ids = torch.stack([start, clusters], dim=1)  # one row per item
+    rows = []
+    with torch.no_grad():
+        for n in range(batch["input_ids"].shape[0]):
+            repeat = {key: value[n : n + 1].expand(len(clusters), -1) for key, value in batch.items()}
+            log_probs = model(**repeat, decoder_input_ids=decoder_input_ids).logits.log_softmax(-1)
+            index = torch.arange(len(clusters))
+            rows.append(log_probs[index, 0, clusters] + log_probs[index, 1, ranks])
+    return torch.stack(rows)
+
+
+# ------------------------------------------------------------------------------------ parity with HF generate
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"seed{s[0]}")
+def test_beam_mode_returns_what_generate_with_a_trie_returns(shape):
+    tokenizer, model = make_pair(shape)
+    batch = prompts(tokenizer, seed=shape[0])
+    tree = model.item_tree(tokenizer)
+    generated = hf_beam(model, tokenizer, batch, beams=5)
+    items, scores = decode_items(model, batch["input_ids"], batch["attention_mask"], tree, k=5, num_beams=5)
+
+    expected = np.array(tokenizer.decode_items(generated.sequences), dtype=object).reshape(-1, 5).tolist()
+    assert names(tree, items) == expected
+    # every generated sequence is start, cluster, rank, end: 3 generated tokens
+    assert generated.sequences.shape[1] == 4
+    torch.testing.assert_close(scores, generated.sequences_scores.view(-1, 5) * 3, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"feed_forward_proj": "gated-gelu", "tie_word_embeddings": False},  # T5 v1.1 / Flan-T5 layout
+        {"num_layers": 3, "num_decoder_layers": 1, "relative_attention_num_buckets": 8},
+    ],
+    ids=["gated-untied", "asymmetric"],
+)
+def test_beam_parity_across_t5_variants(config):
+    """The decoder reuses the model's own modules, so T5 variants decode as ``generate`` does."""
+    tokenizer = hm.MetaIDTokenizer.from_base(None, make_vocabulary(*SHAPES[0]))
+    torch.manual_seed(0)
+    model = hm.MetaIDForConditionalGeneration.from_base(hm.tiny_t5_config(**config), tokenizer).eval()
+    batch = prompts(tokenizer)
+    tree = model.item_tree(tokenizer)
+    generated = hf_beam(model, tokenizer, batch, beams=5)
+    items, scores = decode_items(model, batch["input_ids"], batch["attention_mask"], tree, k=5)
+    expected = np.array(tokenizer.decode_items(generated.sequences), dtype=object).reshape(-1, 5).tolist()
+    assert names(tree, items) == expected
+    torch.testing.assert_close(scores, generated.sequences_scores.view(-1, 5) * 3, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("length_penalty", [0.0, 1.0, 2.0])
+def test_sequences_scores_divide_by_the_generated_length_with_end_token(length_penalty):
+    """transformers 5 normalises a finished beam by (tokens generated, end token included) ** length_penalty:
+    for META IDs always 3 ** length_penalty, so one ranking serves every penalty."""
+    tokenizer, model = make_pair(SHAPES[0])
+    batch = prompts(tokenizer)
+    tree = model.item_tree(tokenizer)
+    generated = hf_beam(model, tokenizer, batch, beams=4, length_penalty=length_penalty)
+    _, scores = decode_items(model, batch["input_ids"], batch["attention_mask"], tree, k=4)
+    torch.testing.assert_close(generated.sequences_scores.view(-1, 4), scores / 3**length_penalty, rtol=1e-5, atol=1e-5)
+    # the same sum, from HF's own per-step scores of the returned beams
+    transition = model.compute_transition_scores(generated.sequences, generated.scores, generated.beam_indices)
+    torch.testing.assert_close(transition.sum(-1).view(-1, 4), scores, rtol=1e-5, atol=1e-5)
+
+
+def test_beam_parity_holds_without_augmentation_at_generation():
+    """With the research code's flag, ``decode_items`` still decodes exactly what ``generate`` decodes."""
+    tokenizer, model = make_pair(SHAPES[1], augment_generation=False)
+    batch = prompts(tokenizer)
+    tree = model.item_tree(tokenizer)
+    generated = hf_beam(model, tokenizer, batch, beams=5)
+    items, scores = decode_items(model, batch["input_ids"], batch["attention_mask"], tree, k=5)
+    assert (
+        names(tree, items)
+        == np.array(tokenizer.decode_items(generated.sequences), dtype=object).reshape(-1, 5).tolist()
+    )
+    torch.testing.assert_close(scores, generated.sequences_scores.view(-1, 5) * 3, rtol=0, atol=1e-4)
+
+
+def test_beam_parity_with_a_peft_adapter():
+    peft = pytest.importorskip("peft")
+    tokenizer, model = make_pair(SHAPES[2])
+    adapted = peft.get_peft_model(
+        model, peft.LoraConfig(r=4, target_modules=["q", "k", "v", "o", "wi", "wo"], task_type="SEQ_2_SEQ_LM")
+    )
+    for name, parameter in adapted.named_parameters():
+        if "lora_B" in name:  # LoRA starts as a no-op; make it matter
+            torch.nn.init.normal_(parameter, std=0.5)
+    adapted.eval()
+    batch = prompts(tokenizer)
+    tree = model.item_tree(tokenizer)
+    generated = hf_beam(adapted, tokenizer, batch, beams=5)
+    items, scores = decode_items(adapted, batch["input_ids"], batch["attention_mask"], tree, k=5)
+    with adapted.disable_adapter():
+        plain, _ = decode_items(adapted, batch["input_ids"], batch["attention_mask"], tree, k=5)
+    assert (
+        names(tree, items)
+        == np.array(tokenizer.decode_items(generated.sequences), dtype=object).reshape(-1, 5).tolist()
+    )
+    torch.testing.assert_close(scores, generated.sequences_scores.view(-1, 5) * 3, rtol=0, atol=1e-4)
+    assert not torch.equal(items, plain)
+
+
+# ------------------------------------------------------------------------------------------------- properties
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"seed{s[0]}")
+def test_exact_mode_equals_brute_force_and_lists_are_valid(shape):
+    tokenizer, model = make_pair(shape)
+    batch = prompts(tokenizer, count=4, seed=shape[0] + 10)
+    tree = model.item_tree(tokenizer)
+    k = 7
+    exact_items, exact_scores = decode_items(
+        model, batch["input_ids"], batch["attention_mask"], tree, k=k, mode="exact"
+    )
+    brute = brute_force_scores(model, tokenizer, batch)
+    brute_scores, brute_items = brute.topk(k, dim=-1)
+    assert torch.equal(exact_items, brute_items)
+    torch.testing.assert_close(exact_scores, brute_scores, rtol=0, atol=1e-4)
+    # small chunks (several passes over the prompts) change nothing
+    chunked = decode_items(model, batch["input_ids"], batch["attention_mask"], tree, k=k, mode="exact", chunk_rows=5)
+    assert torch.equal(chunked[0], exact_items)
+
+    beam_items, beam_scores = decode_items(model, batch["input_ids"], batch["attention_mask"], tree, k=k, num_beams=9)
+    for items in (exact_items, beam_items):
+        assert ((items >= 0) & (items < len(tree.items))).all()  # 0 invalid IDs
+        assert all(len(set(row)) == len(row) for row in items.tolist())  # no duplicates
+    for scores in (exact_scores, beam_scores):
+        assert (scores[:, :-1] >= scores[:, 1:]).all()
+    # beam scores add log p(end) <= 0 to log p(c) + log p(r | c), and exact mode has the best of the latter
+    assert (exact_scores[:, 0] >= beam_scores[:, 0]).all()
+    chosen = brute.gather(1, beam_items)
+    assert (chosen >= beam_scores - 1e-4).all()
+    assert (chosen <= exact_scores[:, :1] + 1e-4).all()
+
+
+def test_clusters_without_items_are_never_chosen():
+    tokenizer, model = make_pair(SHAPES[3])
+    tree = model.item_tree(tokenizer)
+    user_only = (~tree.cluster_has_items).nonzero().flatten()
+    assert len(user_only) == 3
+    with torch.no_grad():  # make the user-only clusters the most likely first tokens
+        model.lm_head.weight[user_only + tree.first_cluster_token] *= 50
+    batch = prompts(tokenizer)
+    for mode in ("beam", "exact"):
+        items, _ = decode_items(model, batch["input_ids"], batch["attention_mask"], tree, k=8, mode=mode)
+        assert (items >= 0).all()
+
+
+def test_decode_items_rejects_bad_arguments(model, tokenizer):
+    batch = prompts(tokenizer)
+    tree = model.item_tree(tokenizer)
+    with pytest.raises(ValueError, match="mode"):
+        decode_items(model, batch["input_ids"], batch["attention_mask"], tree, mode="greedy")
+    with pytest.raises(ValueError, match="num_beams"):
+        decode_items(model, batch["input_ids"], batch["attention_mask"], tree, k=5, num_beams=3)
+
+
+# ------------------------------------------------------------------------------------------ recommend / batch
+def test_exclude_seen_drops_history_and_still_returns_k(model, tokenizer):
+    # A template without {history}: the prompt, hence the ranking, is the same whatever the history.
+    template = "What should we recommend for user {user} ?"
+    top = [item for item, _ in model.recommend(tokenizer, user="u1", history=["i0"], k=6, template=template)]
+    history = top[:3]
+    unfiltered = model.recommend(tokenizer, user="u1", history=history, k=6, template=template)
+    assert [item for item, _ in unfiltered] == top
+    kept = model.recommend(tokenizer, user="u1", history=history, k=6, exclude_seen=True, template=template)
+    assert len(kept) == 6
+    assert not {item for item, _ in kept} & set(history)
+    # history items are decoded then dropped: a beam k + len(history) wide, filtered
+    wider = model.recommend(tokenizer, user="u1", history=history, k=9, template=template)
+    assert kept == [(item, score) for item, score in wider if item not in history][:6]
+
+
+def test_unknown_user_names_the_id(model, tokenizer):
+    with pytest.raises(hm.UnknownEntityError, match="nobody-42"):
+        model.recommend(tokenizer, user="nobody-42", history=["i1"], k=3)
+    with pytest.raises(hm.UnknownEntityError, match="nobody-42"):
+        model.recommend_batch(tokenizer, ["u1", "nobody-42"], k=3)
+
+
+def test_cold_start_user_with_history(model, tokenizer):
+    recommended = model.recommend(tokenizer, user=None, history=["i3", "i7"], k=5)
+    assert len(recommended) == 5
+    assert all(tokenizer.entity_vocabulary.has_item(item) for item, _ in recommended)
+    with pytest.raises(ValueError):
+        model.recommend(tokenizer, user=None, k=5)
+
+
+def test_exact_mode_through_recommend_batch(model, tokenizer):
+    users, histories = ["u1", "u2", "u3"], [["i3"], ["i1", "i2"], ["i9", "i8", "i7"]]
+    exact = model.recommend_batch(tokenizer, users, histories, k=5, mode="exact")
+    beam = model.recommend_batch(tokenizer, users, histories, k=5)
+    assert [len(row) for row in exact] == [5, 5, 5]
+    for exact_row, beam_row in zip(exact, beam, strict=True):
+        assert len({item for item, _ in exact_row}) == 5
+        assert exact_row[0][1] >= beam_row[0][1]  # no end token in exact scores, and no beam can beat it
+
+
+@pytest.mark.parametrize("mode", ["beam", "exact"])
+def test_k_larger_than_the_catalogue_returns_only_real_items(mode):
+    tokenizer, model = make_pair((5, 12, 6, 4, 8, 1))
+    recommended = model.recommend(tokenizer, user="u0", history=["i1"], k=20, mode=mode)
+    items = [item for item, _ in recommended]
+    assert sorted(items) == sorted(tokenizer.entity_vocabulary.items)
+    assert all(np.isfinite(score) for _, score in recommended)
+
+
+def test_tokenizer_of_another_vocabulary_is_refused(model, tokenizer):
+    other = hm.MetaIDTokenizer.from_base(None, make_vocabulary(9, 30, 50, 4, 30))
+    with pytest.raises(hm.VocabularyMismatchError) as caught:
+        model.recommend(other, user="u1", k=3)
+    message = str(caught.value)
+    assert tokenizer.entity_vocabulary.fingerprint in message
+    assert other.entity_vocabulary.fingerprint in message
+
+
+# -------------------------------------------------------------------------------- research-code reproduction
+def test_research_code_flag_changes_generation_but_not_training():
+    tokenizer, model = make_pair(SHAPES[0])
+    augmentation = model.encoder.metaid_augmentation
+    assert augmentation.weight.abs().sum() > 0 and augmentation.vectors.abs().sum() > 0
+    with torch.no_grad():
+        augmentation.bias.normal_()
+    batch = prompts(tokenizer)
+    labels = torch.tensor([[*tokenizer.item_token_ids("i1"), tokenizer.eos_token_id]] * batch["input_ids"].shape[0])
+    kwargs = {"output_hidden_states": True}
+
+    fixed = hf_beam(model, tokenizer, batch, beams=4, **kwargs)
+    fixed_loss = model(**batch, labels=labels).loss
+    fixed_recs = model.recommend(tokenizer, user="u1", history=["i2"], k=4)
+    model.config.metaid_augment_generation = False
+    buggy = hf_beam(model, tokenizer, batch, beams=4, **kwargs)
+    buggy_loss = model(**batch, labels=labels).loss
+    buggy_recs = model.recommend(tokenizer, user="u1", history=["i2"], k=4)
+
+    embeddings = model.shared(batch["input_ids"])
+    assert torch.equal(buggy.encoder_hidden_states[0], embeddings)  # F skipped at generation
+    torch.testing.assert_close(
+        fixed.encoder_hidden_states[0], embeddings + model.encoder.augmentation_for(batch["input_ids"])
+    )
+    assert not torch.allclose(fixed.encoder_hidden_states[-1], buggy.encoder_hidden_states[-1])
+    assert not torch.allclose(fixed.sequences_scores, buggy.sequences_scores)
+    assert fixed_recs != buggy_recs
+    # the training forward keeps F either way (that is the research code's train/inference mismatch)
+    assert torch.equal(fixed_loss, buggy_loss)
+    assert model.encoder.augmentation_active
+    with torch.no_grad():
+        augmentation.weight.zero_()
+        augmentation.bias.zero_()
+    assert not torch.allclose(model(**batch, labels=labels).loss, fixed_loss)
