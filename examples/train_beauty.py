@@ -14,12 +14,9 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
-
 import hf_metaid as hm
 from hf_metaid.data import build_training_prompts
-from hf_metaid.evaluation import ranking_metrics
-from hf_metaid.prompt_templates import TEMPLATES
+from hf_metaid.indexing import MetaIDIndexer, RandomIndexer
 from hf_metaid.training import build_trainer, lora_config, save_for_inference, training_arguments
 
 
@@ -53,39 +50,13 @@ def first_users(interactions, count: int):
     return interactions.select(range(len(users) - users[::-1].index(keep[-1])))
 
 
-def random_vocabulary(names: dict, num_clusters: int, seed: int) -> hm.EntityVocabulary:
-    """Unique random (cluster, rank) IDs: the RID baseline, and a stand-in when no indexer is installed."""
-    rng = np.random.default_rng(seed)
-    users, items = names["users"], names["items"]
-    ranks = -(-(len(users) + len(items)) // num_clusters)
-    flat = rng.permutation(num_clusters * ranks)[: len(users) + len(items)]
-    codes = np.stack([flat // ranks, flat % ranks], axis=1)
-    vectors = rng.standard_normal((num_clusters, 64)).astype(np.float32)
-    return hm.EntityVocabulary(users, items, codes[: len(users)], codes[len(users) :], vectors, scheme="random")
-
-
 def make_vocabulary(args, split, names) -> hm.EntityVocabulary:
-    """META ID codes from the training interactions only (never validation/test), or random ones."""
+    """IDs from the training interactions only (never validation/test); unseen catalogue items get cold IDs."""
     if args.ids == "metaid":
-        try:
-            from hf_metaid.indexing import MetaIDIndexer
-        except ImportError:
-            print("hf_metaid.indexing.MetaIDIndexer is not available: falling back to random IDs")
-        else:
-            fitted = MetaIDIndexer(num_clusters=args.num_clusters, embedding="spectral").fit(split["train"])
-            return fitted if isinstance(fitted, hm.EntityVocabulary) else fitted.vocabulary
-    return random_vocabulary(names, args.num_clusters, args.seed)
-
-
-def evaluate(model, tokenizer, test, count: int, ks=(5, 10)) -> dict[str, float]:
-    """Full-ranking top-k with the held-out ("unseen") template, constrained to real items."""
-    rows = test if count <= 0 else test.select(range(min(count, len(test))))
-    vocabulary = tokenizer.entity_vocabulary
-    users = rows["user"][:]
-    histories = [[item for item in history if vocabulary.has_item(item)] for history in rows["history"][:]]
-    template = TEMPLATES["sequential"]["unseen"][0]
-    ranked = model.recommend_batch(tokenizer, users, histories, k=max(ks), template=template)
-    return ranking_metrics([[item for item, _ in row] for row in ranked], rows["target"][:], ks=ks)
+        indexer = MetaIDIndexer(num_clusters=args.num_clusters, seed=args.seed)
+    else:
+        indexer = RandomIndexer(seed=args.seed)
+    return indexer.fit(split["train"], catalogue=names)
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -128,7 +99,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     folder = save_for_inference(trainer, tokenizer, output / "final")
     print(f"saved to {folder}")
 
-    metrics = evaluate(trainer.model, tokenizer, split["test"], args.eval_users)
+    limit = args.eval_users if args.eval_users > 0 else None
+    metrics = hm.evaluate_recommender(trainer.model, tokenizer, split["test"], template="unseen", limit=limit)
     print({name: round(value, 4) for name, value in metrics.items()})
     return metrics
 

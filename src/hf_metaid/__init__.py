@@ -18,6 +18,7 @@ from .data import (
 from .entity_vocabulary import EntityVocabulary
 from .errors import InteractionFormatError, MetaIDError, UnknownEntityError, VocabularyMismatchError
 from .generation import ItemTree, decode_items
+from .indexing import BaseIndexer, MetaIDIndexer, RandomIndexer, SequentialIndexer
 from .modeling_metaid import MetaIDForConditionalGeneration
 from .protocol import evaluate_recommender
 from .tokenization_metaid import MetaIDTokenizer
@@ -42,14 +43,18 @@ MetaIDForConditionalGeneration.register_for_auto_class("AutoModelForSeq2SeqLM")
 __version__ = "0.1.0"
 
 __all__ = [
+    "BaseIndexer",
     "EntityVocabulary",
     "InteractionFormatError",
     "ItemTree",
     "MetaIDConfig",
     "MetaIDError",
     "MetaIDForConditionalGeneration",
+    "MetaIDIndexer",
     "MetaIDTokenizer",
+    "RandomIndexer",
     "RecommendationEvalCallback",
+    "SequentialIndexer",
     "UnknownEntityError",
     "VocabularyMismatchError",
     "build_eval_prompts",

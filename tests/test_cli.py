@@ -1,0 +1,73 @@
+"""The hf-metaid command: help texts, a tiny end-to-end run, and user mistakes reported without a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from hf_metaid.cli import main
+
+SUBCOMMANDS = ("index", "train", "evaluate", "recommend", "demo")
+
+
+@pytest.fixture(scope="module")
+def tiny_file(tmp_path_factory):
+    """40 users over 30 items, 6 interactions each, with overlapping patterns so indexing has structure."""
+    path = tmp_path_factory.mktemp("data") / "tiny.txt"
+    lines = [" ".join([f"u{u}"] + [f"i{(u * 3 + k * (1 + u % 4)) % 30}" for k in range(6)]) for u in range(40)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_every_subcommand_has_help(command, capsys):
+    with pytest.raises(SystemExit) as done:
+        main([command, "--help"])
+    assert done.value.code == 0
+    assert "usage: hf-metaid " + command in capsys.readouterr().out
+
+
+def test_console_script_is_installed():
+    result = subprocess.run([sys.executable, "-m", "hf_metaid.cli", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "index" in result.stdout and "demo" in result.stdout
+
+
+def test_bad_data_file_is_one_line_error_not_a_traceback(tmp_path, capsys):
+    bad = tmp_path / "bad.txt"
+    bad.write_text("u1 a b c\nu2 a\n")
+    assert main(["index", str(bad), "--out", str(tmp_path / "v")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert f"hf-metaid index: error: {bad}: line 2" in err
+    assert not (tmp_path / "v").exists()  # nothing half-written
+
+
+def test_missing_model_folder_and_bad_cutoffs(tmp_path, capsys):
+    assert main(["evaluate", str(tmp_path / "nothing")]) == 2
+    assert "hf-metaid evaluate: error:" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as done:
+        main(["evaluate", str(tmp_path), "--k", "5,x"])
+    assert done.value.code == 2
+    assert "comma-separated integers" in capsys.readouterr().err
+
+
+def test_index_train_evaluate_recommend_end_to_end(tiny_file, tmp_path, capsys):
+    vocab_dir, model_dir = tmp_path / "vocab", tmp_path / "model"
+    assert main(["index", str(tiny_file), "--out", str(vocab_dir), "--clusters", "4", "--embedding", "spectral"]) == 0
+    assert "new tokens" in capsys.readouterr().out and (vocab_dir / "metaid_vocab.json").is_file()
+    train = ["train", str(tiny_file), "--vocab", str(vocab_dir / "metaid_vocab.json"), "--out", str(model_dir)]
+    assert main([*train, "--max-steps", "3", "--batch-size", "16", "--d-model", "32", "--warmup", "0"]) == 0
+    assert "train loss" in capsys.readouterr().out
+    assert main(["evaluate", str(model_dir), "--data", str(tiny_file), "--k", "1,5", "--limit", "10"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("HR@1=") and "NDCG@5=" in last
+    assert main(["recommend", str(model_dir), "--user", "u3", "--k", "3"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 2 + 3
+    assert main(["recommend", str(model_dir), "--user", "nobody"]) == 2
+    assert "unknown user id 'nobody'" in capsys.readouterr().err
+    assert main(["recommend", str(model_dir), "--history", "i1,i2", "--k", "2"]) == 0  # a new user
+    capsys.readouterr()
+    assert main(["recommend", str(model_dir), "--user", "u3", "--history", "i1,nope"]) == 2
+    assert "unknown item id 'nope'" in capsys.readouterr().err

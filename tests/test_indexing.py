@@ -1,0 +1,291 @@
+"""Indexers: unique two-token IDs, ranks by centroid distance, determinism, no leakage, cold start, baselines."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from datasets import Dataset
+
+import hf_metaid
+from hf_metaid.errors import InteractionFormatError
+from hf_metaid.indexing import BaseIndexer, MetaIDIndexer, RandomIndexer, SequentialIndexer
+from hf_metaid.indexing.graph import build_graph
+from hf_metaid.indexing.skipgram import skipgram_embeddings, window_pairs
+from hf_metaid.indexing.walks import metapath_walks
+
+SMALL = dict(num_clusters=6, walks_per_node=4, walk_length=10, batch_size=512)
+
+
+def synthetic(num_users: int = 60, num_items: int = 40, seed: int = 0, tail_seed: int | None = None) -> Dataset:
+    """Two taste communities; each user buys 5-9 items mostly from one half of the catalogue.
+
+    ``tail_seed`` redraws only every user's last two items (the validation and test targets).
+    """
+    rng = np.random.default_rng(seed)
+    tail = np.random.default_rng(tail_seed if tail_seed is not None else seed + 1)
+    users, items = [], []
+    for u in range(num_users):
+        home = (u % 2) * (num_items // 2)
+        length = int(rng.integers(5, 10))
+        picks = [f"i{home + int(rng.integers(0, num_items // 2))}" for _ in range(length - 2)]
+        picks += [f"i{int(tail.integers(0, num_items + 5))}" for _ in range(2)]  # may name items never trained on
+        users += [f"u{u}"] * length
+        items += picks
+    return hf_metaid.load_interactions(Dataset.from_dict({"user": users, "item": items}))
+
+
+@pytest.fixture(scope="module")
+def table() -> Dataset:
+    return synthetic()
+
+
+@pytest.fixture(scope="module")
+def train(table) -> Dataset:
+    return hf_metaid.leave_one_out(table)["train"]
+
+
+def all_codes(vocab: hf_metaid.EntityVocabulary) -> np.ndarray:
+    return np.concatenate([vocab.user_codes, vocab.item_codes])
+
+
+def assert_valid(vocab: hf_metaid.EntityVocabulary, users: list[str], items: list[str]) -> None:
+    """Every entity has an ID, IDs are unique, ranks are 0..size-1 per cluster and the token count adds up."""
+    assert set(vocab.users) == set(users) and set(vocab.items) == set(items)
+    codes = all_codes(vocab)
+    assert len({tuple(c) for c in codes.tolist()}) == len(codes)
+    tokens = {vocab.user_tokens(u) for u in users} | {vocab.item_tokens(i) for i in items}
+    assert len(tokens) == len(users) + len(items)
+    largest = 0
+    for cluster in np.unique(codes[:, 0]):
+        ranks = np.sort(codes[codes[:, 0] == cluster, 1])
+        assert np.array_equal(ranks, np.arange(len(ranks)))
+        largest = max(largest, len(ranks))
+    assert vocab.num_ranks == largest
+    assert len(vocab.new_tokens) == vocab.num_clusters + largest
+
+
+# --------------------------------------------------------------------------------------------------- graph, walks
+def test_graph_is_sparse_bipartite_csr(train):
+    graph = build_graph(train)
+    users, items = train["user"][:], train["item"][:]
+    assert graph.users == list(dict.fromkeys(users)) and graph.items == list(dict.fromkeys(items))
+    assert graph.indptr[-1] == 2 * len(train) and graph.num_edges == len(train)
+    node = graph.items.index(items[0]) + graph.num_users
+    assert graph.users.index(users[0]) in graph.indices[graph.indptr[node] : graph.indptr[node + 1]].tolist()
+    assert graph.adjacency().shape == (graph.num_nodes, graph.num_nodes)
+
+
+def test_walks_alternate_types_and_are_seeded(train):
+    graph = build_graph(train)
+    walks = metapath_walks(graph, walks_per_node=3, walk_length=7, seed=5)
+    assert walks.shape == (3 * graph.num_nodes, 7)
+    assert np.array_equal(walks[: graph.num_nodes, 0], np.arange(graph.num_nodes))
+    is_user = graph.is_user(walks)
+    assert (is_user[:, 1:] != is_user[:, :-1]).all()
+    assert np.array_equal(walks, metapath_walks(graph, walks_per_node=3, walk_length=7, seed=5))
+    assert not np.array_equal(walks, metapath_walks(graph, walks_per_node=3, walk_length=7, seed=6))
+
+
+def test_window_pairs_respect_each_centers_reach():
+    walks = np.array([[0, 1, 2, 3]])
+    full = window_pairs(walks, np.full((1, 4), 2), 2)
+    assert len(full[0]) == 2 * 3 + 2 * 2  # offsets 1 and 2, both directions
+    near = window_pairs(walks, np.ones((1, 4), dtype=int), 2)
+    assert sorted(zip(*near, strict=True)) == [(0, 1), (1, 0), (1, 2), (2, 1), (2, 3), (3, 2)]
+
+
+# ------------------------------------------------------------------------------------------------- the indexers
+INDEXERS = {
+    "metaid": lambda: MetaIDIndexer(**SMALL),
+    "metaid-spectral": lambda: MetaIDIndexer(num_clusters=6, embedding="spectral"),
+    "metaid-separate": lambda: MetaIDIndexer(joint=False, **SMALL),
+    "sequential": SequentialIndexer,
+    "random": RandomIndexer,
+}
+
+
+@pytest.mark.parametrize("name", sorted(INDEXERS))
+def test_every_entity_gets_a_unique_two_token_id(name, train):
+    indexer = INDEXERS[name]()
+    assert isinstance(indexer, BaseIndexer)
+    vocab = indexer.fit(train)
+    assert_valid(vocab, train.unique("user"), train.unique("item"))
+    assert vocab.scheme == name.split("-")[0]
+    assert vocab.metadata["cold_start"]["cluster"] is None
+    assert "total_s" in indexer.timings_
+
+
+def test_metaid_vocabulary_contents(train):
+    indexer = MetaIDIndexer(**SMALL)
+    vocab = indexer.fit(train)
+    assert vocab.num_clusters == 6 and vocab.vector_dim == 64
+    assert np.allclose(np.linalg.norm(vocab.cluster_vectors, axis=1), 1.0, atol=1e-5)
+    assert np.allclose(np.linalg.norm(vocab.entity_vectors, axis=1), 1.0, atol=1e-5)
+    assert vocab.metadata["params"] == indexer.get_params()
+    assert not any(key.endswith("_s") for key in vocab.metadata)  # timings stay out of the saved file
+    assert {"graph_s", "walks_s", "skipgram_s", "kmeans_s", "total_s"} <= set(indexer.timings_)
+
+
+@pytest.mark.parametrize("embedding", ["skipgram", "spectral"])
+def test_ranks_follow_distance_to_the_centroid(embedding, train):
+    vocab = MetaIDIndexer(**dict(SMALL, num_clusters=5), embedding=embedding).fit(train)
+    codes, vectors = all_codes(vocab), vocab.entity_vectors
+    similarity = vectors @ vocab.cluster_vectors.T
+    assert np.array_equal(codes[:, 0], similarity.argmax(axis=1))  # nearest centroid
+    for cluster in np.unique(codes[:, 0]):
+        members = np.flatnonzero(codes[:, 0] == cluster)
+        by_rank = members[np.argsort(codes[members, 1])]
+        assert np.all(np.diff(similarity[by_rank, cluster]) <= 1e-6)  # rank 0 = closest
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [dict(SMALL), dict(SMALL, joint=False), dict(num_clusters=6, embedding="spectral"), dict(SMALL, epochs=2)],
+    ids=["torch", "torch-separate", "spectral", "torch-2-epochs"],
+)
+def test_same_data_and_seed_give_byte_identical_files(settings, train, tmp_path):
+    first, second, other = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "c.json"
+    MetaIDIndexer(**settings).fit(train).save(first)
+    MetaIDIndexer(**settings).fit(train).save(second)
+    assert first.read_bytes() == second.read_bytes()
+    if settings.get("embedding") != "spectral":
+        MetaIDIndexer(**settings, seed=1).fit(train).save(other)
+        assert other.read_bytes() != first.read_bytes()
+
+
+def test_gensim_backend_is_deterministic(train, tmp_path):
+    pytest.importorskip("gensim")
+    paths = [tmp_path / "a.json", tmp_path / "b.json"]
+    for path in paths:
+        vocab = MetaIDIndexer(backend="gensim", **SMALL).fit(train)
+        assert_valid(vocab, train.unique("user"), train.unique("item"))
+        vocab.save(path)
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+
+
+def test_torch_skipgram_is_bit_identical_and_learns_structure(train):
+    graph = build_graph(train)
+    walks = metapath_walks(graph, 8, 10, seed=0)
+    first = skipgram_embeddings(walks, graph.num_nodes, dim=16, batch_size=256)
+    assert np.array_equal(first, skipgram_embeddings(walks, graph.num_nodes, dim=16, batch_size=256))
+    # the two taste communities should be told apart: items of the same half are closer than items across halves
+    vectors = first / np.linalg.norm(first, axis=1, keepdims=True)
+    half = np.array([int(item[1:]) < 20 for item in graph.items])
+    item_vectors = vectors[graph.num_users :]
+    similarity = item_vectors @ item_vectors.T
+    same = similarity[half[:, None] == half[None, :]].mean()
+    across = similarity[half[:, None] != half[None, :]].mean()
+    assert same > across + 0.1
+
+
+@pytest.mark.parametrize("make", [lambda: MetaIDIndexer(**SMALL), SequentialIndexer])
+def test_held_out_items_do_not_change_the_vocabulary(make, tmp_path):
+    tables = [synthetic(seed=3, tail_seed=10), synthetic(seed=3, tail_seed=11)]
+    splits = [hf_metaid.leave_one_out(t) for t in tables]
+    assert splits[0]["train"]["item"][:] == splits[1]["train"]["item"][:]
+    assert splits[0]["test"]["target"][:] != splits[1]["test"]["target"][:]
+    paths = [tmp_path / "a.json", tmp_path / "b.json"]
+    for split, path in zip(splits, paths, strict=True):
+        make().fit(split["train"]).save(path)
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+
+
+def test_cold_start_entities_get_the_reserved_cluster(table, train):
+    catalogue = hf_metaid.catalogue(table)
+    catalogue["users"] = [*catalogue["users"], "new-user"]
+    catalogue["items"] = [*catalogue["items"], "new-item", catalogue["items"][0]]  # repeats are harmless
+    cold_items = [i for i in dict.fromkeys(catalogue["items"]) if i not in set(train["item"][:])]
+    assert len(cold_items) >= 2
+    indexer = MetaIDIndexer(**SMALL)
+    vocab = indexer.fit(train, catalogue)
+    assert_valid(vocab, list(dict.fromkeys(catalogue["users"])), list(dict.fromkeys(catalogue["items"])))
+    cold = vocab.num_clusters - 1
+    facts = vocab.metadata["cold_start"]
+    assert (facts["cluster"], facts["users"], facts["items"]) == (cold, 1, len(cold_items))
+    assert not vocab.cluster_vectors[cold].any()
+    assert vocab.user_code("new-user") == (cold, 0)
+    assert [vocab.item_code(i) for i in cold_items] == [(cold, r) for r in range(1, len(cold_items) + 1)]
+    assert vocab.item_tokens("new-item") == f"<CT{cold}><R{len(cold_items)}>"
+    row = len(vocab.users) + vocab.items.index("new-item")
+    assert not vocab.entity_vectors[row].any()
+    warm = [vocab.item_code(i)[0] for i in train.unique("item")]
+    assert max(warm) < cold
+    # every scheme shares the rule
+    for other in (SequentialIndexer(), RandomIndexer(), MetaIDIndexer(num_clusters=6, embedding="spectral")):
+        vocab = other.fit(train, catalogue)
+        assert vocab.item_code("new-item")[0] == vocab.num_clusters - 1
+
+
+def test_joint_and_separate_clustering(train):
+    graph = build_graph(train)
+    joint = MetaIDIndexer(**SMALL).fit(train)
+    separate = MetaIDIndexer(**dict(SMALL, num_clusters=(4, 3)), joint=False).fit(train)
+    assert joint.num_clusters == 6 and separate.num_clusters == 7
+    assert separate.user_codes[:, 0].max() < 4 <= separate.item_codes[:, 0].min()
+    assert separate.metadata["clusters"] == {"users": 4, "items": 3}
+    for vocab in (joint, separate):
+        assert_valid(vocab, graph.users, graph.items)
+
+
+def test_more_clusters_than_entities_is_capped():
+    tiny = Dataset.from_dict({"user": ["a", "a", "b"], "item": ["x", "y", "x"], "position": [0, 1, 0]})
+    for settings in (dict(num_clusters=50, walk_length=4), dict(num_clusters=50, embedding="spectral")):
+        vocab = MetaIDIndexer(**settings).fit(tiny)
+        assert vocab.num_clusters <= 4
+        assert_valid(vocab, ["a", "b"], ["x", "y"])
+
+
+def test_sequential_and_random_numbering(train):
+    graph = build_graph(train)
+    entities = graph.num_nodes
+    block = int(np.ceil(np.sqrt(entities)))
+    sequential = SequentialIndexer().fit(train)
+    numbers = all_codes(sequential) @ np.array([block, 1])
+    assert np.array_equal(numbers, np.arange(entities))
+    assert sequential.users == graph.users and sequential.items == graph.items
+    random = RandomIndexer(seed=3).fit(train)
+    shuffled = all_codes(random) @ np.array([block, 1])
+    assert sorted(shuffled.tolist()) == list(range(entities)) and not np.array_equal(shuffled, numbers)
+    assert np.array_equal(all_codes(RandomIndexer(seed=3).fit(train)), all_codes(random))
+    assert not np.array_equal(all_codes(RandomIndexer(seed=4).fit(train)), all_codes(random))
+    blocked = SequentialIndexer(block_size=10).fit(train)
+    assert blocked.num_clusters == -(-entities // 10) and blocked.num_ranks == 10
+    assert np.allclose(np.linalg.norm(blocked.cluster_vectors, axis=1), 1.0, atol=1e-5)
+    assert blocked.rank_vectors.shape == (10, 64)
+
+
+def test_beauty_subset():
+    table = hf_metaid.load_interactions()
+    users = table["user"][:]
+    first = set(list(dict.fromkeys(users))[:1500])
+    subset = table.select(range(sum(u in first for u in users)))  # rows are grouped by user
+    split = hf_metaid.leave_one_out(subset)
+    catalogue = hf_metaid.catalogue(subset)
+    vocab = MetaIDIndexer(num_clusters=20).fit(split["train"], catalogue)
+    assert_valid(vocab, catalogue["users"], catalogue["items"])
+    assert len(vocab.users) == 1500
+
+
+# ------------------------------------------------------------------------------------------------ bad input
+def test_empty_training_table_is_refused():
+    empty = Dataset.from_dict({"user": [], "item": [], "position": []})
+    for indexer in (MetaIDIndexer(), SequentialIndexer(), RandomIndexer()):
+        with pytest.raises(ValueError, match="empty"):
+            indexer.fit(empty)
+
+
+def test_bad_input_is_refused(train):
+    with pytest.raises(InteractionFormatError, match="column"):
+        MetaIDIndexer().fit(Dataset.from_dict({"buyer": ["a"], "item": ["x"]}))
+    with pytest.raises(TypeError):
+        MetaIDIndexer().fit({"user": ["a"], "item": ["x"]})
+    with pytest.raises(ValueError, match="unknown key"):
+        SequentialIndexer().fit(train, {"products": ["x"]})
+    with pytest.raises(ValueError, match="embedding"):
+        MetaIDIndexer(embedding="node2vec")
+    with pytest.raises(ValueError, match="backend"):
+        MetaIDIndexer(backend="jax")
+    with pytest.raises(ValueError, match="num_clusters"):
+        MetaIDIndexer(num_clusters=(3, 4))  # a pair needs joint=False
+    with pytest.raises(ValueError, match="walk_length"):
+        MetaIDIndexer(walk_length=0)
