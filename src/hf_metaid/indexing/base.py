@@ -22,6 +22,7 @@ import numpy as np
 
 from ..entity_vocabulary import EntityVocabulary
 from ..errors import InteractionFormatError
+from .graph import check_training_table
 
 COLD_START_RULE = "reserved cluster K (zero vector); ranks 0.. over cold users then cold items in catalogue order"
 
@@ -77,7 +78,7 @@ class BaseIndexer(ABC):
         """
         start = time.perf_counter()
         self.timings_ = {}
-        _check_training_table(train, self.user_column, self.item_column)
+        check_training_table(train, self.user_column, self.item_column)
         wanted = _check_catalogue(catalogue)
         entities = self._index(train)
         vocabulary = _with_cold_start(entities, wanted, self.scheme, self.seed)
@@ -87,16 +88,6 @@ class BaseIndexer(ABC):
     @abstractmethod
     def _index(self, train: datasets.Dataset) -> IndexedEntities:
         """Codes for every user and item of the (validated, non-empty) training table."""
-
-
-def _check_training_table(train: datasets.Dataset, user_column: str, item_column: str) -> None:
-    if not isinstance(train, datasets.Dataset):
-        raise TypeError(f"expected a datasets.Dataset of training interactions, got {type(train).__name__}")
-    missing = [c for c in (user_column, item_column) if c not in train.column_names]
-    if missing:
-        raise InteractionFormatError(f"training table lacks column(s) {missing}; found {train.column_names}")
-    if len(train) == 0:
-        raise InteractionFormatError("training table is empty: cannot build an ID vocabulary from no interactions")
 
 
 def _check_catalogue(catalogue: dict | None) -> dict[str, list[str]]:

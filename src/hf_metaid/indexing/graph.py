@@ -72,13 +72,7 @@ def build_graph(train: datasets.Dataset, user_column: str = "user", item_column:
     Raises:
         InteractionFormatError (a ``ValueError``): the table is empty or lacks the user/item columns.
     """
-    if not isinstance(train, datasets.Dataset):
-        raise TypeError(f"expected a datasets.Dataset of training interactions, got {type(train).__name__}")
-    missing = [c for c in (user_column, item_column) if c not in train.column_names]
-    if missing:
-        raise InteractionFormatError(f"training table lacks column(s) {missing}; found {train.column_names}")
-    if len(train) == 0:
-        raise InteractionFormatError("training table is empty: cannot build an ID vocabulary from no interactions")
+    check_training_table(train, user_column, item_column)
     users, user_codes = _factorize(train[user_column][:])
     items, item_codes = _factorize(train[item_column][:])
     num_users = len(users)
@@ -101,3 +95,14 @@ def _factorize(values: list) -> tuple[list[str], np.ndarray]:
     rename = np.empty_like(order)
     rename[order] = np.arange(len(order))
     return uniques[order].tolist(), rename[inverse.reshape(-1)].astype(np.int64)
+
+
+def check_training_table(train: datasets.Dataset, user_column: str, item_column: str) -> None:
+    """Refuse what no vocabulary can be built from: not a Dataset, missing columns, no rows."""
+    if not isinstance(train, datasets.Dataset):
+        raise TypeError(f"expected a datasets.Dataset of training interactions, got {type(train).__name__}")
+    missing = [c for c in (user_column, item_column) if c not in train.column_names]
+    if missing:
+        raise InteractionFormatError(f"training table lacks column(s) {missing}; found {train.column_names}")
+    if len(train) == 0:
+        raise InteractionFormatError("training table is empty: cannot build an ID vocabulary from no interactions")

@@ -22,6 +22,8 @@ depend on how many cores the machine has, and draws every random number from see
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 
@@ -57,9 +59,10 @@ def skipgram_embeddings(
     if min(dim, window, negatives, epochs) < 1:
         raise ValueError("dim, window, negatives and epochs must be >= 1")
     if backend == "torch":
-        return _torch_sgns(
-            walks, num_nodes, dim, window, negatives, epochs, seed, learning_rate, batch_size, negative_pool
-        )
+        with _one_torch_thread():  # single-threaded whatever the core count: results and speed ignore the load
+            return _torch_sgns(
+                walks, num_nodes, dim, window, negatives, epochs, seed, learning_rate, batch_size, negative_pool
+            )
     if backend == "gensim":
         return _gensim_sgns(walks, num_nodes, dim, window, negatives, epochs, seed)
     raise ValueError(f"unknown skip-gram backend {backend!r}; use one of {BACKENDS}")
@@ -97,28 +100,7 @@ def _torch_sgns(
     batch_size: int,
     negative_pool: int,
 ) -> np.ndarray:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return _torch_sgns_single_thread(
-            walks, num_nodes, dim, window, negatives, epochs, seed, learning_rate, batch_size, negative_pool
-        )
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _torch_sgns_single_thread(
-    walks: np.ndarray,
-    num_nodes: int,
-    dim: int,
-    window: int,
-    negatives: int,
-    epochs: int,
-    seed: int,
-    learning_rate: float,
-    batch_size: int,
-    negative_pool: int,
-) -> np.ndarray:
+    """Skip-gram with negative sampling; call it inside ``_one_torch_thread()`` (results do not depend on load)."""
     generator = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng([seed, 0x53474E53])
     # word2vec initialisation: small random center vectors, zero context vectors.
@@ -222,3 +204,13 @@ def _stable_hash(text: str) -> int:
     import zlib
 
     return zlib.crc32(text.encode("utf-8"))
+
+
+@contextlib.contextmanager
+def _one_torch_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
