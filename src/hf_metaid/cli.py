@@ -90,7 +90,7 @@ def run_index(args: argparse.Namespace) -> int:
         ["rank tokens", vocabulary.num_ranks],
         ["new tokens", len(vocabulary.new_tokens)],
         ["fingerprint", vocabulary.fingerprint],
-        ["seconds", round(seconds, 1)],
+        ["seconds", f"{seconds:.1f}"],
         ["written", str(out / "metaid_vocab.json")],
     ]
     print(format_table(["vocabulary", "value"], rows))
@@ -171,7 +171,7 @@ def run_train(args: argparse.Namespace) -> int:
     vocabulary = EntityVocabulary.load(args.vocab)
     out = Path(args.out)
     _, _, seconds, loss = train_model(args, splits, vocabulary, out)
-    rows = [["mode", "LoRA" if args.lora else "full"], ["train loss", loss], ["seconds", round(seconds, 1)]]
+    rows = [["mode", "LoRA" if args.lora else "full"], ["train loss", loss], ["seconds", f"{seconds:.1f}"]]
     rows.append(["written", str(out)])
     print(format_table(["training", "value"], rows))
     return 0
@@ -250,11 +250,11 @@ def run_demo(args: argparse.Namespace) -> int:
     total = time.perf_counter() - started
     summary = [
         ["vocabulary", f"{vocabulary.num_clusters} clusters, {len(vocabulary.new_tokens)} new tokens"],
-        ["index seconds", round(index_seconds, 1)],
-        ["train seconds", round(train_seconds, 1)],
+        ["index seconds", f"{index_seconds:.1f}"],
+        ["train seconds", f"{train_seconds:.1f}"],
         ["train loss", loss],
-        ["eval seconds", round(metrics["seconds"], 1)],
-        ["total seconds", round(total, 1)],
+        ["eval seconds", f"{metrics['seconds']:.1f}"],
+        ["total seconds", f"{total:.1f}"],
         ["model folder", str(out)],
     ]
     print(format_table(["demo", "value"], summary))
