@@ -312,9 +312,12 @@ class EntityVocabulary:
         return {"scheme": self.scheme, "seed": self.seed, "metadata": self.metadata}
 
 
-def random_unit_vectors(count: int, dim: int, seed: int) -> np.ndarray:
-    """Fixed random unit vectors (the rank tokens' v_t): seeded, so the same vocabulary gets the same vectors."""
-    rng = np.random.default_rng([seed, 0x52414E4B])  # separate stream from the scheme's own use of the seed
+def random_unit_vectors(count: int, dim: int, seed: int, stream: int = 0x52414E4B) -> np.ndarray:
+    """Fixed random unit vectors (the rank tokens' v_t): seeded, so the same vocabulary gets the same vectors.
+
+    ``stream`` keeps different uses of one seed apart (rank vectors, a baseline's cluster vectors, ...).
+    """
+    rng = np.random.default_rng([seed, stream])
     vectors = rng.standard_normal((count, dim)).astype(np.float32)
     return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 

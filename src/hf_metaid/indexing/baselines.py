@@ -12,6 +12,7 @@ import math
 import datasets
 import numpy as np
 
+from ..entity_vocabulary import random_unit_vectors
 from .base import BaseIndexer, IndexedEntities
 from .graph import build_graph
 
@@ -39,9 +40,7 @@ class _BlockIndexer(BaseIndexer):
         numbers = self._numbers(count)
         codes = np.stack([numbers // block, numbers % block], axis=1).astype(np.int64)
         num_clusters = -(-count // block)
-        rng = np.random.default_rng([self.seed, 0x434C5553])  # apart from the rank vectors' stream
-        cluster_vectors = rng.standard_normal((num_clusters, self.dim)).astype(np.float32)
-        cluster_vectors /= np.maximum(np.linalg.norm(cluster_vectors, axis=1, keepdims=True), 1e-12)
+        cluster_vectors = random_unit_vectors(num_clusters, self.dim, self.seed, stream=0x434C5553)
         metadata = {"params": {"block_size": self.block_size, "dim": self.dim, "seed": self.seed}, "block": block}
         return IndexedEntities(
             users=graph.users,
