@@ -261,16 +261,15 @@ class MetaIDForConditionalGeneration(T5ForConditionalGeneration):
             for start in range(0, len(prompts), batch_size):
                 batch = tokenizer(prompts[start : start + batch_size], return_tensors="pt", padding=True)
                 batch = batch.to(self.device)
-                with self._generation_encoder():
-                    items, scores = decode_items(
-                        self,
-                        batch["input_ids"],
-                        batch["attention_mask"],
-                        tree,
-                        k=width,
-                        num_beams=max(num_beams or width, width),
-                        mode=mode,
-                    )
+                items, scores = decode_items(  # honours metaid_augment_generation itself
+                    self,
+                    batch["input_ids"],
+                    batch["attention_mask"],
+                    tree,
+                    k=width,
+                    num_beams=max(num_beams or width, width),
+                    mode=mode,
+                )
                 for row, (item_row, score_row) in enumerate(zip(items.tolist(), scores.tolist(), strict=True)):
                     seen = set(histories[start + row]) if (exclude_seen and histories) else set()
                     ranked = [(tree.items[i], s) for i, s in zip(item_row, score_row, strict=True) if i >= 0]
@@ -278,11 +277,6 @@ class MetaIDForConditionalGeneration(T5ForConditionalGeneration):
         finally:
             self.train(was_training)
         return results
-
-    def _generation_encoder(self):
-        if self.config.metaid_augment_generation:
-            return contextlib.nullcontext()
-        return self.encoder.augmentation_disabled()
 
     @staticmethod
     def _prompt(tokenizer, user, history, template, max_history) -> str:
