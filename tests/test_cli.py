@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 
@@ -71,3 +73,51 @@ def test_index_train_evaluate_recommend_end_to_end(tiny_file, tmp_path, capsys):
     capsys.readouterr()
     assert main(["recommend", str(model_dir), "--user", "u3", "--history", "i1,nope"]) == 2
     assert "unknown item id 'nope'" in capsys.readouterr().err
+
+
+def test_templates_option_records_the_training_words(tiny_file, tmp_path, capsys):
+    vocab_dir = tmp_path / "vocab"
+    assert main(["index", str(tiny_file), "--out", str(vocab_dir), "--clusters", "4", "--embedding", "spectral"]) == 0
+    train = ["train", str(tiny_file), "--vocab", str(vocab_dir / "metaid_vocab.json"), "--max-steps", "1"]
+    quick = ["--batch-size", "8", "--d-model", "32", "--warmup", "0", "--max-history", "3"]
+    assert main([*train, "--out", str(tmp_path / "c"), "--templates", "compact", *quick]) == 0
+    config = json.loads((tmp_path / "c" / "config.json").read_text())
+    assert config["metaid_prompt_templates"]["sequential"]["seen"] == ["user {user} items {history}"]
+    assert config["metaid_max_history"] == 3
+    mine = tmp_path / "mine.json"
+    mine.write_text(json.dumps({"sequential": {"seen": ["u {user} h {history}"]}}))
+    assert main([*train, "--out", str(tmp_path / "m"), "--templates", str(mine), *quick]) == 0
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["metaid_prompt_templates"] == {"sequential": {"seen": ["u {user} h {history}"]}}
+    capsys.readouterr()
+    assert main([*train, "--out", str(tmp_path / "x"), "--templates", "fancy"]) == 2
+    assert "--templates 'fancy': not one of openp5, compact" in capsys.readouterr().err
+    mine.write_text(json.dumps({"sequential": {"seen": ["no slots"]}}))
+    assert main([*train, "--out", str(tmp_path / "x"), "--templates", str(mine)]) == 2
+    assert f"{mine}: bad templates file" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+class _Restarted(Exception):
+    pass
+
+
+def test_console_entry_restarts_once_with_passive_openmp_threads(monkeypatch):
+    """Spinning OpenMP threads collapse under any other load (benchmarks/thread_policy.py); the policy is only read
+    when OpenMP loads, so the console entry starts a fresh process with it unless the caller chose one."""
+    calls = []
+
+    def fake_execv(path, argv):
+        calls.append((path, argv, os.environ.get("OMP_WAIT_POLICY")))
+        raise _Restarted
+
+    monkeypatch.setattr(os, "execv", fake_execv)
+    monkeypatch.setattr(sys, "argv", ["hf-metaid", "demo", "--help"])
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    with pytest.raises(_Restarted):
+        main()
+    assert calls == [(sys.executable, [sys.executable, "-m", "hf_metaid.cli", "demo", "--help"], "PASSIVE")]
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    with pytest.raises(SystemExit):  # no restart: --help runs here
+        main()
+    assert len(calls) == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from transformers import AutoModelForSeq2SeqLM
 
 import hf_metaid as hm
 from hf_metaid.generation import decode_items, trie_prefix_allowed_tokens_fn
@@ -325,3 +326,34 @@ def test_research_code_flag_changes_generation_but_not_training():
         augmentation.weight.zero_()
         augmentation.bias.zero_()
     assert not torch.allclose(model(**batch, labels=labels).loss, fixed_loss)
+
+
+# ------------------------------------------------------------------------------------- recorded prompt format
+def test_recorded_templates_drive_recommend_and_survive_save_load(model, tokenizer, tmp_path):
+    custom = {"sequential": {"seen": ["user {user} items {history}"]}, "direct": {"seen": ["user {user}"]}}
+    default = model.recommend(tokenizer, user="u1", history=["i3", "i7"], k=5)
+    model.set_prompt_format(custom, max_history=1)
+    assert model._prompt(tokenizer, "u1", ["i3", "i7"], None, 1) == fill_template(
+        "user {user} items {history}", tokenizer.user_tokens("u1"), [tokenizer.item_tokens("i7")]
+    )
+    assert model._prompt(tokenizer, "u1", None, None, 1) == "user " + tokenizer.user_tokens("u1")
+    recorded = model.recommend(tokenizer, user="u1", history=["i3", "i7"], k=5)
+    explicit = model.recommend(tokenizer, user="u1", history=["i7"], k=5, template=custom["sequential"]["seen"][0])
+    assert recorded == explicit and recorded != default
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    reloaded = AutoModelForSeq2SeqLM.from_pretrained(tmp_path).eval()
+    assert reloaded.config.metaid_prompt_templates == custom and reloaded.config.metaid_max_history == 1
+    assert reloaded.recommend(tokenizer, user="u1", history=["i3", "i7"], k=5) == recorded
+
+
+def test_recorded_templates_are_checked(model, tokenizer):
+    with pytest.raises(ValueError, match="needs a non-empty 'seen' list"):
+        model.set_prompt_format({"sequential": {"unseen": ["user {user}"]}})
+    with pytest.raises(ValueError, match="has neither"):
+        model.set_prompt_format({"sequential": {"seen": ["no slots here"]}})
+    with pytest.raises(ValueError, match="max_history"):
+        model.set_prompt_format(None, max_history=0)
+    model.set_prompt_format({"sequential": {"seen": ["items {history}"]}})
+    with pytest.raises(ValueError, match="no 'seen' templates for task 'direct'"):
+        model.recommend(tokenizer, user="u1")  # the direct task, which the recorded templates lack

@@ -26,7 +26,15 @@ from hf_metaid.data import (
     count_training_samples,
     tokenize_prompts,
 )
-from hf_metaid.prompt_templates import DIRECT_SEEN, SEQUENTIAL_SEEN, SEQUENTIAL_UNSEEN, fill_template
+from hf_metaid.prompt_templates import (
+    COMPACT_TEMPLATES,
+    DIRECT_SEEN,
+    SEQUENTIAL_SEEN,
+    SEQUENTIAL_UNSEEN,
+    TEMPLATE_SETS,
+    check_templates,
+    fill_template,
+)
 from hf_metaid.training import (
     MetaIDDataCollator,
     RecommendationEvalCallback,
@@ -226,9 +234,13 @@ def test_tokenize_prompts_labels(beauty_data):
 def test_default_prompts_have_no_unknown_words(beauty_data):
     """Every built-in template must tokenize without <unk> on the offline base (else a word is lost)."""
     split, tokenizer = beauty_data["split"], beauty_data["tokenizer"]
-    prompts = build_training_prompts(split["train"], tokenizer, templates_per_sample="all")
-    for task in ("sequential", "direct"):
-        prompts = datasets.concatenate_datasets([prompts, build_eval_prompts(split["test"], tokenizer, task=task)])
+    parts = []
+    for templates in TEMPLATE_SETS.values():
+        parts.append(build_training_prompts(split["train"], tokenizer, templates=templates, templates_per_sample="all"))
+        for task in ("sequential", "direct"):
+            parts.append(build_eval_prompts(split["test"], tokenizer, task=task, templates=templates))
+    prompts = datasets.concatenate_datasets(parts)
+    assert prompts.num_rows > 0
     unknown = {
         source
         for source, ids in zip(prompts["source"][:], tokenizer(prompts["source"][:])["input_ids"], strict=True)
@@ -344,6 +356,7 @@ def test_lora_reload_from_saved_base_checkpoint(tiny, tmp_path):
     _, tokenizer, train = tiny
     tiny_model(tokenizer).save_pretrained(tmp_path / "base")
     base = hm.MetaIDForConditionalGeneration.from_pretrained(tmp_path / "base")
+    base.set_prompt_format(COMPACT_TEMPLATES, max_history=4)  # the adapter's training words, not the base's
     args = quiet_args(tmp_path / "run", max_steps=3, per_device_train_batch_size=8)
     trainer = build_trainer(base, tokenizer, train, args, lora=lora_config(base, r=4))
     trainer.train()
@@ -351,6 +364,8 @@ def test_lora_reload_from_saved_base_checkpoint(tiny, tmp_path):
     batch = fixed_batch(tokenizer, train)
     loaded, _ = load_for_inference(folder)
     assert torch.equal(logits_of(loaded, batch), logits_of(trainer.model, batch))
+    assert loaded.get_base_model().config.metaid_prompt_templates == check_templates(COMPACT_TEMPLATES)
+    assert loaded.get_base_model().config.metaid_max_history == 4
 
 
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
@@ -468,3 +483,28 @@ def test_recommendation_metrics_are_logged_during_training(tiny, tmp_path):
     direct = hm.evaluate_recommender(model, tokenizer, split["validation"], ks=(1, 5), progress=False)
     assert logged[-1]["eval_hr@5"] == direct["hr@5"] and logged[-1]["eval_ndcg@1"] == direct["ndcg@1"]
     assert logged[-1]["eval_num_users"] == split["validation"].num_rows
+
+
+def test_evaluation_asks_in_the_recorded_training_words(tiny):
+    split, tokenizer, _ = tiny
+    model = tiny_model(tokenizer)
+    rows = split["validation"]
+    openp5 = hm.evaluate_recommender(model, tokenizer, rows, ks=(1, 5), progress=False)
+    model.set_prompt_format(COMPACT_TEMPLATES, max_history=2)
+    recorded = hm.evaluate_recommender(model, tokenizer, rows, ks=(1, 5), progress=False)
+    spelled_out = hm.evaluate_recommender(
+        model, tokenizer, rows, ks=(1, 5), progress=False, template="user {user} items {history}", max_history=2
+    )
+    assert {k: recorded[k] for k in ("hr@5", "mrr@5")} == {k: spelled_out[k] for k in ("hr@5", "mrr@5")}
+    assert recorded["mrr@5"] != openp5["mrr@5"]
+    unseen = hm.evaluate_recommender(model, tokenizer, rows, ks=(5,), template="unseen", progress=False)
+    explicit = hm.evaluate_recommender(
+        model,
+        tokenizer,
+        rows,
+        ks=(5,),
+        template=COMPACT_TEMPLATES["sequential"]["unseen"][0],
+        max_history=2,
+        progress=False,
+    )
+    assert unseen["mrr@5"] == explicit["mrr@5"]

@@ -133,15 +133,39 @@ def use_bf16(choice: str) -> bool:
     return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
 
 
+def load_templates(spec: str) -> dict:
+    """``--templates``: a built-in set (``openp5``, ``compact``) or a JSON file ``{task: {"seen": [...], ...}}``."""
+    from .prompt_templates import TEMPLATE_SETS, check_templates
+
+    if spec in TEMPLATE_SETS:
+        return TEMPLATE_SETS[spec]
+    path = Path(spec)
+    if not path.is_file():
+        raise MetaIDError(f"--templates {spec!r}: not one of {', '.join(TEMPLATE_SETS)} and not a file")
+    try:
+        return check_templates(json.loads(path.read_text(encoding="utf-8")))
+    except (json.JSONDecodeError, ValueError) as err:
+        raise MetaIDError(f"{path}: bad templates file: {err}") from None
+
+
 def train_model(args: argparse.Namespace, splits, vocabulary, out: Path):
     """Tokenizer + model + prompts + Trainer; returns ``(model, tokenizer, train_seconds, final_loss)``."""
     from .data.prompts import build_training_prompts
+    from .prompt_templates import TEMPLATES
     from .training import build_trainer, save_for_inference, training_arguments
 
+    templates = load_templates(args.templates)
     tokenizer = build_tokenizer(args.base, vocabulary)
     model = build_model(args.base, tokenizer, args.d_model, args.layers, args.dropout, args.seed)
+    # Recorded in the saved config: evaluation and `recommend` then ask in the words the model learned.
+    model.set_prompt_format(None if templates is TEMPLATES else templates, args.max_history)
     prompts = build_training_prompts(
-        splits["train"], tokenizer, tasks=tuple(args.tasks.split(",")), max_history=args.max_history, seed=args.seed
+        splits["train"],
+        tokenizer,
+        tasks=tuple(args.tasks.split(",")),
+        templates=templates,
+        max_history=args.max_history,
+        seed=args.seed,
     )
     training_args = training_arguments(
         out / "checkpoints",
@@ -266,7 +290,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------------------ parser
 def _add_training_options(
-    parser: argparse.ArgumentParser, epochs: float, batch_size: int, lr: float, threads: int = 0
+    parser: argparse.ArgumentParser, epochs: float, batch_size: int, lr: float, templates: str = "openp5"
 ) -> None:
     group = parser.add_argument_group("training")
     group.add_argument(
@@ -285,6 +309,12 @@ def _add_training_options(
     group.add_argument("--warmup", type=int, default=100, help="warmup steps")
     group.add_argument("--tasks", default="sequential", help="comma-separated: sequential,direct")
     group.add_argument("--max-history", type=int, default=10)
+    group.add_argument(
+        "--templates",
+        default=templates,
+        help="prompt templates: 'openp5' (5 seen + 1 unseen per task), 'compact' (one short template per task) "
+        'or a JSON file {task: {"seen": [...], "unseen": [...]}}',
+    )
     group.add_argument("--lora", action="store_true", help="LoRA (new-token rows and F trained in full)")
     group.add_argument("--logging-steps", type=int, default=100)
     group.add_argument(
@@ -293,13 +323,7 @@ def _add_training_options(
         default="auto",
         help="bf16 mixed precision (auto: where the hardware runs it natively)",
     )
-    group.add_argument(
-        "--threads",
-        type=int,
-        default=threads,
-        help="torch CPU threads (0: torch's default). Small models train faster on one thread than on two that "
-        "compete with any other load",
-    )
+    group.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default, one per core)")
     group.add_argument("--seed", type=int, default=0)
 
 
@@ -362,13 +386,28 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="metaid-demo", help="folder for the trained model and tokenizer")
     demo.add_argument("--overwrite", action="store_true", help="reuse a non-empty --out folder")
     _add_index_options(demo)
-    _add_training_options(demo, epochs=2.0, batch_size=64, lr=2e-3, threads=1)
+    _add_training_options(demo, epochs=2.0, batch_size=64, lr=2e-3, templates="compact")
     _add_eval_options(demo)
     demo.set_defaults(func=run_demo)
     return parser
 
 
+def _reexec_with_passive_threads() -> None:
+    """Run the command again with ``OMP_WAIT_POLICY=PASSIVE`` unless the caller chose a policy.
+
+    OpenMP threads that wait by spinning turn any other load on the cores into a many-fold slowdown of the small
+    matrix products of a small model (benchmarks/results/threads.md); the policy is read once, when torch loads
+    its OpenMP runtime, which importing this package has already done, hence a fresh process.
+    """
+    if "OMP_WAIT_POLICY" in os.environ:
+        return
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    os.execv(sys.executable, [sys.executable, "-m", "hf_metaid.cli", *sys.argv[1:]])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None:
+        _reexec_with_passive_threads()
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "threads", 0):

@@ -27,6 +27,12 @@ class MetaIDConfig(T5Config):
     metaid_augment_generation (`bool`, defaults to `True`):
         Apply F during `generate()` and `recommend()` too. `False` reproduces the original research code, where F
         acted in training only (HF `generate()` bypassed it); keep it for comparisons, not for use.
+    metaid_prompt_templates (`dict`, *optional*):
+        The prompt templates the model was trained with, shaped like `hf_metaid.prompt_templates.TEMPLATES`
+        (`{task: {"seen": [...], "unseen": [...]}}`). `recommend()` and evaluation default to them, so a model
+        trained on its own templates is queried the way it learned. `None`: the library's OpenP5-style templates.
+    metaid_max_history (`int`, defaults to 10):
+        How many of the latest history items a sequential prompt showed in training (the default at inference).
     """
 
     model_type = "metaid"
@@ -38,6 +44,8 @@ class MetaIDConfig(T5Config):
     metaid_num_clusters: int = 0
     metaid_vocab_fingerprint: str = ""
     metaid_augment_generation: bool = True
+    metaid_prompt_templates: dict | None = None
+    metaid_max_history: int = 10
 
     @property
     def metaid_token_range(self) -> range:

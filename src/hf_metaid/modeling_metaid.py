@@ -22,7 +22,7 @@ from transformers.models.t5.modeling_t5 import T5Stack
 from .configuration_metaid import MetaIDConfig
 from .errors import UnknownEntityError, VocabularyMismatchError
 from .generation import ItemTree, decode_items
-from .prompt_templates import COLD_USER_SEQUENTIAL, DIRECT_SEEN, SEQUENTIAL_SEEN, fill_template
+from .prompt_templates import COLD_USER_SEQUENTIAL, TEMPLATES, check_templates, fill_template, first_template
 
 
 class MetaIDAugmentation(nn.Module):
@@ -206,6 +206,20 @@ class MetaIDForConditionalGeneration(T5ForConditionalGeneration):
             self._metaid_item_tree = cached
         return cached[1]
 
+    @property
+    def prompt_templates(self) -> dict:
+        """The templates ``recommend`` and evaluation default to: those recorded by :meth:`set_prompt_format` (the
+        training ones, saved in the config), else the library's OpenP5-style :data:`TEMPLATES`."""
+        return self.config.metaid_prompt_templates or TEMPLATES
+
+    def set_prompt_format(self, templates: dict | None = None, max_history: int = 10) -> None:
+        """Record the prompt format the model is trained with, so that it is saved with it and ``recommend`` and
+        evaluation ask in the same words (``None``: the library's templates)."""
+        if max_history < 1:
+            raise ValueError(f"max_history must be >= 1, got {max_history}")
+        self.config.metaid_prompt_templates = None if templates is None else check_templates(templates)
+        self.config.metaid_max_history = max_history
+
     def recommend(
         self,
         tokenizer,
@@ -235,7 +249,7 @@ class MetaIDForConditionalGeneration(T5ForConditionalGeneration):
         mode: str = "beam",
         num_beams: int | None = None,
         template: str | None = None,
-        max_history: int = 10,
+        max_history: int | None = None,
         batch_size: int = 64,
     ) -> list[list[tuple[str, float]]]:
         """:meth:`recommend` for many users at once (one list per user).
@@ -243,11 +257,14 @@ class MetaIDForConditionalGeneration(T5ForConditionalGeneration):
         Args:
             mode: ``"beam"`` (HF beam search's top-k, ``num_beams`` wide) or ``"exact"`` (every item ranked).
             exclude_seen: drop items of the user's history from the list (more candidates are decoded to keep k).
-            template: a prompt template with ``{user}`` / ``{history}``; defaults to the first training template
-                of the task.
-            max_history: how many of the latest history items the prompt shows.
+            template: a prompt template with ``{user}`` / ``{history}``; defaults to the first seen template of
+                the task in :attr:`prompt_templates`.
+            max_history: how many of the latest history items the prompt shows (default: the training value,
+                ``config.metaid_max_history``).
         """
         tree = self.item_tree(tokenizer)
+        if max_history is None:
+            max_history = self.config.metaid_max_history
         prompts = [
             self._prompt(tokenizer, user, None if histories is None else histories[i], template, max_history)
             for i, user in enumerate(users)
@@ -278,8 +295,7 @@ class MetaIDForConditionalGeneration(T5ForConditionalGeneration):
             self.train(was_training)
         return results
 
-    @staticmethod
-    def _prompt(tokenizer, user, history, template, max_history) -> str:
+    def _prompt(self, tokenizer, user, history, template, max_history) -> str:
         vocabulary = tokenizer.entity_vocabulary
         if user is not None and not vocabulary.has_user(user):
             hint = " (pass user=None with a history to recommend for a new user)" if history else ""
@@ -288,10 +304,10 @@ class MetaIDForConditionalGeneration(T5ForConditionalGeneration):
             raise ValueError("recommend needs a known user, a history, or both")
         history_tokens = [vocabulary.item_tokens(item) for item in (history or [])[-max_history:]]
         if template is None:
-            if user is None:
+            if user is None and self.config.metaid_prompt_templates is None:
                 template = COLD_USER_SEQUENTIAL
             else:
-                template = SEQUENTIAL_SEEN[0] if history else DIRECT_SEEN[0]
+                template = first_template(self.prompt_templates, "sequential" if history else "direct")
         user_tokens = vocabulary.user_tokens(user) if user is not None else ""
         return fill_template(template, user_tokens, history_tokens)
 

@@ -33,12 +33,46 @@ TEMPLATES = {
     "sequential": {"seen": SEQUENTIAL_SEEN, "unseen": (SEQUENTIAL_UNSEEN,)},
     "direct": {"seen": DIRECT_SEEN, "unseen": (DIRECT_UNSEEN,)},
 }
+# Terse templates for small backbones trained from scratch: a prompt about a third as long trains faster per step
+# and leaves the model less text to look past (benchmarks/results/demo.md has the measurement behind the demo's choice).
+COMPACT_TEMPLATES = {
+    "sequential": {"seen": ("user {user} items {history}",), "unseen": ("user {user} history {history}",)},
+    "direct": {"seen": ("user {user}",), "unseen": ("recommend for user {user}",)},
+}
+TEMPLATE_SETS = {"openp5": TEMPLATES, "compact": COMPACT_TEMPLATES}
 HISTORY_SEPARATOR = " , "
 
 
 def fill_template(template: str, user_tokens: str = "", history_tokens: list[str] | tuple[str, ...] = ()) -> str:
     """Put a user's ID tokens and history item ID tokens into a template."""
     return template.replace("{user}", user_tokens).replace("{history}", HISTORY_SEPARATOR.join(history_tokens))
+
+
+def first_template(templates: dict, task: str, kind: str = "seen") -> str:
+    """The first ``kind`` ("seen" / "unseen") template of ``task`` in a templates mapping, with a clear error."""
+    group = tuple(templates.get(task, {}).get(kind, ()))
+    if not group:
+        raise ValueError(f"no {kind!r} templates for task {task!r} (tasks with templates: {sorted(templates)})")
+    return group[0]
+
+
+def check_templates(templates: dict) -> dict:
+    """``templates`` as plain lists (JSON-ready), after checking its shape: ``{task: {"seen": [...], ...}}`` with
+    at least one seen template per task, each a string with ``{user}`` or ``{history}``."""
+    if not isinstance(templates, dict) or not templates:
+        raise ValueError(f"templates must be a non-empty dict {{task: {{'seen': [...]}}}}, got {templates!r}")
+    checked = {}
+    for task, groups in templates.items():
+        if not isinstance(groups, dict) or not groups.get("seen"):
+            raise ValueError(f"templates[{task!r}] needs a non-empty 'seen' list, got {groups!r}")
+        checked[task] = {}
+        for kind, group in groups.items():
+            group = [group] if isinstance(group, str) else list(group)
+            for text in group:
+                if not isinstance(text, str) or ("{user}" not in text and "{history}" not in text):
+                    raise ValueError(f"templates[{task!r}][{kind!r}]: {text!r} has neither {{user}} nor {{history}}")
+            checked[task][kind] = group
+    return checked
 
 
 def template_words(templates: dict | None = None) -> set[str]:

@@ -29,7 +29,7 @@ def evaluate_recommender(
     mode: str = "beam",
     num_beams: int | None = None,
     exclude_seen: bool = False,
-    max_history: int = 10,
+    max_history: int | None = None,
     batch_size: int = 64,
     limit: int | None = None,
     progress: bool = True,
@@ -40,14 +40,17 @@ def evaluate_recommender(
         split: rows with ``user``, ``history`` and ``target`` (``leave_one_out(...)["test"]`` or ``["validation"]``).
         ks: cut-offs; the decoder returns ``max(ks)`` items (beam width ``num_beams``, default ``max(ks)``).
         task: ``"sequential"`` (history in the prompt) or ``"direct"`` (user only).
-        template: ``"seen"``, ``"unseen"`` or a template string with ``{user}`` / ``{history}``.
+        template: ``"seen"``, ``"unseen"`` (the first template of that kind in ``model.prompt_templates``: the ones
+            it was trained with where recorded) or a template string with ``{user}`` / ``{history}``.
         mode: ``"beam"`` or ``"exact"`` decoding (see ``generation``).
         exclude_seen: drop history items from each list before scoring (off in the paper's protocol).
+        max_history: history items per prompt (default: the training value recorded in the model's config).
         limit: evaluate only the first ``limit`` rows (quick checks).
     Returns:
         ``{"hr@5": ..., "ndcg@5": ..., "mrr@5": ..., ..., "invalid_rate": ..., "num_users": ..., "seconds": ...}``
     """
-    text = resolve_template(task, template)
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    text = resolve_template(task, template, getattr(base, "prompt_templates", None))
     if limit is not None:
         split = split.select(range(min(limit, split.num_rows)))
     users, histories, targets = split["user"][:], split["history"][:], split["target"][:]

@@ -328,6 +328,8 @@ def load_for_inference(
         if getattr(base.config, field) != getattr(saved, field):
             mine, theirs = getattr(base.config, field), getattr(saved, field)
             raise VocabularyMismatchError(f"base model {field}={mine!r} differs from the adapter's {theirs!r}")
+    # The adapter was trained with the saved prompt format: recommend and evaluation must ask in those words.
+    base.set_prompt_format(saved.metaid_prompt_templates, saved.metaid_max_history)
     model = PeftModel.from_pretrained(base, folder, is_trainable=False)
     _check_augmentation_loaded(model, folder, adapter)
     model.eval()

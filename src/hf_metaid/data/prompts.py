@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 import datasets
 import numpy as np
 
-from ..prompt_templates import TEMPLATES, fill_template
+from ..prompt_templates import TEMPLATES, fill_template, first_template
 
 TASKS = ("sequential", "direct")
 TRAINING_COLUMNS = ("source", "target")
@@ -179,10 +179,7 @@ def resolve_template(task: str, template: str = "unseen", templates: Mapping | N
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; use one of {TASKS}")
     if template in ("seen", "unseen"):
-        group = tuple(templates[task][template])
-        if not group:
-            raise ValueError(f"no {template!r} templates for task {task!r}")
-        return group[0]
+        return first_template(templates, task, template)
     if "{user}" not in template and "{history}" not in template:
         raise ValueError(f"template must be 'seen', 'unseen' or a string with {{user}} / {{history}}: {template!r}")
     return template
