@@ -8,7 +8,7 @@ import torch
 from transformers import AutoModelForSeq2SeqLM
 
 import hf_metaid as hm
-from hf_metaid.generation import decode_items, trie_prefix_allowed_tokens_fn
+from hf_metaid.generation import _encoder_states, decode_items, trie_prefix_allowed_tokens_fn
 from hf_metaid.prompt_templates import SEQUENTIAL_SEEN, fill_template
 
 # (seed, users, items, clusters, ranks per cluster, clusters reserved for users only)
@@ -125,6 +125,29 @@ def test_beam_parity_across_t5_variants(config):
     expected = np.array(tokenizer.decode_items(generated.sequences), dtype=object).reshape(-1, 5).tolist()
     assert names(tree, items) == expected
     torch.testing.assert_close(scores, generated.sequences_scores.view(-1, 5) * 3, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("padding_side", ["right", "left"])
+@pytest.mark.parametrize(
+    "config",
+    [{}, {"feed_forward_proj": "gated-gelu"}, {"num_layers": 3, "d_ff": 64}],
+    ids=["relu", "gated", "deeper"],
+)
+def test_packed_encoder_gives_the_model_encoder_output_exactly(config, padding_side):
+    """decode_items encodes only the real tokens (and builds the attention mask once); the states must be the
+    model encoder's own, bit for bit, F included, whichever side the padding is on."""
+    tokenizer = hm.MetaIDTokenizer.from_base(None, make_vocabulary(*SHAPES[1]))
+    torch.manual_seed(1)
+    model = hm.MetaIDForConditionalGeneration.from_base(hm.tiny_t5_config(**config), tokenizer).eval()
+    with torch.no_grad():
+        model.encoder.metaid_augmentation.bias.normal_()  # F visibly non-zero
+    tokenizer.padding_side = padding_side
+    batch = prompts(tokenizer, count=7)
+    assert not batch["attention_mask"].all()
+    with torch.no_grad():
+        expected = model.get_encoder()(**batch).last_hidden_state[batch["attention_mask"].bool()]
+        encoded = _encoder_states(model, batch["input_ids"], batch["attention_mask"])
+    assert torch.equal(encoded.states, expected)
 
 
 @pytest.mark.parametrize("length_penalty", [0.0, 1.0, 2.0])

@@ -5,7 +5,8 @@ every META ID has the same depth, a decoder written for that tree runs the encod
 one decoder step, expands the chosen clusters in one batched step and closes the beams in a third, with validity
 masks built once from the vocabulary and no Python per beam. The decoder steps reuse a key/value cache, and the
 beams of a prompt share its cross-attention keys and values (``generate`` projects the encoder output once per
-beam), so each step costs one token per beam.
+beam), so each step costs one token per beam. The encoder runs on the real tokens only (padding is about a quarter
+of a batch of prompts) and gives the model encoder's output bit for bit.
 
 Two modes:
 - ``beam``: the same top-k as HF beam search with the same beam width (cumulative full-vocabulary log-probabilities,
@@ -18,6 +19,7 @@ Only torch is imported: the file travels with a saved model for ``trust_remote_c
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import torch
@@ -121,23 +123,24 @@ class _BeamDecoder:
     Dropout is not applied: this is inference code.
     """
 
-    def __init__(self, model, encoder_states: torch.Tensor, encoder_mask: torch.Tensor) -> None:
+    def __init__(self, model, encoded: _EncodedPrompts) -> None:
         self.decoder = model.decoder
         self.lm_head = model.lm_head
         config = model.config
         self.output_scale = config.d_model**-0.5 if getattr(config, "scale_decoder_outputs", False) else None
         first = self.decoder.block[0].layer[0].SelfAttention
         self.heads, self.head_dim = first.n_heads, first.key_value_proj_dim
+        dtype, device = encoded.states.dtype, encoded.states.device
         # (1, H, 3, 3): decoder positions start, cluster, rank; row p holds the bias of position p's query.
-        self.position_bias = first.compute_bias(3, 3, device=encoder_states.device).to(encoder_states.dtype)
-        n, length = encoder_mask.shape
-        blocked = torch.finfo(encoder_states.dtype).min
-        self.cross_mask = torch.zeros(n, 1, 1, length, dtype=encoder_states.dtype, device=encoder_states.device)
-        self.cross_mask = self.cross_mask.masked_fill(~encoder_mask.bool()[:, None, None, :], blocked)
+        self.position_bias = first.compute_bias(3, 3, device=device).to(dtype)
+        n, length = encoded.mask.shape
+        self.cross_mask = torch.zeros(n, 1, 1, length, dtype=dtype, device=device)
+        self.cross_mask = self.cross_mask.masked_fill(~encoded.mask.bool()[:, None, None, :], torch.finfo(dtype).min)
         self.cross = []  # per layer: keys (N, H, D, L), values (N, H, L, D)
         for block in self.decoder.block:
             attention = block.layer[1].EncDecAttention
-            keys, values = attention.k(encoder_states), attention.v(encoder_states)
+            # Projected for the real tokens only; padding keys and values are masked out, so zeros do.
+            keys, values = encoded.padded(_projections(encoded.states, (attention.k, attention.v))).chunk(2, dim=-1)
             # Laid out once for the two products (keys transposed), instead of a copy at every step.
             self.cross.append(
                 (self._heads(keys).permute(0, 2, 3, 1).contiguous(), self._heads(values).transpose(1, 2).contiguous())
@@ -168,7 +171,7 @@ class _BeamDecoder:
         for index, block in enumerate(self.decoder.block):
             self_layer, cross_layer, ff_layer = block.layer[0], block.layer[1], block.layer[-1]
             attention = self_layer.SelfAttention
-            normed = self_layer.layer_norm(hidden)
+            normed = _norm(self_layer.layer_norm, hidden)
             query = self._heads(attention.q(normed))  # (N, B, H, D)
             past = self.cache[index]
             past.append((self._heads(attention.k(normed)), self._heads(attention.v(normed))))
@@ -177,17 +180,17 @@ class _BeamDecoder:
             scores = torch.stack([(query * key).sum(-1) for key, _ in past], dim=2) + bias
             weights = torch.softmax(scores, dim=2).unsqueeze(-1)
             attended = sum(weights[:, :, t] * value for t, (_, value) in enumerate(past))
-            hidden = _clamp_fp16(hidden + attention.o(attended.flatten(2)))
+            hidden = _clamp_fp16(hidden.add_(attention.o(attended.flatten(2))))
 
             attention = cross_layer.EncDecAttention
-            normed = cross_layer.layer_norm(hidden)
+            normed = _norm(cross_layer.layer_norm, hidden)
             query = self._heads(attention.q(normed)).transpose(1, 2)  # (N, H, B, D): beams as query positions
             keys, values = self.cross[index]
             weights = torch.softmax(query @ keys + self.cross_mask, dim=-1)
             attended = (weights.to(values.dtype) @ values).transpose(1, 2)  # (N, B, H, D)
-            hidden = _clamp_fp16(hidden + attention.o(attended.flatten(2)))
-            hidden = _clamp_fp16(ff_layer(hidden))
-        hidden = self.decoder.final_layer_norm(hidden)
+            hidden = _clamp_fp16(hidden.add_(attention.o(attended.flatten(2))))
+            hidden = _add_feed_forward(ff_layer, hidden)
+        hidden = _norm(self.decoder.final_layer_norm, hidden)
         if self.output_scale is not None:
             hidden = hidden * self.output_scale
         return self.lm_head(hidden).float()
@@ -210,6 +213,35 @@ def _log_probs(logits: torch.Tensor, tokens: slice | int) -> torch.Tensor:
     return picked.sub_(normaliser if isinstance(tokens, int) else normaliser.unsqueeze(-1))
 
 
+def _projections(states: torch.Tensor, projections) -> torch.Tensor:
+    """Several projections of the same rows side by side, ``(..., sum of widths)``: one matrix product when they
+    are all plain bias-free ``Linear`` layers (a PEFT-wrapped one keeps its own call, adapters included)."""
+    if all(type(p) is torch.nn.Linear and p.bias is None for p in projections):
+        return torch.nn.functional.linear(states, torch.cat([p.weight for p in projections]))
+    return torch.cat([p(states) for p in projections], dim=-1)
+
+
+def _norm(layer_norm, hidden: torch.Tensor) -> torch.Tensor:
+    """T5LayerNorm's arithmetic with one full-size temporary fewer (float32; otherwise the module itself).
+
+    On CPU every fresh multi-megabyte tensor costs page faults, which is most of a small decoder's time."""
+    weight = getattr(layer_norm, "weight", None)
+    if not hasattr(layer_norm, "variance_epsilon") or hidden.dtype != torch.float32 or weight.dtype != torch.float32:
+        return layer_norm(hidden)
+    variance = hidden.pow(2).mean(-1, keepdim=True)
+    return (hidden * torch.rsqrt(variance + layer_norm.variance_epsilon)).mul_(weight)
+
+
+def _add_feed_forward(ff_layer, hidden: torch.Tensor) -> torch.Tensor:
+    """``hidden`` + T5's feed-forward block of it, in place for the plain ReLU block in float32 (same arithmetic)."""
+    dense = ff_layer.DenseReluDense
+    plain = type(dense).__name__ == "T5DenseActDense" and isinstance(dense.act, torch.nn.ReLU)
+    if not plain or hidden.dtype != torch.float32 or dense.wo.weight.dtype != torch.float32:
+        return _clamp_fp16(ff_layer(hidden))
+    inner = torch.relu_(dense.wi(_norm(ff_layer.layer_norm, hidden)))
+    return hidden.add_(dense.wo(inner))
+
+
 def _clamp_fp16(hidden: torch.Tensor) -> torch.Tensor:
     """T5's guard against fp16 overflow between sub-layers (a no-op in other dtypes)."""
     if hidden.dtype != torch.float16:
@@ -218,15 +250,73 @@ def _clamp_fp16(hidden: torch.Tensor) -> torch.Tensor:
     return hidden.clamp(min=-limit, max=limit)
 
 
-def _encoder_states(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+@dataclass
+class _EncodedPrompts:
+    """Encoder output of the real (non-padding) tokens only, packed as rows, and where they sit in the batch."""
+
+    states: torch.Tensor  # (T, d): one row per real token
+    index: torch.Tensor  # (T,): position of each row in the flattened (N * L) batch
+    mask: torch.Tensor  # (N, L) attention mask
+
+    def padded(self, rows: torch.Tensor) -> torch.Tensor:
+        """``rows`` (T, w) laid out as (N, L, w), zeros at padding."""
+        n, length = self.mask.shape
+        full = rows.new_zeros(n * length, rows.shape[-1])
+        full[self.index] = rows
+        return full.view(n, length, -1)
+
+
+def _encoder_states(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> _EncodedPrompts:
     """The encoder output ``generate`` would see (without F where the config reproduces the research code)."""
     encoder = model.get_encoder()
     skip_f = getattr(model.config, "metaid_augment_generation", True) is False
     context = encoder.augmentation_disabled() if skip_f and hasattr(encoder, "augmentation_disabled") else None
-    if context is None:
-        return encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-    with context:
-        return encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    index = attention_mask.flatten().nonzero().flatten()
+    with context if context is not None else contextlib.nullcontext():
+        if _fast_encoder_applies(encoder):
+            return _EncodedPrompts(_encode(encoder, input_ids, attention_mask, index), index, attention_mask)
+        states = encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    return _EncodedPrompts(states.flatten(0, 1)[index], index, attention_mask)
+
+
+def _fast_encoder_applies(encoder) -> bool:
+    """The T5 encoder in eval mode with SDPA attention: what :func:`_encode` reproduces bit for bit."""
+    config = encoder.config
+    return not encoder.training and getattr(config, "_attn_implementation", None) == "sdpa" and not config.is_decoder
+
+
+def _encode(encoder, input_ids: torch.Tensor, attention_mask: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """T5's encoder forward with the model's own modules, for the real tokens only: (T, d).
+
+    Projections, layer norms and feed-forward blocks act on each token alone, so they run on the packed real tokens
+    (padding is a quarter of a typical batch of prompts); only attention sees the padded (N, L) layout, with the
+    attention mask (relative position bias, -inf at padding) built once for all layers, where transformers
+    rebuilds it in every layer. Same kernels on the same values: the real tokens' states are identical.
+    """
+    n, length = input_ids.shape
+    prompts = _EncodedPrompts(torch.empty(0), index, attention_mask)
+    ids = input_ids.flatten()[index]
+    hidden = encoder.embed_tokens(ids)
+    if getattr(encoder, "augmentation_active", False):
+        hidden = hidden + encoder.augmentation_for(ids)
+    first = encoder.block[0].layer[0].SelfAttention
+    bias = first.compute_bias(length, length, device=hidden.device)
+    mask = torch.where(attention_mask.bool()[:, None, None, :], bias, torch.finfo(hidden.dtype).min).contiguous()
+    mask = mask.to(hidden.dtype)
+    for block in encoder.block:
+        self_layer, ff_layer = block.layer[0], block.layer[-1]
+        attention = self_layer.SelfAttention
+        normed = _norm(self_layer.layer_norm, hidden)
+        projected = _projections(normed, (attention.q, attention.k, attention.v))
+        shape = (n, length, 3, attention.n_heads, attention.key_value_proj_dim)
+        query, key, value = (part.transpose(1, 2) for part in prompts.padded(projected).view(shape).unbind(2))
+        attended = torch.nn.functional.scaled_dot_product_attention(
+            query, key, value, attn_mask=mask, scale=attention.scaling
+        )
+        attended = attended.transpose(1, 2).reshape(n * length, -1)[index]
+        hidden = _clamp_fp16(hidden.add_(attention.o(attended)))
+        hidden = _add_feed_forward(ff_layer, hidden)
+    return _norm(encoder.final_layer_norm, hidden)
 
 
 @torch.no_grad()
@@ -265,18 +355,17 @@ def decode_items(
     else:
         width = min(num_beams, tree.num_clusters)
     step = max(1, chunk_rows // max(width, 1))
-    encoder_states = _encoder_states(model, input_ids, attention_mask)
-    parts = [
-        _decode_chunk(model, encoder_states[s : s + step], attention_mask[s : s + step], tree, k, num_beams, mode)
-        for s in range(0, input_ids.shape[0], step)
-    ]
+    parts = []
+    for start in range(0, input_ids.shape[0], step):
+        encoded = _encoder_states(model, input_ids[start : start + step], attention_mask[start : start + step])
+        parts.append(_decode_chunk(model, encoded, tree, k, num_beams, mode))
     items, scores = (torch.cat(values) for values in zip(*parts, strict=True))
     return items, scores
 
 
-def _decode_chunk(model, encoder_states, attention_mask, tree: ItemTree, k: int, num_beams: int, mode: str):
-    n, device = encoder_states.shape[0], encoder_states.device
-    decoder = _BeamDecoder(model, encoder_states, attention_mask)
+def _decode_chunk(model, encoded: _EncodedPrompts, tree: ItemTree, k: int, num_beams: int, mode: str):
+    n, device = encoded.mask.shape[0], encoded.states.device
+    decoder = _BeamDecoder(model, encoded)
     start = torch.full((n, 1), model.config.decoder_start_token_id, dtype=torch.long, device=device)
 
     # Level 1: every cluster scored in one decoder step.
