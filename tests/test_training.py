@@ -508,3 +508,23 @@ def test_evaluation_asks_in_the_recorded_training_words(tiny):
         progress=False,
     )
     assert unseen["mrr@5"] == explicit["mrr@5"]
+
+
+def test_length_grouped_sampling_gets_a_length_column_and_trims_padding(tiny, tmp_path):
+    """Short and long prompts mixed pad every batch to its longest; grouping by length needs the lengths as a
+    column, which build_trainer adds instead of letting the Trainer read every row."""
+    _, tokenizer, dataset = tiny
+    args = quiet_args(tmp_path, per_device_train_batch_size=4, max_steps=2, train_sampling_strategy="group_by_length")
+    trainer = build_trainer(tiny_model(tokenizer), tokenizer, dataset, args)
+    lengths = trainer.train_dataset["length"][:]
+    assert lengths == [len(ids) for ids in trainer.train_dataset["input_ids"][:]]
+    assert len(set(lengths)) > 1
+    grouped = [batch["input_ids"] for batch in trainer.get_train_dataloader()]
+    shuffled = build_trainer(
+        tiny_model(tokenizer), tokenizer, dataset, quiet_args(tmp_path, per_device_train_batch_size=4)
+    )
+    plain = [batch["input_ids"] for batch in shuffled.get_train_dataloader()]
+    assert "length" not in shuffled.train_dataset.column_names
+    padded = lambda batches: sum(int((b == tokenizer.pad_token_id).sum()) for b in batches)  # noqa: E731
+    assert padded(grouped) < padded(plain)
+    trainer.train()

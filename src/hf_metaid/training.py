@@ -180,6 +180,8 @@ def build_trainer(
 
         model = get_peft_model(model, lora_config(model) if lora is True else lora)
     train_dataset = _tokenized(train_dataset, tokenizer, max_source_length)
+    if args.train_sampling_strategy in ("group_by_length", "batch_rebalance"):
+        train_dataset = _with_lengths(train_dataset, args.length_column_name)
     if eval_dataset is not None:
         eval_dataset = _tokenized(eval_dataset, tokenizer, max_source_length)
     trainer_kwargs.setdefault("data_collator", MetaIDDataCollator(tokenizer))
@@ -197,6 +199,16 @@ def _tokenized(dataset: datasets.Dataset, tokenizer, max_source_length: int) -> 
     if "input_ids" in dataset.column_names:
         return dataset
     return tokenize_prompts(dataset, tokenizer, max_source_length=max_source_length)
+
+
+def _with_lengths(dataset: datasets.Dataset, column: str) -> datasets.Dataset:
+    """The prompt lengths that length-grouped sampling needs, as a column (the Trainer would otherwise read every
+    row one by one); the collator drops it from the batches."""
+    if column in dataset.column_names:
+        return dataset
+    return dataset.map(
+        lambda batch: {column: [len(ids) for ids in batch["input_ids"]]}, batched=True, desc="Prompt lengths"
+    )
 
 
 def _is_peft(model) -> bool:
