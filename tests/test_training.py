@@ -203,7 +203,7 @@ def test_eval_prompts_match_recommend(beauty_data):
     assert row["source"] == fill_template(SEQUENTIAL_UNSEEN, tokenizer.user_tokens(row["user"]), shown)
     # "seen" is the template model.recommend uses by default: evaluation and inference prompts agree
     seen = build_eval_prompts(test, tokenizer, template="seen", max_history=5)
-    prompt = hm.MetaIDForConditionalGeneration._prompt(tokenizer, row["user"], row["history"], None, 5)
+    prompt = tiny_model(tokenizer)._prompt(tokenizer, row["user"], row["history"], None, 5)
     assert seen[0]["source"] == prompt
     direct = build_eval_prompts(test, tokenizer, task="direct")
     assert "{" not in direct[0]["source"] and tokenizer.user_tokens(row["user"]) in direct[0]["source"]

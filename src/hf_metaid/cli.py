@@ -290,7 +290,12 @@ def run_demo(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------------------ parser
 def _add_training_options(
-    parser: argparse.ArgumentParser, epochs: float, batch_size: int, lr: float, templates: str = "openp5"
+    parser: argparse.ArgumentParser,
+    epochs: float,
+    batch_size: int,
+    lr: float,
+    templates: str = "openp5",
+    max_history: int = 10,
 ) -> None:
     group = parser.add_argument_group("training")
     group.add_argument(
@@ -308,7 +313,7 @@ def _add_training_options(
     group.add_argument("--dropout", type=float, default=0.0, help="dropout of the tiny T5")
     group.add_argument("--warmup", type=int, default=100, help="warmup steps")
     group.add_argument("--tasks", default="sequential", help="comma-separated: sequential,direct")
-    group.add_argument("--max-history", type=int, default=10)
+    group.add_argument("--max-history", type=int, default=max_history, help="history items per prompt")
     group.add_argument(
         "--templates",
         default=templates,
@@ -386,7 +391,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="metaid-demo", help="folder for the trained model and tokenizer")
     demo.add_argument("--overwrite", action="store_true", help="reuse a non-empty --out folder")
     _add_index_options(demo)
-    _add_training_options(demo, epochs=2.0, batch_size=64, lr=2e-3, templates="compact")
+    # Tuned for 2 CPU cores and 15 minutes (benchmarks/results/demo.md): short prompts train faster per step, and
+    # the last 5 items beat the last 3 or 10 at equal time.
+    _add_training_options(demo, epochs=5.0, batch_size=64, lr=2e-3, templates="compact", max_history=5)
     _add_eval_options(demo)
     demo.set_defaults(func=run_demo)
     return parser
