@@ -296,6 +296,7 @@ def _add_training_options(
     lr: float,
     templates: str = "openp5",
     max_history: int = 10,
+    warmup: int = 100,
 ) -> None:
     group = parser.add_argument_group("training")
     group.add_argument(
@@ -311,7 +312,7 @@ def _add_training_options(
     group.add_argument("--batch-size", type=int, default=batch_size)
     group.add_argument("--lr", type=float, default=lr)
     group.add_argument("--dropout", type=float, default=0.0, help="dropout of the tiny T5")
-    group.add_argument("--warmup", type=int, default=100, help="warmup steps")
+    group.add_argument("--warmup", type=int, default=warmup, help="warmup steps")
     group.add_argument("--tasks", default="sequential", help="comma-separated: sequential,direct")
     group.add_argument("--max-history", type=int, default=max_history, help="history items per prompt")
     group.add_argument(
@@ -393,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_index_options(demo)
     # Tuned for 2 CPU cores and 15 minutes (benchmarks/results/demo.md): short prompts train faster per step, and
     # the last 5 items beat the last 3 or 10 at equal time.
-    _add_training_options(demo, epochs=5.0, batch_size=64, lr=2e-3, templates="compact", max_history=5)
+    _add_training_options(demo, epochs=4.0, batch_size=64, lr=3e-3, templates="compact", max_history=5, warmup=200)
     _add_eval_options(demo)
     demo.set_defaults(func=run_demo)
     return parser
