@@ -403,9 +403,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _reexec_with_passive_threads() -> None:
     """Run the command again with ``OMP_WAIT_POLICY=PASSIVE`` unless the caller chose a policy.
 
-    OpenMP threads that wait by spinning turn any other load on the cores into a many-fold slowdown of the small
-    matrix products of a small model (benchmarks/results/threads.md); the policy is read once, when torch loads
-    its OpenMP runtime, which importing this package has already done, hence a fresh process.
+    OpenMP threads that wait by spinning make a small model's training step about twice as slow as one thread as
+    soon as anything else runs on the cores; passive ones lose little there and keep most of the two-thread gain
+    on an idle machine (benchmarks/results/thread_policy.md). The policy is read once, when torch loads its OpenMP
+    runtime, which importing this package has already done, hence a fresh process.
     """
     if "OMP_WAIT_POLICY" in os.environ:
         return
