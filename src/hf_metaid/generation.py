@@ -260,10 +260,14 @@ class _EncodedPrompts:
 
     def padded(self, rows: torch.Tensor) -> torch.Tensor:
         """``rows`` (T, w) laid out as (N, L, w), zeros at padding."""
-        n, length = self.mask.shape
-        full = rows.new_zeros(n * length, rows.shape[-1])
-        full[self.index] = rows
-        return full.view(n, length, -1)
+        return _unpack(rows, self.index, self.mask.shape)
+
+
+def _unpack(rows: torch.Tensor, index: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """Packed token rows (T, w) back in the padded batch layout ``shape + (w,)``, zeros at padding."""
+    full = rows.new_zeros(shape[0] * shape[1], rows.shape[-1])
+    full[index] = rows
+    return full.view(*shape, -1)
 
 
 def _encoder_states(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> _EncodedPrompts:
@@ -294,7 +298,6 @@ def _encode(encoder, input_ids: torch.Tensor, attention_mask: torch.Tensor, inde
     rebuilds it in every layer. Same kernels on the same values: the real tokens' states are identical.
     """
     n, length = input_ids.shape
-    prompts = _EncodedPrompts(torch.empty(0), index, attention_mask)
     ids = input_ids.flatten()[index]
     hidden = encoder.embed_tokens(ids)
     if getattr(encoder, "augmentation_active", False):
@@ -309,7 +312,8 @@ def _encode(encoder, input_ids: torch.Tensor, attention_mask: torch.Tensor, inde
         normed = _norm(self_layer.layer_norm, hidden)
         projected = _projections(normed, (attention.q, attention.k, attention.v))
         shape = (n, length, 3, attention.n_heads, attention.key_value_proj_dim)
-        query, key, value = (part.transpose(1, 2) for part in prompts.padded(projected).view(shape).unbind(2))
+        padded = _unpack(projected, index, input_ids.shape).view(shape)
+        query, key, value = (part.transpose(1, 2) for part in padded.unbind(2))
         attended = torch.nn.functional.scaled_dot_product_attention(
             query, key, value, attn_mask=mask, scale=attention.scaling
         )
