@@ -49,8 +49,7 @@ def evaluate_recommender(
     Returns:
         ``{"hr@5": ..., "ndcg@5": ..., "mrr@5": ..., ..., "invalid_rate": ..., "num_users": ..., "seconds": ...}``
     """
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    text = resolve_template(task, template, getattr(base, "prompt_templates", None))
+    text = resolve_template(task, template, getattr(model, "prompt_templates", None))  # PEFT forwards attributes
     if limit is not None:
         split = split.select(range(min(limit, split.num_rows)))
     users, histories, targets = split["user"][:], split["history"][:], split["target"][:]
