@@ -84,6 +84,10 @@ def test_templates_option_records_the_training_words(tiny_file, tmp_path, capsys
     config = json.loads((tmp_path / "c" / "config.json").read_text())
     assert config["metaid_prompt_templates"]["sequential"]["seen"] == ["user {user} items {history}"]
     assert config["metaid_max_history"] == 3
+    assert config["metaid_tree_softmax"] is False  # train keeps the paper's softmax unless asked
+    assert main([*train, "--out", str(tmp_path / "t"), "--tree-softmax", *quick]) == 0
+    assert json.loads((tmp_path / "t" / "config.json").read_text())["metaid_tree_softmax"] is True
+    assert main(["recommend", str(tmp_path / "t"), "--user", "u3", "--k", "3"]) == 0  # reloads with its item table
     mine = tmp_path / "mine.json"
     mine.write_text(json.dumps({"sequential": {"seen": ["u {user} h {history}"]}}))
     assert main([*train, "--out", str(tmp_path / "m"), "--templates", str(mine), *quick]) == 0

@@ -72,6 +72,17 @@ def names(tree, item_rows):
     return [[tree.items[i] if i >= 0 else None for i in row] for row in item_rows.tolist()]
 
 
+def assert_beam_parity(model, tokenizer, batch, beams=5):
+    """``decode_items`` in beam mode returns the lists and scores of ``generate`` + trie; returns both outputs."""
+    tree = model.item_tree(tokenizer)
+    generated = hf_beam(model, tokenizer, batch, beams=beams)
+    items, scores = decode_items(model, batch["input_ids"], batch["attention_mask"], tree, k=beams, num_beams=beams)
+    expected = np.array(tokenizer.decode_items(generated.sequences), dtype=object).reshape(-1, beams).tolist()
+    assert names(tree, items) == expected
+    torch.testing.assert_close(scores, generated.sequences_scores.view(-1, beams) * 3, rtol=0, atol=1e-4)
+    return generated, items
+
+
 def brute_force_scores(model, tokenizer, batch) -> torch.Tensor:
     """log p(cluster) + log p(rank | cluster) of every item, from plain full forward passes: (N, num_items)."""
     vocabulary = tokenizer.entity_vocabulary
@@ -93,16 +104,9 @@ def brute_force_scores(model, tokenizer, batch) -> torch.Tensor:
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"seed{s[0]}")
 def test_beam_mode_returns_what_generate_with_a_trie_returns(shape):
     tokenizer, model = make_pair(shape)
-    batch = prompts(tokenizer, seed=shape[0])
-    tree = model.item_tree(tokenizer)
-    generated = hf_beam(model, tokenizer, batch, beams=5)
-    items, scores = decode_items(model, batch["input_ids"], batch["attention_mask"], tree, k=5, num_beams=5)
-
-    expected = np.array(tokenizer.decode_items(generated.sequences), dtype=object).reshape(-1, 5).tolist()
-    assert names(tree, items) == expected
+    generated, _ = assert_beam_parity(model, tokenizer, prompts(tokenizer, seed=shape[0]))
     # every generated sequence is start, cluster, rank, end: 3 generated tokens
     assert generated.sequences.shape[1] == 4
-    torch.testing.assert_close(scores, generated.sequences_scores.view(-1, 5) * 3, rtol=0, atol=1e-4)
 
 
 @pytest.mark.parametrize(
@@ -118,13 +122,7 @@ def test_beam_parity_across_t5_variants(config):
     tokenizer = hm.MetaIDTokenizer.from_base(None, make_vocabulary(*SHAPES[0]))
     torch.manual_seed(0)
     model = hm.MetaIDForConditionalGeneration.from_base(hm.tiny_t5_config(**config), tokenizer).eval()
-    batch = prompts(tokenizer)
-    tree = model.item_tree(tokenizer)
-    generated = hf_beam(model, tokenizer, batch, beams=5)
-    items, scores = decode_items(model, batch["input_ids"], batch["attention_mask"], tree, k=5)
-    expected = np.array(tokenizer.decode_items(generated.sequences), dtype=object).reshape(-1, 5).tolist()
-    assert names(tree, items) == expected
-    torch.testing.assert_close(scores, generated.sequences_scores.view(-1, 5) * 3, rtol=0, atol=1e-4)
+    assert_beam_parity(model, tokenizer, prompts(tokenizer))
 
 
 @pytest.mark.parametrize("padding_side", ["right", "left"])
@@ -168,15 +166,7 @@ def test_sequences_scores_divide_by_the_generated_length_with_end_token(length_p
 def test_beam_parity_holds_without_augmentation_at_generation():
     """With the research code's flag, ``decode_items`` still decodes exactly what ``generate`` decodes."""
     tokenizer, model = make_pair(SHAPES[1], augment_generation=False)
-    batch = prompts(tokenizer)
-    tree = model.item_tree(tokenizer)
-    generated = hf_beam(model, tokenizer, batch, beams=5)
-    items, scores = decode_items(model, batch["input_ids"], batch["attention_mask"], tree, k=5)
-    assert (
-        names(tree, items)
-        == np.array(tokenizer.decode_items(generated.sequences), dtype=object).reshape(-1, 5).tolist()
-    )
-    torch.testing.assert_close(scores, generated.sequences_scores.view(-1, 5) * 3, rtol=0, atol=1e-4)
+    assert_beam_parity(model, tokenizer, prompts(tokenizer))
 
 
 def test_beam_parity_with_a_peft_adapter():
@@ -190,16 +180,9 @@ def test_beam_parity_with_a_peft_adapter():
             torch.nn.init.normal_(parameter, std=0.5)
     adapted.eval()
     batch = prompts(tokenizer)
-    tree = model.item_tree(tokenizer)
-    generated = hf_beam(adapted, tokenizer, batch, beams=5)
-    items, scores = decode_items(adapted, batch["input_ids"], batch["attention_mask"], tree, k=5)
+    _, items = assert_beam_parity(adapted, tokenizer, batch)
     with adapted.disable_adapter():
-        plain, _ = decode_items(adapted, batch["input_ids"], batch["attention_mask"], tree, k=5)
-    assert (
-        names(tree, items)
-        == np.array(tokenizer.decode_items(generated.sequences), dtype=object).reshape(-1, 5).tolist()
-    )
-    torch.testing.assert_close(scores, generated.sequences_scores.view(-1, 5) * 3, rtol=0, atol=1e-4)
+        plain, _ = decode_items(adapted, batch["input_ids"], batch["attention_mask"], model.item_tree(tokenizer), k=5)
     assert not torch.equal(items, plain)
 
 
@@ -380,3 +363,103 @@ def test_recorded_templates_are_checked(model, tokenizer):
     model.set_prompt_format({"sequential": {"seen": ["items {history}"]}})
     with pytest.raises(ValueError, match="no 'seen' templates for task 'direct'"):
         model.recommend(tokenizer, user="u1")  # the direct task, which the recorded templates lack
+
+
+# ---------------------------------------------------------------------------------------------- tree softmax
+def every_item_step(tokenizer, model):
+    """Decoder inputs [start, cluster, rank] and labels [cluster, rank, end] of every item, one row each."""
+    vocabulary = tokenizer.entity_vocabulary
+    clusters = torch.as_tensor(vocabulary.item_codes[:, 0]) + tokenizer.cluster_token_ids.start
+    ranks = torch.as_tensor(vocabulary.item_codes[:, 1]) + tokenizer.rank_token_ids.start
+    start = torch.full_like(clusters, model.config.decoder_start_token_id)
+    labels = torch.stack([clusters, ranks, torch.full_like(clusters, tokenizer.eos_token_id)], dim=1)
+    return torch.stack([start, clusters, ranks], dim=1), labels
+
+
+def one_prompt_per_item(tokenizer, count):
+    batch = prompts(tokenizer, count=1)
+    return {key: value.expand(count, -1) for key, value in batch.items()}
+
+
+def test_tree_softmax_leaves_only_real_item_continuations():
+    tokenizer, plain = make_pair(SHAPES[3])  # three clusters hold users only
+    _, tree_model = make_pair(SHAPES[3], tree_softmax=True)
+    decoder_input_ids, labels = every_item_step(tokenizer, plain)
+    batch = one_prompt_per_item(tokenizer, len(labels))
+    with torch.no_grad():
+        restricted = tree_model(**batch, decoder_input_ids=decoder_input_ids).logits
+        free = plain(**batch, decoder_input_ids=decoder_input_ids).logits
+    allowed = torch.isfinite(restricted)
+    tree = plain.item_tree(tokenizer)
+    vocabulary = tokenizer.entity_vocabulary
+    expected = torch.zeros_like(allowed)
+    expected[:, 0, tree.clusters_with_items + tree.first_cluster_token] = True
+    for row, (cluster, _) in enumerate(vocabulary.item_codes.tolist()):
+        ranks_of_cluster = vocabulary.item_codes[vocabulary.item_codes[:, 0] == cluster, 1]
+        expected[row, 1, torch.as_tensor(ranks_of_cluster) + tree.first_rank_token] = True
+    expected[:, 2, tokenizer.eos_token_id] = True
+    assert torch.equal(allowed, expected)
+    assert torch.equal(restricted[allowed], free[allowed])  # the allowed logits are the model's own
+
+    # the loss is the cross-entropy among the allowed tokens, computed here from the plain logits
+    by_hand = -(free.masked_fill(~expected, float("-inf")).log_softmax(-1).gather(-1, labels[..., None])).mean()
+    with torch.no_grad():
+        loss = tree_model(**batch, labels=labels).loss
+    torch.testing.assert_close(loss, by_hand, rtol=1e-5, atol=1e-6)
+
+
+def test_tree_softmax_refuses_labels_outside_the_tree():
+    tokenizer, model = make_pair(SHAPES[0], tree_softmax=True)
+    batch = prompts(tokenizer, count=2)
+    cluster, rank = tokenizer.item_token_ids("i1")
+    labels = torch.tensor([[cluster, rank, tokenizer.eos_token_id], [rank, cluster, tokenizer.eos_token_id]])
+    with pytest.raises(ValueError, match=r"labels\[1, 0\] = token"):
+        model(**batch, labels=labels)
+    with pytest.raises(ValueError, match="needs decoder_input_ids or labels"):
+        model(**batch)
+
+
+@pytest.mark.parametrize("shape", [SHAPES[1], SHAPES[3]], ids=["seed1", "seed3"])
+def test_tree_softmax_decodes_as_generate_and_brute_force(shape):
+    """The bias sits in the model's forward, so ``generate`` sees what ``decode_items`` adds in its own decoder."""
+    tokenizer, model = make_pair(shape, tree_softmax=True)
+    _, plain = make_pair(shape)
+    batch = prompts(tokenizer, seed=shape[0])
+    tree = model.item_tree(tokenizer)
+    assert_beam_parity(model, tokenizer, batch)
+    # generate without any trie stays inside the items: the model cannot spell anything else
+    free = model.generate(**batch, num_beams=5, num_return_sequences=5, max_new_tokens=3)
+    assert None not in tokenizer.decode_items(free)
+
+    exact_items, exact_scores = decode_items(
+        model, batch["input_ids"], batch["attention_mask"], tree, k=7, mode="exact"
+    )
+    brute_scores, brute_items = brute_force_scores(model, tokenizer, batch).topk(7, dim=-1)
+    assert torch.equal(exact_items, brute_items)
+    torch.testing.assert_close(exact_scores, brute_scores, rtol=0, atol=1e-4)
+    # renormalised over real items: the probabilities of all items sum to one, unlike the plain softmax's
+    every = brute_force_scores(model, tokenizer, batch).exp().sum(-1)
+    torch.testing.assert_close(every, torch.ones_like(every), rtol=0, atol=1e-4)
+    assert (brute_force_scores(plain, tokenizer, batch).exp().sum(-1) < 0.5).all()
+
+
+def test_tree_softmax_survives_auto_reload_and_can_be_switched_off(tmp_path):
+    tokenizer, model = make_pair(SHAPES[2], tree_softmax=True)
+    batch = prompts(tokenizer)
+    expected = model.recommend(tokenizer, user="u1", history=["i3", "i7"], k=5)
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    reloaded = AutoModelForSeq2SeqLM.from_pretrained(tmp_path).eval()
+    assert reloaded.config.metaid_tree_softmax
+    assert torch.equal(reloaded.metaid_item_mask, model.metaid_item_mask)
+    assert reloaded.recommend(tokenizer, user="u1", history=["i3", "i7"], k=5) == expected
+
+    decoder_input_ids = torch.zeros(batch["input_ids"].shape[0], 1, dtype=torch.long)
+    reloaded.set_tree_softmax(tokenizer, enabled=False)
+    _, plain = make_pair(SHAPES[2])
+    with torch.no_grad():
+        assert torch.equal(
+            reloaded(**batch, decoder_input_ids=decoder_input_ids).logits,
+            plain(**batch, decoder_input_ids=decoder_input_ids).logits,
+        )
+    assert "metaid_item_mask" not in reloaded.state_dict()

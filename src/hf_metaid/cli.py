@@ -98,7 +98,7 @@ def run_index(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------------------ train
-def build_model(base: str, tokenizer, d_model: int, layers: int, dropout: float, seed: int):
+def build_model(base: str, tokenizer, d_model: int, layers: int, dropout: float, seed: int, tree_softmax: bool):
     from .configuration_metaid import tiny_t5_config
     from .modeling_metaid import MetaIDForConditionalGeneration
 
@@ -111,8 +111,8 @@ def build_model(base: str, tokenizer, d_model: int, layers: int, dropout: float,
             num_decoder_layers=layers,
             dropout_rate=dropout,
         )
-        return MetaIDForConditionalGeneration.from_base(config, tokenizer, seed=seed)
-    return MetaIDForConditionalGeneration.from_base(base, tokenizer, seed=seed)
+        return MetaIDForConditionalGeneration.from_base(config, tokenizer, seed=seed, tree_softmax=tree_softmax)
+    return MetaIDForConditionalGeneration.from_base(base, tokenizer, seed=seed, tree_softmax=tree_softmax)
 
 
 def build_tokenizer(base: str, vocabulary):
@@ -156,7 +156,7 @@ def train_model(args: argparse.Namespace, splits, vocabulary, out: Path):
 
     templates = load_templates(args.templates)
     tokenizer = build_tokenizer(args.base, vocabulary)
-    model = build_model(args.base, tokenizer, args.d_model, args.layers, args.dropout, args.seed)
+    model = build_model(args.base, tokenizer, args.d_model, args.layers, args.dropout, args.seed, args.tree_softmax)
     # Recorded in the saved config: evaluation and `recommend` then ask in the words the model learned.
     model.set_prompt_format(None if templates is TEMPLATES else templates, args.max_history)
     prompts = build_training_prompts(
@@ -297,6 +297,7 @@ def _add_training_options(
     templates: str = "openp5",
     max_history: int = 10,
     warmup: int = 100,
+    tree_softmax: bool = False,
 ) -> None:
     group = parser.add_argument_group("training")
     group.add_argument(
@@ -320,6 +321,13 @@ def _add_training_options(
         default=templates,
         help="prompt templates: 'openp5' (5 seen + 1 unseen per task), 'compact' (one short template per task) "
         'or a JSON file {task: {"seen": [...], "unseen": [...]}}',
+    )
+    group.add_argument(
+        "--tree-softmax",
+        action=argparse.BooleanOptionalAction,
+        default=tree_softmax,
+        help="normalise each ID step over the tokens a real item can continue with (off: the paper's plain "
+        "softmax over the vocabulary)",
     )
     group.add_argument("--lora", action="store_true", help="LoRA (new-token rows and F trained in full)")
     group.add_argument("--logging-steps", type=int, default=100)

@@ -33,6 +33,10 @@ class MetaIDConfig(T5Config):
         trained on its own templates is queried the way it learned. `None`: the library's OpenP5-style templates.
     metaid_max_history (`int`, defaults to 10):
         How many of the latest history items a sequential prompt showed in training (the default at inference).
+    metaid_tree_softmax (`bool`, defaults to `False`):
+        Normalise every step of an item ID over the tokens that can follow in a real item ID (the item table is a
+        buffer saved with the weights); see `MetaIDForConditionalGeneration.set_tree_softmax`. `False`: the
+        paper's softmax over the whole vocabulary.
     """
 
     model_type = "metaid"
@@ -46,6 +50,7 @@ class MetaIDConfig(T5Config):
     metaid_augment_generation: bool = True
     metaid_prompt_templates: dict | None = None
     metaid_max_history: int = 10
+    metaid_tree_softmax: bool = False
 
     @property
     def metaid_token_range(self) -> range:

@@ -127,6 +127,7 @@ class _BeamDecoder:
         self.decoder = model.decoder
         self.lm_head = model.lm_head
         config = model.config
+        self.tree_bias = model.next_token_bias if getattr(config, "metaid_tree_softmax", False) else None
         self.output_scale = config.d_model**-0.5 if getattr(config, "scale_decoder_outputs", False) else None
         first = self.decoder.block[0].layer[0].SelfAttention
         self.heads, self.head_dim = first.n_heads, first.key_value_proj_dim
@@ -193,7 +194,10 @@ class _BeamDecoder:
         hidden = _norm(self.decoder.final_layer_norm, hidden)
         if self.output_scale is not None:
             hidden = hidden * self.output_scale
-        return self.lm_head(hidden).float()
+        logits = self.lm_head(hidden).float()
+        if self.tree_bias is not None:  # the model's forward adds the same bias: generate sees it too
+            logits += self.tree_bias(tokens, logits.shape[-1])
+        return logits
 
 
 def _normaliser(logits: torch.Tensor) -> torch.Tensor:

@@ -23,6 +23,7 @@ from .configuration_metaid import MetaIDConfig
 from .errors import UnknownEntityError, VocabularyMismatchError
 from .generation import ItemTree, decode_items
 from .prompt_templates import COLD_USER_SEQUENTIAL, TEMPLATES, check_templates, fill_template, first_template
+from .tree_softmax import check_labels, next_token_table
 
 
 class MetaIDAugmentation(nn.Module):
@@ -99,6 +100,8 @@ class MetaIDForConditionalGeneration(T5ForConditionalGeneration):
         encoder_config.use_cache = False
         self.encoder = MetaIDEncoderStack(encoder_config)
         self.encoder.set_input_embeddings(self.shared)
+        if config.metaid_tree_softmax:
+            self._register_item_mask()
         self.post_init()
 
     # --------------------------------------------------------------------------------------------- building
@@ -111,6 +114,7 @@ class MetaIDForConditionalGeneration(T5ForConditionalGeneration):
         alpha: float = 0.1,
         init_new_rows: str = "resize",
         augment_generation: bool = True,
+        tree_softmax: bool = False,
         seed: int = 0,
         **from_pretrained_kwargs,
     ) -> MetaIDForConditionalGeneration:
@@ -125,6 +129,8 @@ class MetaIDForConditionalGeneration(T5ForConditionalGeneration):
                 rows) or ``"centroid"`` (each new row starts as a seeded random projection of its vector v_t,
                 scaled to the mean norm of the old rows).
             augment_generation: ``False`` reproduces the research code, where F was skipped at generation time.
+            tree_softmax: normalise every ID step over the tokens a real item can continue with (see
+                :meth:`set_tree_softmax`); ``False``, the paper's plain softmax over the vocabulary.
             seed: seed of the random initialisation (config path) and of the ``"centroid"`` projection.
         """
         vocabulary = tokenizer.entity_vocabulary
@@ -162,6 +168,8 @@ class MetaIDForConditionalGeneration(T5ForConditionalGeneration):
         model.generation_config.decoder_start_token_id = tokenizer.pad_token_id
         model.generation_config.pad_token_id = tokenizer.pad_token_id
         model.generation_config.eos_token_id = tokenizer.eos_token_id
+        if tree_softmax:
+            model.set_tree_softmax(tokenizer)
         return model
 
     def _init_rows_from_vectors(self, old_rows: int, seed: int) -> None:
@@ -173,6 +181,78 @@ class MetaIDForConditionalGeneration(T5ForConditionalGeneration):
         target_norm = weight[: min(old_rows, self.config.metaid_first_new_id)].norm(dim=1).mean()
         rows = rows / rows.norm(dim=1, keepdim=True).clamp_min(1e-12) * target_norm
         weight[self.config.metaid_token_range.start : self.config.metaid_token_range.stop] = rows
+
+    # ------------------------------------------------------------------------------------------- tree softmax
+    def _register_item_mask(self) -> None:
+        clusters = self.config.metaid_num_clusters
+        shape = (clusters, self.config.metaid_num_new_tokens - clusters)
+        # uint8, not bool: DDP broadcasts buffers, and gloo has no bool type.
+        self.register_buffer("metaid_item_mask", torch.zeros(shape, dtype=torch.uint8), persistent=True)
+
+    def set_tree_softmax(self, tokenizer, enabled: bool = True) -> None:
+        """Switch the item-tree softmax on (or off) for ``tokenizer``'s items, recorded in the config.
+
+        On, the decoder's logits are -inf wherever the previous token rules a token out (after the start token:
+        clusters holding items; after cluster c: the rank tokens of c's items; after a rank token: the end), in
+        the training loss, ``generate`` and ``recommend`` alike. The training objective is then the probability of
+        the target among real items, and a small model no longer spends its capacity learning which IDs exist.
+        The item table is a buffer saved with the weights.
+        """
+        self.check_tokenizer(tokenizer)
+        self.config.metaid_tree_softmax = enabled
+        self._metaid_tree_table = None
+        if not enabled:
+            self._buffers.pop("metaid_item_mask", None)
+            return
+        if "metaid_item_mask" not in self._buffers:
+            self._register_item_mask()
+        mask = (self.item_tree(tokenizer).item_of_code >= 0).to(torch.uint8)
+        self.metaid_item_mask = mask.to(self.get_input_embeddings().weight.device)
+
+    def next_token_bias(self, tokens: torch.Tensor, vocab_size: int) -> torch.Tensor:
+        """The tree softmax's additive bias (0 or -inf, float32) on the logits that follow ``tokens``: shape
+        ``tokens.shape + (vocab_size,)``. Built once from the item table, rebuilt if it changes."""
+        mask = self.metaid_item_mask
+        key = (id(mask), mask._version, mask.device, vocab_size)
+        cached = getattr(self, "_metaid_tree_table", None)
+        if cached is None or cached[0] != key:
+            config = self.config
+            table = next_token_table(
+                mask,
+                first_cluster_token=config.metaid_first_new_id,
+                first_rank_token=config.metaid_first_new_id + config.metaid_num_clusters,
+                start_token=config.decoder_start_token_id,
+                eos_token=config.eos_token_id,
+                vocab_size=vocab_size,
+            )
+            cached = self._metaid_tree_table = (key, *table)
+        _, table, row_of = cached
+        return table[row_of[tokens]]
+
+    def forward(self, input_ids=None, attention_mask=None, decoder_input_ids=None, labels=None, **kwargs):
+        """T5's forward; with the tree softmax, the logits carry its bias and the loss is taken over them."""
+        if not self.config.metaid_tree_softmax:
+            return super().forward(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                decoder_input_ids=decoder_input_ids,
+                labels=labels,
+                **kwargs,
+            )
+        if decoder_input_ids is None:
+            if labels is None or kwargs.get("decoder_inputs_embeds") is not None:
+                raise ValueError("the tree softmax needs decoder_input_ids or labels (it reads the previous tokens)")
+            decoder_input_ids = self._shift_right(labels)
+        output = super().forward(
+            input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids, **kwargs
+        )
+        bias = self.next_token_bias(decoder_input_ids, output.logits.shape[-1])
+        output.logits = output.logits.float() + bias
+        if labels is not None:
+            labels = labels.to(output.logits.device)
+            check_labels(bias, labels)
+            output.loss = nn.functional.cross_entropy(output.logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
+        return output
 
     # ------------------------------------------------------------------------------------------------ pairing
     def check_tokenizer(self, tokenizer) -> None:
