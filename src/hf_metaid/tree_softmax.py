@@ -1,13 +1,13 @@
 """The item-tree softmax: every step of an item ID normalised over the tokens that can follow in a real item ID.
 
 A plain language-model head spreads probability over the whole vocabulary, so a small model spends much of its
-training learning which rank tokens exist under each cluster (a cluster x rank table it can only hold in its
-weights) before it learns anything about users. With the tree softmax the decoder's logits get -inf wherever the
+early training learning which rank tokens exist under each cluster (a cluster x rank table it can only hold in its
+weights). With the tree softmax the decoder's logits get -inf wherever the
 previous token rules a token out: after the start token only clusters that hold items, after cluster c only the
 rank tokens of c's items, after a rank token only the end token. Training maximises the probability of the target
 among real items; ``generate`` (with or without a trie), ``decode_items`` and evaluation all read the same
-constrained distribution, because the rule sits in the model's forward (``benchmarks/results/demo.md`` measures
-what it buys).
+constrained distribution, because the rule sits in the model's forward. ``benchmarks/tree_softmax.py`` measures what
+it buys on the demo's small model: a lower validation loss at equal steps, the same hit rate.
 """
 
 from __future__ import annotations
