@@ -463,3 +463,39 @@ def test_tree_softmax_survives_auto_reload_and_can_be_switched_off(tmp_path):
             plain(**batch, decoder_input_ids=decoder_input_ids).logits,
         )
     assert "metaid_item_mask" not in reloaded.state_dict()
+
+
+@pytest.mark.parametrize("tree_softmax", [False, True], ids=["plain", "tree"])
+def test_forward_keeps_t5_parameters_for_generate_and_positional_calls(tree_softmax):
+    """The forward override keeps T5's parameter list: ``generate`` checks its keyword arguments against it."""
+    tokenizer, model = make_pair(SHAPES[0], tree_softmax=tree_softmax)
+    batch = prompts(tokenizer)
+    encoded = model.get_encoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    from_states = model.generate(encoder_outputs=encoded, attention_mask=batch["attention_mask"], max_new_tokens=3)
+    assert torch.equal(from_states, model.generate(**batch, max_new_tokens=3))
+    start = torch.zeros(len(batch["input_ids"]), 1, dtype=torch.long)
+    # the 4th positional parameter is decoder_attention_mask, as in T5 (not labels: no loss)
+    assert model(batch["input_ids"], batch["attention_mask"], start, torch.ones_like(start)).loss is None
+    as_tuple = model(**batch, decoder_input_ids=start, return_dict=False)
+    assert isinstance(as_tuple, tuple)
+    assert torch.equal(as_tuple[0], model(**batch, decoder_input_ids=start).logits)
+
+
+def test_tree_softmax_without_an_item_table_is_refused():
+    tokenizer, model = make_pair(SHAPES[0], tree_softmax=True)
+    empty = AutoModelForSeq2SeqLM.from_config(model.config)  # the option on, no table loaded
+    batch = prompts(tokenizer)
+    with pytest.raises(ValueError, match="item table is empty"):
+        empty(**batch, decoder_input_ids=torch.zeros(len(batch["input_ids"]), 1, dtype=torch.long))
+
+
+def test_tree_softmax_closes_a_cluster_without_items():
+    tokenizer, model = make_pair(SHAPES[3], tree_softmax=True)  # its last three clusters hold users only
+    tree = model.item_tree(tokenizer)
+    user_only = (~tree.cluster_has_items).nonzero().flatten() + tree.first_cluster_token
+    batch = one_prompt_per_item(tokenizer, len(user_only))
+    decoder_input_ids = torch.stack([torch.zeros_like(user_only), user_only], dim=1)
+    with torch.no_grad():
+        allowed = torch.isfinite(model(**batch, decoder_input_ids=decoder_input_ids).logits[:, 1])
+    assert allowed.sum(-1).tolist() == [1] * len(user_only)
+    assert allowed[:, tokenizer.eos_token_id].all()

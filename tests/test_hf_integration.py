@@ -255,12 +255,15 @@ REMOTE_SCRIPT = textwrap.dedent(
 )
 
 
-def test_remote_code_load_without_the_package(tmp_path, model, tokenizer):
+@pytest.mark.parametrize("tree_softmax", [False, True], ids=["plain", "tree"])
+def test_remote_code_load_without_the_package(tmp_path, model, tokenizer, tree_softmax):
+    model.set_tree_softmax(tokenizer, tree_softmax)
     model.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
     auto_map = json.loads((tmp_path / "config.json").read_text())["auto_map"]
     assert auto_map["AutoModelForSeq2SeqLM"] == "modeling_metaid.MetaIDForConditionalGeneration"
-    assert (tmp_path / "modeling_metaid.py").is_file() and (tmp_path / "generation.py").is_file()
+    for code in ("modeling_metaid.py", "generation.py", "tree_softmax.py"):
+        assert (tmp_path / code).is_file()
     text = prompt(tokenizer)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
     result = subprocess.run(

@@ -417,9 +417,9 @@ def distributed_worker(output_dir: str | os.PathLike, world_size: int) -> None:
             max_steps=3,
             per_device_train_batch_size=SAMPLES // world_size,
             optim="sgd",  # plain SGD: a gradient scaled by the world size shows in the parameters
-            # small steps: at 0.05 the tree-softmax model's first steps amplify the float noise of splitting the batch
-            # (different padding per rank) to ~1e-2 relative; the same happens in one process with split batches
-            learning_rate=0.02,
+            # smaller steps for the tree softmax: at 0.05 its first steps amplify the float noise of splitting the
+            # batch (other padding per rank) to ~1e-2 relative; one process with split batches drifts the same way
+            learning_rate=0.02 if mode == "tree" else 0.05,
             use_cpu=True,
             seed=0,
         )
@@ -473,9 +473,6 @@ def test_two_process_training_matches_single_process(tmp_path):
         assert torch.equal(params[0]["initial"], reference["initial"])
         update = reference["final"] - reference["initial"]
         # float noise only (about 1e-4 measured); a world-size factor on the gradients would give about 1
-        print(
-            "RATIO", mode, float((params[0]["final"] - reference["final"]).norm() / update.norm()), float(update.norm())
-        )
         assert (params[0]["final"] - reference["final"]).norm() / update.norm() < 1e-2
 
 

@@ -18,6 +18,7 @@ from torch import nn
 from transformers import T5Config, T5ForConditionalGeneration
 from transformers import initialization as init
 from transformers.models.t5.modeling_t5 import T5Stack
+from transformers.utils.generic import can_return_tuple
 
 from .configuration_metaid import MetaIDConfig
 from .errors import UnknownEntityError, VocabularyMismatchError
@@ -183,6 +184,11 @@ class MetaIDForConditionalGeneration(T5ForConditionalGeneration):
         weight[self.config.metaid_token_range.start : self.config.metaid_token_range.stop] = rows
 
     # ------------------------------------------------------------------------------------------- tree softmax
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        if module is self and "metaid_item_mask" in self._buffers:
+            init.zeros_(self.metaid_item_mask)  # an empty table is refused at use: it must come from a tokenizer
+
     def _register_item_mask(self) -> None:
         clusters = self.config.metaid_num_clusters
         shape = (clusters, self.config.metaid_num_new_tokens - clusters)
@@ -216,6 +222,8 @@ class MetaIDForConditionalGeneration(T5ForConditionalGeneration):
         key = (id(mask), mask._version, mask.device, vocab_size)
         cached = getattr(self, "_metaid_tree_table", None)
         if cached is None or cached[0] != key:
+            if not bool(mask.any()):  # e.g. a config with the option on but no saved table
+                raise ValueError("the tree softmax's item table is empty: call model.set_tree_softmax(tokenizer)")
             config = self.config
             table = next_token_table(
                 mask,
@@ -227,26 +235,47 @@ class MetaIDForConditionalGeneration(T5ForConditionalGeneration):
             )
             cached = self._metaid_tree_table = (key, *table)
         _, table, row_of = cached
-        return table[row_of[tokens]]
+        return table[row_of[tokens.to(row_of.device)]]
 
-    def forward(self, input_ids=None, attention_mask=None, decoder_input_ids=None, labels=None, **kwargs):
-        """T5's forward; with the tree softmax, the logits carry its bias and the loss is taken over them."""
-        if not self.config.metaid_tree_softmax:
-            return super().forward(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                decoder_input_ids=decoder_input_ids,
-                labels=labels,
-                **kwargs,
-            )
-        if decoder_input_ids is None:
-            if labels is None or kwargs.get("decoder_inputs_embeds") is not None:
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        decoder_input_ids=None,
+        decoder_attention_mask=None,
+        encoder_outputs=None,
+        cache=None,
+        inputs_embeds=None,
+        decoder_inputs_embeds=None,
+        labels=None,
+        use_cache=None,
+        **kwargs,
+    ):
+        """T5's forward (same parameters, which ``generate`` inspects); with the tree softmax, the logits carry its
+        bias and the loss is taken over them."""
+        tree = self.config.metaid_tree_softmax
+        if tree and decoder_input_ids is None:
+            if labels is None or decoder_inputs_embeds is not None:
                 raise ValueError("the tree softmax needs decoder_input_ids or labels (it reads the previous tokens)")
             decoder_input_ids = self._shift_right(labels)
         output = super().forward(
-            input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids, **kwargs
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            decoder_input_ids=decoder_input_ids,
+            decoder_attention_mask=decoder_attention_mask,
+            encoder_outputs=encoder_outputs,
+            cache=cache,
+            inputs_embeds=inputs_embeds,
+            decoder_inputs_embeds=decoder_inputs_embeds,
+            labels=None if tree else labels,
+            use_cache=use_cache,
+            return_dict=True,
+            **kwargs,
         )
-        bias = self.next_token_bias(decoder_input_ids, output.logits.shape[-1])
+        if not tree:
+            return output
+        bias = self.next_token_bias(decoder_input_ids, output.logits.shape[-1]).to(output.logits.device)
         output.logits = output.logits.float() + bias
         if labels is not None:
             labels = labels.to(output.logits.device)

@@ -30,7 +30,8 @@ def next_token_table(
         vocab_size: width of the logits (the model's output rows, which may exceed the tokenizer's length).
 
     Rows: 0 after the start token, 1 + c after cluster token c, then one row after any rank token, and a last row
-    of zeros for every other token (text, end, padding after the end), which leaves those logits alone.
+    of zeros for every other token (text, end), which leaves those logits alone. T5 starts the decoder with its pad
+    token, so positions after padding get the start row; their labels are -100 and never count in a loss.
     """
     item_mask = item_mask.bool()
     num_clusters, num_ranks = item_mask.shape
