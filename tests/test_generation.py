@@ -479,6 +479,13 @@ def test_forward_keeps_t5_parameters_for_generate_and_positional_calls(tree_soft
     as_tuple = model(**batch, decoder_input_ids=start, return_dict=False)
     assert isinstance(as_tuple, tuple)
     assert torch.equal(as_tuple[0], model(**batch, decoder_input_ids=start).logits)
+    # T5's deprecated name for the cache still reaches it
+    cache = model(**batch, decoder_input_ids=start, use_cache=True).past_key_values
+    step = torch.full_like(start, tokenizer.cluster_token_ids[1])
+    with pytest.warns(FutureWarning, match="past_key_values"):
+        cached = model(**batch, decoder_input_ids=step, past_key_values=cache).logits
+    full = model(**batch, decoder_input_ids=torch.cat([start, step], dim=1)).logits[:, -1:]
+    torch.testing.assert_close(cached, full, rtol=0, atol=1e-5)
 
 
 def test_tree_softmax_without_an_item_table_is_refused():

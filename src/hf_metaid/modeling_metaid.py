@@ -18,6 +18,7 @@ from torch import nn
 from transformers import T5Config, T5ForConditionalGeneration
 from transformers import initialization as init
 from transformers.models.t5.modeling_t5 import T5Stack
+from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.generic import can_return_tuple
 
 from .configuration_metaid import MetaIDConfig
@@ -238,6 +239,7 @@ class MetaIDForConditionalGeneration(T5ForConditionalGeneration):
         return table[row_of[tokens.to(row_of.device)]]
 
     @can_return_tuple
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")  # as T5: old callers keep their cache
     def forward(
         self,
         input_ids=None,
