@@ -26,6 +26,7 @@ import torch
 import hf_metaid as hm
 from hf_metaid.cli import build_indexer, build_parser, train_model
 from hf_metaid.data.prompts import build_eval_prompts
+from hf_metaid.prompt_templates import first_template
 from hf_metaid.protocol import evaluate_recommender
 from hf_metaid.training import MetaIDDataCollator
 
@@ -36,8 +37,8 @@ STEPS = ("cluster", "rank", "end")
 def step_losses(model, tokenizer, rows, max_history: int, batch_size: int = 256) -> dict[str, list[float]]:
     """Mean negative log-likelihood of each ID token of the targets: over the vocabulary, and among real items (the
     model's own tree softmax switched on for the measurement)."""
-    prompts = build_eval_prompts(rows, tokenizer, template=model.prompt_templates["sequential"]["seen"][0],
-                                 max_history=max_history)  # fmt: skip
+    template = first_template(model.prompt_templates, "sequential")
+    prompts = build_eval_prompts(rows, tokenizer, template=template, max_history=max_history)
     data = hm.tokenize_prompts(prompts, tokenizer)
     collate = MetaIDDataCollator(tokenizer)
     trained_with_tree = model.config.metaid_tree_softmax
@@ -65,13 +66,13 @@ def main() -> None:
 
     data = hm.load_interactions()
     splits = hm.leave_one_out(data)
-    vocabulary = build_indexer("metaid", 100, 64, 0, "skipgram", True).fit(
-        splits["train"], catalogue=hm.catalogue(data)
-    )
+    demo = build_parser().parse_args(["demo", "--max-steps", str(args.steps), "--logging-steps", "500"])
+    indexer = build_indexer("metaid", demo.clusters, demo.dim, demo.seed, demo.embedding, True)  # as the demo does
+    vocabulary = indexer.fit(splits["train"], catalogue=hm.catalogue(data))
     rows = splits["validation"].shuffle(seed=0).select(range(min(args.users, len(splits["validation"]))))
     table = []
-    for flag in ("--no-tree-softmax", "--tree-softmax"):
-        options = build_parser().parse_args(["demo", "--max-steps", str(args.steps), flag, "--logging-steps", "500"])
+    for tree_softmax in (False, True):
+        options = argparse.Namespace(**{**vars(demo), "tree_softmax": tree_softmax})
         with tempfile.TemporaryDirectory() as folder:
             model, tokenizer, seconds, loss = train_model(options, splits, vocabulary, Path(folder))
         losses = step_losses(model, tokenizer, rows, options.max_history)
@@ -95,7 +96,8 @@ def main() -> None:
             "",
             f"Command: `python benchmarks/tree_softmax.py --steps {args.steps} --users {args.users}`. Both runs: "
             f"`hf-metaid demo`'s training defaults cut to {args.steps} steps (batch {options.batch_size}, "
-            f"lr {options.lr}), skip-gram IDs (K=100, seed 0); validation losses and beam-10 metrics on "
+            f"lr {options.lr}), {demo.embedding} IDs (K={demo.clusters}, seed {demo.seed}); validation losses and "
+            "beam-10 metrics on "
             f"{len(rows)} validation users sampled with seed 0. A loss "
             "'over items' renormalises each step over the tokens that continue a real item ID (what constrained "
             "decoding ranks by); the tree softmax's two columns are equal by construction.",
