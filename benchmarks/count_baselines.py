@@ -1,0 +1,153 @@
+"""Counting baselines on Beauty: what a recommender has to beat, and what the demo's small T5 actually learns.
+
+No training, counts from the training split only; every user of the validation and of the test split; top 10 over
+all items, history not excluded (the demo's protocol):
+
+- popularity: items by how often they are a training target (a position >= 1 of a training sequence);
+- cluster chain x popularity in the cluster, for the demo indexer's skip-gram and spectral IDs: an item scores
+  P(its cluster | the cluster of the user's last item) x P(the item | its cluster), both counted on training
+  transitions with additive smoothing. It sees items only through their first ID token plus a per-item count: this
+  is about what a small T5 learns in the demo's budget (its cluster step reaches this chain's loss; compare its
+  HR@10 in `demo.md`);
+- item Markov chain: the last item's most frequent training successors, the rest of the ten by popularity.
+
+Usage: python benchmarks/count_baselines.py   (about a minute; writes benchmarks/results/count_baselines.md)
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import platform
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+import hf_metaid as hm
+from hf_metaid.cli import build_indexer, build_parser
+
+RESULTS = Path(__file__).resolve().parent / "results" / "count_baselines.md"
+TOP = 10
+
+
+def scores_of_hits(ranks: list[int]) -> dict[str, float]:
+    """HR@5, HR@10 and NDCG@10 from the 0-based rank of each target in its top-10 list (-1: not in it)."""
+    hits = np.array(ranks)
+    found = hits >= 0
+    gains = np.where(found, 1.0 / np.log2(np.maximum(hits, 0) + 2.0), 0.0)
+    return {"hr@5": float(((hits >= 0) & (hits < 5)).mean()), "hr@10": float(found.mean()), "ndcg@10": gains.mean()}
+
+
+def rank_in(top: list[int], target: int) -> int:
+    return top.index(target) if target in top else -1
+
+
+def training_counts(sequences: list[list[int]], num_items: int):
+    """Target counts per item and (previous item, next item) transition counts."""
+    popularity = np.zeros(num_items)
+    transitions: dict[int, Counter] = {}
+    for items in sequences:
+        for previous, following in itertools.pairwise(items):
+            popularity[following] += 1
+            transitions.setdefault(previous, Counter())[following] += 1
+    return popularity, transitions
+
+
+def cluster_chain_tops(cluster_of: np.ndarray, popularity, transitions, smoothing: float) -> np.ndarray:
+    """Top-10 items after each cluster: P(next cluster | cluster) x P(item | its cluster)."""
+    k = int(cluster_of.max()) + 1
+    chain = np.full((k, k), smoothing)
+    for previous, followers in transitions.items():
+        for following, count in followers.items():
+            chain[cluster_of[previous], cluster_of[following]] += count
+    chain = np.log(chain / chain.sum(axis=1, keepdims=True))
+    in_cluster = popularity + smoothing
+    in_cluster = np.log(in_cluster / np.bincount(cluster_of, weights=in_cluster, minlength=k)[cluster_of])
+    scores = chain[:, cluster_of] + in_cluster[None, :]  # (clusters, items)
+    top = np.argpartition(-scores, TOP, axis=1)[:, :TOP]
+    order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(top, order, axis=1)
+
+
+def markov_top(last: int, popularity: np.ndarray, popular: list[int], transitions) -> list[int]:
+    """The last item's most frequent successors (ties: the more popular first), then the most popular items."""
+    followers = transitions.get(last, Counter())
+    top = sorted(followers, key=lambda item: (-followers[item], -popularity[item], item))[:TOP]
+    return (top + [item for item in popular if item not in followers])[:TOP]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoothing", type=float, default=0.1, help="additive smoothing of the counts")
+    args = parser.parse_args()
+
+    started = time.perf_counter()
+    data = hm.load_interactions()
+    splits = hm.leave_one_out(data)
+    names = hm.catalogue(data)
+    index = {item: position for position, item in enumerate(names["items"])}
+    sequences = [[index[item] for item in history] for history in splits["validation"]["history"]]  # = training part
+    popularity, transitions = training_counts(sequences, len(names["items"]))
+    popular = [int(item) for item in np.argsort(-popularity, kind="stable")[: 2 * TOP]]
+    evaluation = {
+        name: ([index[h[-1]] for h in splits[name]["history"]], [index[t] for t in splits[name]["target"]])
+        for name in ("validation", "test")
+    }
+
+    rows = []
+
+    def add(name: str, top_of_last) -> None:
+        row = [name]
+        for last, targets in evaluation.values():
+            metrics = scores_of_hits(
+                [rank_in(top_of_last(item), target) for item, target in zip(last, targets, strict=True)]
+            )
+            row += [f"{metrics['hr@10']:.4f}", f"{metrics['ndcg@10']:.4f}"]
+        rows.append(row)
+        print(" | ".join(row), flush=True)
+
+    add("popularity", lambda last: popular[:TOP])
+    demo = build_parser().parse_args(["demo"])
+    for embedding in ("skipgram", "spectral"):
+        indexer = build_indexer("metaid", demo.clusters, demo.dim, demo.seed, embedding, True)
+        vocabulary = indexer.fit(splits["train"], catalogue=names)
+        item_position = {item: position for position, item in enumerate(vocabulary.items)}
+        cluster_of = np.array([vocabulary.item_codes[item_position[item], 0] for item in names["items"]])
+        tops = cluster_chain_tops(cluster_of, popularity, transitions, args.smoothing).tolist()
+        add(f"cluster chain x popularity in the cluster, {embedding} IDs (K={demo.clusters})",
+            lambda last, tops=tops, cluster_of=cluster_of: tops[cluster_of[last]])  # fmt: skip
+    cache: dict[int, list[int]] = {}
+    add("item Markov chain", lambda last: cache.setdefault(last, markov_top(last, popularity, popular, transitions)))
+
+    headers = ["reference", "validation HR@10", "validation NDCG@10", "test HR@10", "test NDCG@10"]
+    lines = [
+        "| " + " | ".join(headers) + " |",
+        "|" + "---|" * len(headers),
+        *("| " + " | ".join(r) + " |" for r in rows),
+    ]
+    report = "\n".join(
+        [
+            "# Counting baselines on Beauty",
+            "",
+            f"Command: `python benchmarks/count_baselines.py` (smoothing {args.smoothing}). Counts from the training "
+            f"split only; all {len(evaluation['test'][0]):,} users of each split; top {TOP} over all "
+            f"{len(names['items']):,} items, history not excluded. IDs from the demo's indexer settings "
+            f"(K={demo.clusters}, dim {demo.dim}, seed {demo.seed}). See the script's docstring for each row.",
+            "",
+            *lines,
+            "",
+            f"Machine: {platform.machine()}, python {sys.version.split()[0]}; "
+            f"{math.ceil(time.perf_counter() - started)} s.",
+        ]
+    )
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(report + "\n")
+    print(report)
+
+
+if __name__ == "__main__":
+    main()
