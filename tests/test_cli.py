@@ -102,6 +102,56 @@ def test_templates_option_records_the_training_words(tiny_file, tmp_path, capsys
     assert not (tmp_path / "x").exists()
 
 
+def test_tiny_model_shape_options(tiny_file, tmp_path, capsys):
+    vocab_dir = tmp_path / "vocab"
+    assert main(["index", str(tiny_file), "--out", str(vocab_dir), "--clusters", "4", "--embedding", "spectral"]) == 0
+    train = ["train", str(tiny_file), "--vocab", str(vocab_dir / "metaid_vocab.json"), "--max-steps", "1"]
+    quick = ["--batch-size", "8", "--d-model", "32", "--warmup", "0"]
+    assert main([*train, "--out", str(tmp_path / "a"), *quick, "--layers", "1+3", "--d-ff", "48"]) == 0
+    config = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert (config["num_layers"], config["num_decoder_layers"], config["d_ff"]) == (1, 3, 48)
+    assert main([*train, "--out", str(tmp_path / "b"), *quick, "--layers", "3"]) == 0
+    config = json.loads((tmp_path / "b" / "config.json").read_text())
+    assert (config["num_layers"], config["num_decoder_layers"], config["d_ff"]) == (3, 3, 64)  # d_ff 0: 2 x d_model
+    capsys.readouterr()
+    for bad in ("0", "1+x", "1+2+3"):
+        with pytest.raises(SystemExit) as done:
+            main([*train, "--out", str(tmp_path / "x"), "--layers", bad])
+        assert done.value.code == 2
+        assert f"expected N or E+D with positive integers, got {bad!r}" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_demo_runs_end_to_end_on_a_small_file(tiny_file, tmp_path, capsys):
+    out = tmp_path / "demo"
+    small = ["--clusters", "4", "--d-model", "32", "--d-ff", "48", "--max-steps", "2", "--batch-size", "8"]
+    assert main(["demo", "--data", str(tiny_file), "--out", str(out), *small, "--warmup", "0"]) == 0
+    printed = capsys.readouterr().out
+    assert "(spectral)" in printed and "training a small T5 (d_model=32, d_ff=48, 1+3 layers)" in printed
+    assert len([line for line in printed.splitlines() if line.startswith("  user ")]) == 3  # example lists
+    last = printed.strip().splitlines()[-1].split()
+    assert [part.split("=")[0] for part in last] == ["HR@5", "HR@10", "NDCG@5", "NDCG@10"]
+    results = json.loads((out / "demo_results.json").read_text())
+    assert f"HR@10={results['hr@10']:.4f}" in last
+    config = json.loads((out / "config.json").read_text())
+    assert (config["num_layers"], config["num_decoder_layers"], config["d_ff"]) == (1, 3, 48)
+    assert main(["demo", "--data", str(tiny_file), "--out", str(out)]) == 2  # never overwrites silently
+    assert "is not empty; pass --overwrite" in capsys.readouterr().err
+
+
+def test_demo_defaults_are_the_measured_ones():
+    """The demo's defaults are the settings chosen on the validation split (benchmarks/results/demo.md); index and
+    train keep the paper's skip-gram IDs and the plain small T5 unless asked."""
+    from hf_metaid.cli import build_parser
+
+    demo = build_parser().parse_args(["demo"])
+    assert (demo.embedding, demo.layers, demo.d_ff, demo.d_model) == ("spectral", (1, 3), 1024, 128)
+    assert (demo.batch_size, demo.lr, demo.epochs, demo.max_history, demo.templates) == (128, 4e-3, 4.5, 5, "compact")
+    index = build_parser().parse_args(["index", "--out", "v"])
+    train = build_parser().parse_args(["train", "--vocab", "v", "--out", "m"])
+    assert (index.embedding, train.layers, train.d_ff) == ("skipgram", (2, 2), 0)
+
+
 class _Restarted(Exception):
     pass
 

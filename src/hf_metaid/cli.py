@@ -98,18 +98,26 @@ def run_index(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------------------ train
-def build_model(base: str, tokenizer, d_model: int, layers: int, dropout: float, seed: int, tree_softmax: bool):
+def feed_forward_width(args: argparse.Namespace) -> int:
+    """``--d-ff``, where 0 means twice ``--d-model``."""
+    return args.d_ff or 2 * args.d_model
+
+
+def build_model(args: argparse.Namespace, tokenizer):
+    """The tiny T5 from ``--d-model/--d-ff/--layers/--dropout``, or ``--base`` (a T5 checkpoint) as it is."""
     from .configuration_metaid import tiny_t5_config
     from .modeling_metaid import MetaIDForConditionalGeneration
 
+    base, seed, tree_softmax = args.base, args.seed, args.tree_softmax
     if base == "tiny":
+        encoder_layers, decoder_layers = args.layers
         config = tiny_t5_config(
-            d_model=d_model,
-            d_ff=2 * d_model,
-            d_kv=d_model // 4,
-            num_layers=layers,
-            num_decoder_layers=layers,
-            dropout_rate=dropout,
+            d_model=args.d_model,
+            d_ff=feed_forward_width(args),
+            d_kv=args.d_model // 4,
+            num_layers=encoder_layers,
+            num_decoder_layers=decoder_layers,
+            dropout_rate=args.dropout,
         )
         return MetaIDForConditionalGeneration.from_base(config, tokenizer, seed=seed, tree_softmax=tree_softmax)
     return MetaIDForConditionalGeneration.from_base(base, tokenizer, seed=seed, tree_softmax=tree_softmax)
@@ -156,7 +164,7 @@ def train_model(args: argparse.Namespace, splits, vocabulary, out: Path):
 
     templates = load_templates(args.templates)
     tokenizer = build_tokenizer(args.base, vocabulary)
-    model = build_model(args.base, tokenizer, args.d_model, args.layers, args.dropout, args.seed, args.tree_softmax)
+    model = build_model(args, tokenizer)
     # Recorded in the saved config: evaluation and `recommend` then ask in the words the model learned.
     model.set_prompt_format(None if templates is TEMPLATES else templates, args.max_history)
     prompts = build_training_prompts(
@@ -258,7 +266,9 @@ def run_demo(args: argparse.Namespace) -> int:
     indexer = build_indexer("metaid", args.clusters, args.dim, args.seed, args.embedding, True)
     vocabulary = indexer.fit(splits["train"], catalogue=names)
     index_seconds = time.perf_counter() - started
-    print(f"[2/4] training a small T5 (d_model={args.d_model}, {args.layers}+{args.layers} layers)", flush=True)
+    encoder_layers, decoder_layers = args.layers
+    shape = f"d_model={args.d_model}, d_ff={feed_forward_width(args)}, {encoder_layers}+{decoder_layers} layers"
+    print(f"[2/4] training a small T5 ({shape})", flush=True)
     model, tokenizer, train_seconds, loss = train_model(args, splits, vocabulary, out)
     print(f"[3/4] evaluating on the {args.split} split ({splits[args.split].num_rows} users)", flush=True)
     metrics = evaluate_folder(model, tokenizer, splits[args.split], args)
@@ -289,6 +299,20 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------------------ parser
+def _layers(text: str) -> tuple[int, int]:
+    """``N`` (N encoder and N decoder layers) or ``E+D``."""
+    parts = text.split("+")
+    try:
+        counts = [int(part) for part in parts]
+    except ValueError:
+        counts = []
+    if len(counts) == 1:
+        counts *= 2
+    if len(counts) != 2 or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"expected N or E+D with positive integers, got {text!r}")
+    return counts[0], counts[1]
+
+
 def _add_training_options(
     parser: argparse.ArgumentParser,
     epochs: float,
@@ -298,6 +322,8 @@ def _add_training_options(
     max_history: int = 10,
     warmup: int = 100,
     tree_softmax: bool = False,
+    layers: str = "2",
+    d_ff: int = 0,
 ) -> None:
     group = parser.add_argument_group("training")
     group.add_argument(
@@ -307,7 +333,13 @@ def _add_training_options(
         "name/path such as t5-small (needs the Hub or a local copy)",
     )
     group.add_argument("--d-model", type=int, default=128, help="width of the tiny T5")
-    group.add_argument("--layers", type=int, default=2, help="encoder and decoder layers of the tiny T5")
+    group.add_argument(
+        "--layers",
+        type=_layers,
+        default=_layers(layers),
+        help="layers of the tiny T5: N (N encoder + N decoder) or E+D, e.g. 1+3",
+    )
+    group.add_argument("--d-ff", type=int, default=d_ff, help="feed-forward width of the tiny T5 (0: 2 x d_model)")
     group.add_argument("--epochs", type=float, default=epochs)
     group.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (0: use --epochs)")
     group.add_argument("--batch-size", type=int, default=batch_size)
@@ -352,11 +384,16 @@ def _add_eval_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--eval-batch-size", dest="batch_size", type=int, default=128)
 
 
-def _add_index_options(parser: argparse.ArgumentParser) -> None:
+def _add_index_options(parser: argparse.ArgumentParser, embedding: str = "skipgram") -> None:
     group = parser.add_argument_group("indexing")
     group.add_argument("--clusters", type=int, default=100)
     group.add_argument("--dim", type=int, default=64)
-    group.add_argument("--embedding", choices=("skipgram", "spectral"), default="skipgram")
+    group.add_argument(
+        "--embedding",
+        choices=("skipgram", "spectral"),
+        default=embedding,
+        help="skipgram: meta-path walks + skip-gram (the paper's); spectral: truncated SVD of the interaction graph",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -399,11 +436,23 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--data", default="beauty", help=data_help)
     demo.add_argument("--out", default="metaid-demo", help="folder for the trained model and tokenizer")
     demo.add_argument("--overwrite", action="store_true", help="reuse a non-empty --out folder")
-    _add_index_options(demo)
-    # Tuned for 2 CPU cores and 15 minutes (benchmarks/results/demo.md): short prompts train faster per step, the
-    # last 5 items beat the last 3 or 10 at equal time, and batches of 128 pass more prompts per second than 64
-    # (5.5 epochs in about the time 4 took).
-    _add_training_options(demo, epochs=5.5, batch_size=128, lr=4e-3, templates="compact", max_history=5, warmup=100)
+    # Tuned for 2 CPU cores and 15 minutes on the validation split (benchmarks/results/demo.md): spectral IDs carry
+    # more of the sequential signal than skip-gram ones at this budget (and take seconds), one encoder layer with
+    # three decoder layers and a wide feed-forward learns more per second than 2+2 narrow ones, short prompts train
+    # faster per step, the last 5 items beat the last 3 or 10 at equal time, and batches of 128 pass more prompts
+    # per second than 64. 4.5 epochs keep the whole run near 12.5 minutes (5.5 took 14.5 on the wider model).
+    _add_index_options(demo, embedding="spectral")
+    _add_training_options(
+        demo,
+        epochs=4.5,
+        batch_size=128,
+        lr=4e-3,
+        templates="compact",
+        max_history=5,
+        warmup=100,
+        layers="1+3",
+        d_ff=1024,
+    )
     _add_eval_options(demo)
     demo.set_defaults(func=run_demo)
     return parser
