@@ -29,21 +29,10 @@ import numpy as np
 
 import hf_metaid as hm
 from hf_metaid.cli import build_indexer, build_parser
+from hf_metaid.evaluation import ranking_metrics
 
 RESULTS = Path(__file__).resolve().parent / "results" / "count_baselines.md"
 TOP = 10
-
-
-def scores_of_hits(ranks: list[int]) -> dict[str, float]:
-    """HR@5, HR@10 and NDCG@10 from the 0-based rank of each target in its top-10 list (-1: not in it)."""
-    hits = np.array(ranks)
-    found = hits >= 0
-    gains = np.where(found, 1.0 / np.log2(np.maximum(hits, 0) + 2.0), 0.0)
-    return {"hr@5": float(((hits >= 0) & (hits < 5)).mean()), "hr@10": float(found.mean()), "ndcg@10": gains.mean()}
-
-
-def rank_in(top: list[int], target: int) -> int:
-    return top.index(target) if target in top else -1
 
 
 def training_counts(sequences: list[list[int]], num_items: int):
@@ -103,9 +92,7 @@ def main() -> None:
     def add(name: str, top_of_last) -> None:
         row = [name]
         for last, targets in evaluation.values():
-            metrics = scores_of_hits(
-                [rank_in(top_of_last(item), target) for item, target in zip(last, targets, strict=True)]
-            )
+            metrics = ranking_metrics([top_of_last(item) for item in last], targets, ks=(TOP,))
             row += [f"{metrics['hr@10']:.4f}", f"{metrics['ndcg@10']:.4f}"]
         rows.append(row)
         print(" | ".join(row), flush=True)

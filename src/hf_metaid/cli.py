@@ -108,8 +108,7 @@ def build_model(args: argparse.Namespace, tokenizer):
     from .configuration_metaid import tiny_t5_config
     from .modeling_metaid import MetaIDForConditionalGeneration
 
-    base, seed, tree_softmax = args.base, args.seed, args.tree_softmax
-    if base == "tiny":
+    if args.base == "tiny":
         encoder_layers, decoder_layers = args.layers
         config = tiny_t5_config(
             d_model=args.d_model,
@@ -119,8 +118,9 @@ def build_model(args: argparse.Namespace, tokenizer):
             num_decoder_layers=decoder_layers,
             dropout_rate=args.dropout,
         )
-        return MetaIDForConditionalGeneration.from_base(config, tokenizer, seed=seed, tree_softmax=tree_softmax)
-    return MetaIDForConditionalGeneration.from_base(base, tokenizer, seed=seed, tree_softmax=tree_softmax)
+    else:
+        config = args.base
+    return MetaIDForConditionalGeneration.from_base(config, tokenizer, seed=args.seed, tree_softmax=args.tree_softmax)
 
 
 def build_tokenizer(base: str, vocabulary):

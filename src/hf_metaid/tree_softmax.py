@@ -7,7 +7,7 @@ previous token rules a token out: after the start token only clusters that hold 
 rank tokens of c's items, after a rank token only the end token. Training maximises the probability of the target
 among real items; ``generate`` (with or without a trie), ``decode_items`` and evaluation all read the same
 constrained distribution, because the rule sits in the model's forward. ``benchmarks/tree_softmax.py`` measures what
-it buys on the demo's small model: a lower validation loss at equal steps, the same hit rate.
+it buys on a small T5 (2+2 layers, skip-gram IDs): a lower validation loss at equal steps, the same hit rate.
 """
 
 from __future__ import annotations
