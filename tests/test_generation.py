@@ -54,14 +54,14 @@ def prompts(tokenizer, count=6, seed=0):
     return tokenizer(texts, return_tensors="pt", padding=True)
 
 
-def hf_beam(model, tokenizer, batch, beams, **kwargs):
+def hf_beam(model, tokenizer, batch, beams, exclude=None, **kwargs):
     tree = model.item_tree(tokenizer)
     return model.generate(
         **batch,
         num_beams=beams,
         num_return_sequences=beams,
         max_new_tokens=3,
-        prefix_allowed_tokens_fn=trie_prefix_allowed_tokens_fn(tree, model.config.decoder_start_token_id),
+        prefix_allowed_tokens_fn=trie_prefix_allowed_tokens_fn(tree, model.config.decoder_start_token_id, exclude),
         output_scores=True,
         return_dict_in_generate=True,
         **kwargs,
@@ -72,11 +72,14 @@ def names(tree, item_rows):
     return [[tree.items[i] if i >= 0 else None for i in row] for row in item_rows.tolist()]
 
 
-def assert_beam_parity(model, tokenizer, batch, beams=5):
-    """``decode_items`` in beam mode returns the lists and scores of ``generate`` + trie; returns both outputs."""
+def assert_beam_parity(model, tokenizer, batch, beams=5, exclude=None):
+    """``decode_items`` in beam mode returns the lists and scores of ``generate`` + trie (with ``exclude``: one trie
+    per prompt, its excluded items left out); returns both outputs."""
     tree = model.item_tree(tokenizer)
-    generated = hf_beam(model, tokenizer, batch, beams=beams)
-    items, scores = decode_items(model, batch["input_ids"], batch["attention_mask"], tree, k=beams, num_beams=beams)
+    generated = hf_beam(model, tokenizer, batch, beams=beams, exclude=exclude)
+    items, scores = decode_items(
+        model, batch["input_ids"], batch["attention_mask"], tree, k=beams, num_beams=beams, exclude=exclude
+    )
     expected = np.array(tokenizer.decode_items(generated.sequences), dtype=object).reshape(-1, beams).tolist()
     assert names(tree, items) == expected
     torch.testing.assert_close(scores, generated.sequences_scores.view(-1, beams) * 3, rtol=0, atol=1e-4)
@@ -217,6 +220,67 @@ def test_exact_mode_equals_brute_force_and_lists_are_valid(shape):
     assert (chosen <= exact_scores[:, :1] + 1e-4).all()
 
 
+def top_items_of_plain_decoding(model, tokenizer, batch, k):
+    tree = model.item_tree(tokenizer)
+    return decode_items(model, batch["input_ids"], batch["attention_mask"], tree, k=k)[0].tolist()
+
+
+@pytest.mark.parametrize("shape", SHAPES[:2], ids=lambda s: f"seed{s[0]}")
+def test_excluded_items_are_cut_from_each_prompts_tree_as_generate_does(shape):
+    """Excluding items = HF beam search over a trie without them (per prompt), not a wider beam filtered."""
+    tokenizer, model = make_pair(shape)
+    batch = prompts(tokenizer, seed=shape[0])
+    plain = top_items_of_plain_decoding(model, tokenizer, batch, k=5)
+    # each prompt loses some of its own best items, and one prompt loses nothing
+    exclude = [row[: 1 + n % 3] for n, row in enumerate(plain)]
+    exclude[-1] = []
+    _, items = assert_beam_parity(model, tokenizer, batch, exclude=exclude)
+    for row, left_out in zip(items.tolist(), exclude, strict=True):
+        assert not set(row) & set(left_out)
+    assert items[-1].tolist() == plain[-1]
+
+
+def test_exact_mode_excludes_items_and_keeps_the_others_order():
+    tokenizer, model = make_pair(SHAPES[0])
+    batch = prompts(tokenizer, count=3)
+    tree = model.item_tree(tokenizer)
+    brute = brute_force_scores(model, tokenizer, batch)
+    exclude = [brute[row].topk(2 + row).indices.tolist() for row in range(3)]
+    items, scores = decode_items(
+        model, batch["input_ids"], batch["attention_mask"], tree, k=6, mode="exact", exclude=exclude
+    )
+    expected = brute.clone()
+    for row, left_out in enumerate(exclude):
+        expected[row, left_out] = float("-inf")
+    assert torch.equal(items, expected.topk(6).indices)
+    torch.testing.assert_close(scores, expected.topk(6).values, rtol=0, atol=1e-4)
+
+
+def test_clusters_whose_items_are_all_excluded_are_not_opened():
+    """The first prompt keeps only the items of its least likely cluster: no beam may be spent on the others, dead
+    branches of its trie (were they opened, the beams would hold no item at all)."""
+    tokenizer, model = make_pair(SHAPES[3])
+    tree = model.item_tree(tokenizer)
+    batch = prompts(tokenizer, count=2)
+    start = torch.full((2, 1), model.config.decoder_start_token_id)
+    with torch.no_grad():
+        first = model(**batch, decoder_input_ids=start).logits[0, 0, tree.first_cluster_token :]
+    kept = min(tree.clusters_with_items.tolist(), key=lambda cluster: float(first[cluster]))
+    exclude = [[item for item in range(len(tree.items)) if tree.item_clusters[item] != kept], []]
+    plain = top_items_of_plain_decoding(model, tokenizer, batch, k=4)
+    for mode in ("beam", "exact"):
+        items, _ = decode_items(
+            model, batch["input_ids"], batch["attention_mask"], tree, k=4, mode=mode, exclude=exclude
+        )
+        assert (items >= 0).all()
+        assert set(tree.item_clusters[items[0]].tolist()) == {kept}
+        if mode == "beam":
+            assert items[1].tolist() == plain[1]  # the prompt that excludes nothing is untouched
+    assert_beam_parity(model, tokenizer, batch, beams=4, exclude=exclude)
+    with pytest.raises(ValueError, match="exclude has 1 rows for 2 prompts"):
+        decode_items(model, batch["input_ids"], batch["attention_mask"], tree, exclude=[[]])
+
+
 def test_clusters_without_items_are_never_chosen():
     tokenizer, model = make_pair(SHAPES[3])
     tree = model.item_tree(tokenizer)
@@ -250,9 +314,12 @@ def test_exclude_seen_drops_history_and_still_returns_k(model, tokenizer):
     kept = model.recommend(tokenizer, user="u1", history=history, k=6, exclude_seen=True, template=template)
     assert len(kept) == 6
     assert not {item for item, _ in kept} & set(history)
-    # history items are decoded then dropped: a beam k + len(history) wide, filtered
-    wider = model.recommend(tokenizer, user="u1", history=history, k=9, template=template)
-    assert kept == [(item, score) for item, score in wider if item not in history][:6]
+    # the history is cut from the tree before decoding: the same as decode_items told to exclude it
+    tree = model.item_tree(tokenizer)
+    batch = tokenizer([template.format(user=tokenizer.user_tokens("u1"))], return_tensors="pt")
+    numbers = [[tree.item_numbers[item] for item in history]]
+    items, scores = decode_items(model, batch["input_ids"], batch["attention_mask"], tree, k=6, exclude=numbers)
+    assert kept == [(tree.items[i], s) for i, s in zip(items[0].tolist(), scores[0].tolist(), strict=True)]
 
 
 def test_unknown_user_names_the_id(model, tokenizer):

@@ -14,6 +14,10 @@ Two modes:
 - ``exact``: ranks *every* item by log p(cluster) + log p(rank | cluster), the probability of its ID tokens, so no
   beam can miss an item (the forced end token is not scored).
 
+Items can be left out per prompt (``exclude``, e.g. the user's history): they are cut from that prompt's tree before
+decoding, so a beam search of width k ranks the other items (as ``generate`` does with a trie that lacks them) and
+no decoding width is spent on them.
+
 Only torch is imported: the file travels with a saved model for ``trust_remote_code`` loading.
 """
 
@@ -44,6 +48,8 @@ class ItemTree:
     item_rank_tokens: torch.Tensor = field(init=False, repr=False)  # (num_items,) token id of each item's rank
     clusters_with_items: torch.Tensor = field(init=False, repr=False)  # (W,) the clusters holding an item
     item_slots: torch.Tensor = field(init=False, repr=False)  # (num_items,) position of its cluster in the above
+    cluster_sizes: torch.Tensor = field(init=False, repr=False)  # (num_clusters,) items per cluster
+    item_numbers: dict[str, int] = field(init=False, repr=False)  # raw item id -> item number
 
     def __post_init__(self) -> None:
         present = self.item_of_code >= 0
@@ -61,6 +67,8 @@ class ItemTree:
         slot_of_cluster = torch.full((self.num_clusters,), -1, dtype=torch.long)
         slot_of_cluster[self.clusters_with_items] = torch.arange(len(self.clusters_with_items))
         self.item_slots = slot_of_cluster[self.item_clusters]
+        self.cluster_sizes = present.sum(dim=1)
+        self.item_numbers = {item: number for number, item in enumerate(self.items)}
 
     @classmethod
     def from_tokenizer(cls, tokenizer) -> ItemTree:
@@ -95,12 +103,21 @@ class ItemTree:
         "item_rank_tokens",
         "clusters_with_items",
         "item_slots",
+        "cluster_sizes",
     )
 
     def to(self, device: torch.device) -> ItemTree:
         for name in self._TENSORS:
             setattr(self, name, getattr(self, name).to(device))
         return self
+
+    def exclusion_mask(self, exclude: list[list[int]], device: torch.device | None = None) -> torch.Tensor:
+        """``(len(exclude), num_items)`` bool, True for the item numbers listed per prompt."""
+        mask = torch.zeros(len(exclude), len(self.items), dtype=torch.bool, device=device)
+        rows = [row for row, numbers in enumerate(exclude) for _ in numbers]
+        columns = [number for numbers in exclude for number in numbers]
+        mask[torch.as_tensor(rows, dtype=torch.long), torch.as_tensor(columns, dtype=torch.long)] = True
+        return mask
 
     def token_sequences(self) -> list[list[int]]:
         """Every item as its token ids ``[cluster, rank, eos]`` (for HF ``generate`` baselines and tests)."""
@@ -337,6 +354,7 @@ def decode_items(
     num_beams: int | None = None,
     mode: str = "beam",
     chunk_rows: int = 2048,
+    exclude: list[list[int]] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-``k`` items per prompt: ``(item numbers (N, k), scores (N, k))``, best first; -1 where fewer exist.
 
@@ -348,12 +366,16 @@ def decode_items(
         num_beams: beam width of ``beam`` mode (defaults to ``k``, as in the paper's protocol); must be ≥ k.
         mode: ``"beam"`` or ``"exact"`` (see the module docstring).
         chunk_rows: decoder beams (prompts × clusters expanded) per pass; bounds memory in ``exact`` mode.
+        exclude: per prompt, item numbers (positions in ``tree.items``) that must not come out, e.g. the history;
+            they are removed from that prompt's tree before decoding.
     """
     if mode not in ("beam", "exact"):
         raise ValueError(f"mode must be 'beam' or 'exact', got {mode!r}")
     num_beams = num_beams or k
     if mode == "beam" and num_beams < k:
         raise ValueError(f"num_beams ({num_beams}) must be at least k ({k})")
+    if exclude is not None and len(exclude) != input_ids.shape[0]:
+        raise ValueError(f"exclude has {len(exclude)} rows for {input_ids.shape[0]} prompts")
     tree = tree.to(input_ids.device)
     if input_ids.shape[0] == 0 or not tree.items:
         empty = torch.full((input_ids.shape[0], k), -1, dtype=torch.long, device=input_ids.device)
@@ -366,12 +388,14 @@ def decode_items(
     parts = []
     for start in range(0, input_ids.shape[0], step):
         encoded = _encoder_states(model, input_ids[start : start + step], attention_mask[start : start + step])
-        parts.append(_decode_chunk(model, encoded, tree, k, num_beams, mode))
+        banned = None if exclude is None else tree.exclusion_mask(exclude[start : start + step], input_ids.device)
+        parts.append(_decode_chunk(model, encoded, tree, k, num_beams, mode, banned))
     items, scores = (torch.cat(values) for values in zip(*parts, strict=True))
     return items, scores
 
 
-def _decode_chunk(model, encoded: _EncodedPrompts, tree: ItemTree, k: int, num_beams: int, mode: str):
+def _decode_chunk(model, encoded: _EncodedPrompts, tree: ItemTree, k: int, num_beams: int, mode: str, banned=None):
+    """One chunk of prompts; ``banned`` ((N, num_items) bool or None) marks the items cut from each prompt's tree."""
     n, device = encoded.mask.shape[0], encoded.states.device
     decoder = _BeamDecoder(model, encoded)
     start = torch.full((n, 1), model.config.decoder_start_token_id, dtype=torch.long, device=device)
@@ -380,9 +404,13 @@ def _decode_chunk(model, encoded: _EncodedPrompts, tree: ItemTree, k: int, num_b
     cluster_tokens = slice(tree.first_cluster_token, tree.first_cluster_token + tree.num_clusters)
     cluster_scores = _log_probs(decoder.step(start)[:, 0], cluster_tokens)  # (N, C)
     if mode == "exact":
-        return _rank_every_item(decoder, tree, cluster_scores, k)
+        return _rank_every_item(decoder, tree, cluster_scores, k, banned)
 
-    cluster_scores = cluster_scores.masked_fill(~tree.cluster_has_items, float("-inf"))
+    open_clusters = tree.cluster_has_items
+    if banned is not None:  # a cluster whose items are all cut is a dead branch of this prompt's trie
+        cut = torch.zeros(n, tree.num_clusters, device=device).index_add_(1, tree.item_clusters, banned.float())
+        open_clusters = cut < tree.cluster_sizes
+    cluster_scores = cluster_scores.masked_fill(~open_clusters, float("-inf"))
     top_cluster_scores, top_clusters = cluster_scores.topk(min(num_beams, tree.num_clusters), dim=-1)  # (N, W)
     width = top_clusters.shape[1]
 
@@ -393,10 +421,13 @@ def _decode_chunk(model, encoded: _EncodedPrompts, tree: ItemTree, k: int, num_b
     totals.sub_(_normaliser(logits).unsqueeze(-1))  # log p(rank | cluster)
     totals.add_(tree.cluster_penalty.index_select(0, top_clusters.flatten()).view(totals.shape))
     totals.add_(top_cluster_scores.unsqueeze(-1))  # + log p(cluster), the order HF adds them in
+    candidates = tree.cluster_items.index_select(0, top_clusters.flatten()).view(n, -1)  # (N, W * M)
+    if banned is not None:
+        totals.view(n, -1).masked_fill_(banned.gather(1, candidates.clamp(min=0)) & (candidates >= 0), float("-inf"))
     keep = min(num_beams, totals[0].numel())
     best_scores, flat = totals.view(n, -1).topk(keep, dim=-1)  # (N, keep)
     parents = torch.div(flat, totals.shape[-1], rounding_mode="floor")
-    best_items = tree.cluster_items.index_select(0, top_clusters.flatten()).view(n, -1).gather(1, flat)
+    best_items = candidates.gather(1, flat)
 
     # Level 3: the end token closes every beam; its log-probability is part of HF's beam score.
     decoder.select(parents)
@@ -406,7 +437,7 @@ def _decode_chunk(model, encoded: _EncodedPrompts, tree: ItemTree, k: int, num_b
     return _pad(items, k, -1), _pad(best_scores, k, float("-inf"))
 
 
-def _rank_every_item(decoder: _BeamDecoder, tree: ItemTree, cluster_scores: torch.Tensor, k: int):
+def _rank_every_item(decoder: _BeamDecoder, tree: ItemTree, cluster_scores: torch.Tensor, k: int, banned=None):
     """Exact mode: log p(cluster) + log p(rank | cluster) of every item, read straight from the logits of every
     cluster that holds an item (no dense cluster x rank table), then the top ``k``."""
     n = cluster_scores.shape[0]
@@ -415,7 +446,10 @@ def _rank_every_item(decoder: _BeamDecoder, tree: ItemTree, cluster_scores: torc
     item_scores = logits.view(n, -1).index_select(1, columns)  # (N, num_items) rank logits
     item_scores.sub_(_normaliser(logits).index_select(1, tree.item_slots))
     item_scores.add_(cluster_scores.index_select(1, tree.item_clusters))
+    if banned is not None:
+        item_scores.masked_fill_(banned, float("-inf"))
     best_scores, items = item_scores.topk(min(k, item_scores.shape[1]), dim=-1)
+    items = items.masked_fill(torch.isinf(best_scores), -1)
     return _pad(items, k, -1), _pad(best_scores, k, float("-inf"))
 
 
@@ -426,19 +460,25 @@ def _pad(values: torch.Tensor, k: int, fill) -> torch.Tensor:
     return torch.cat([values, extra], dim=1)
 
 
-def trie_prefix_allowed_tokens_fn(tree: ItemTree, decoder_start_token_id: int):
+def trie_prefix_allowed_tokens_fn(tree: ItemTree, decoder_start_token_id: int, exclude: list[list[int]] | None = None):
     """The classic constraint (a dict trie called per beam per step), for HF ``generate``: the reference that
-    :func:`decode_items` is measured and tested against."""
-    trie: dict[tuple[int, ...], list[int]] = {}
-    for sequence in tree.token_sequences():
-        if not sequence:
-            continue
-        for depth in range(len(sequence)):
-            trie.setdefault(tuple(sequence[:depth]), []).append(sequence[depth])
-    trie = {prefix: sorted(set(tokens)) for prefix, tokens in trie.items()}
+    :func:`decode_items` is measured and tested against. ``exclude``: per prompt, item numbers left out of its
+    trie (one trie per prompt then)."""
+    sequences = tree.token_sequences()
+
+    def build(left_out: set[int]) -> dict[tuple[int, ...], list[int]]:
+        trie: dict[tuple[int, ...], set[int]] = {}
+        for item, sequence in enumerate(sequences):
+            if not sequence or item in left_out:
+                continue
+            for depth in range(len(sequence)):
+                trie.setdefault(tuple(sequence[:depth]), set()).add(sequence[depth])
+        return {prefix: sorted(tokens) for prefix, tokens in trie.items()}
+
+    tries = [build(set(numbers)) for numbers in exclude] if exclude is not None else [build(set())]
 
     def allowed(batch_id: int, sent: torch.Tensor) -> list[int]:
         prefix = tuple(sent.tolist()[1:])  # drop the decoder start token
-        return trie.get(prefix, [tree.eos_token_id])
+        return tries[batch_id if exclude is not None else 0].get(prefix, [tree.eos_token_id])
 
     return allowed

@@ -367,7 +367,9 @@ class MetaIDForConditionalGeneration(T5ForConditionalGeneration):
 
         Args:
             mode: ``"beam"`` (HF beam search's top-k, ``num_beams`` wide) or ``"exact"`` (every item ranked).
-            exclude_seen: drop items of the user's history from the list (more candidates are decoded to keep k).
+            exclude_seen: leave the items of the user's history out of the decoding tree, so the k items come from
+                the rest (what a shop shows; Beauty has no repeated user-item pairs, so a seen item is never the
+                answer there).
             template: a prompt template with ``{user}`` / ``{history}``; defaults to the first seen template of
                 the task in :attr:`prompt_templates`.
             max_history: how many of the latest history items the prompt shows (default: the training value,
@@ -380,8 +382,9 @@ class MetaIDForConditionalGeneration(T5ForConditionalGeneration):
             self._prompt(tokenizer, user, None if histories is None else histories[i], template, max_history)
             for i, user in enumerate(users)
         ]
-        extra = max((len(h) for h in histories), default=0) if (exclude_seen and histories) else 0
-        width = k + extra
+        seen = None
+        if exclude_seen and histories:
+            seen = [[tree.item_numbers[item] for item in history if item in tree.item_numbers] for history in histories]
         results: list[list[tuple[str, float]]] = []
         was_training = self.training
         self.eval()
@@ -394,14 +397,13 @@ class MetaIDForConditionalGeneration(T5ForConditionalGeneration):
                     batch["input_ids"],
                     batch["attention_mask"],
                     tree,
-                    k=width,
-                    num_beams=max(num_beams or width, width),
+                    k=k,
+                    num_beams=num_beams,
                     mode=mode,
+                    exclude=None if seen is None else seen[start : start + batch_size],
                 )
-                for row, (item_row, score_row) in enumerate(zip(items.tolist(), scores.tolist(), strict=True)):
-                    seen = set(histories[start + row]) if (exclude_seen and histories) else set()
-                    ranked = [(tree.items[i], s) for i, s in zip(item_row, score_row, strict=True) if i >= 0]
-                    results.append([(item, s) for item, s in ranked if item not in seen][:k])
+                for item_row, score_row in zip(items.tolist(), scores.tolist(), strict=True):
+                    results.append([(tree.items[i], s) for i, s in zip(item_row, score_row, strict=True) if i >= 0])
         finally:
             self.train(was_training)
         return results

@@ -43,7 +43,7 @@ def evaluate_recommender(
         template: ``"seen"``, ``"unseen"`` (the first template of that kind in ``model.prompt_templates``: the ones
             it was trained with where recorded) or a template string with ``{user}`` / ``{history}``.
         mode: ``"beam"`` or ``"exact"`` decoding (see ``generation``).
-        exclude_seen: drop history items from each list before scoring (off in the paper's protocol).
+        exclude_seen: leave history items out of the decoding tree (off in the paper's protocol).
         max_history: history items per prompt (default: the training value recorded in the model's config).
         limit: evaluate only the first ``limit`` rows (quick checks).
     Returns:
