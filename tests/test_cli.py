@@ -128,11 +128,16 @@ def test_demo_runs_end_to_end_on_a_small_file(tiny_file, tmp_path, capsys):
     assert main(["demo", "--data", str(tiny_file), "--out", str(out), *small, "--warmup", "0"]) == 0
     printed = capsys.readouterr().out
     assert "(spectral)" in printed and "training a small T5 (d_model=32, d_ff=48, 1+3 layers)" in printed
-    assert len([line for line in printed.splitlines() if line.startswith("  user ")]) == 3  # example lists
+    assert "users; history items left out)" in printed
+    examples = [line for line in printed.splitlines() if line.startswith("  user ")]
+    assert len(examples) == 3
+    for line in examples:  # "  user U (last items A, B, C) → X, Y, Z": a shown history item is never recommended
+        shown, recommended = line.split("(last items ")[1].split(") → ")
+        assert len(recommended.split(", ")) == 5 and not set(shown.split(", ")) & set(recommended.split(", "))
     last = printed.strip().splitlines()[-1].split()
     assert [part.split("=")[0] for part in last] == ["HR@5", "HR@10", "NDCG@5", "NDCG@10"]
     results = json.loads((out / "demo_results.json").read_text())
-    assert f"HR@10={results['hr@10']:.4f}" in last
+    assert f"HR@10={results['hr@10']:.4f}" in last and results["exclude_seen"] is True
     config = json.loads((out / "config.json").read_text())
     assert (config["num_layers"], config["num_decoder_layers"], config["d_ff"]) == (1, 3, 48)
     assert main(["demo", "--data", str(tiny_file), "--out", str(out)]) == 2  # never overwrites silently
@@ -147,6 +152,10 @@ def test_demo_defaults_are_the_measured_ones():
     demo = build_parser().parse_args(["demo"])
     assert (demo.embedding, demo.layers, demo.d_ff, demo.d_model) == ("spectral", (1, 3), 1024, 128)
     assert (demo.batch_size, demo.lr, demo.epochs, demo.max_history, demo.templates) == (128, 4e-3, 4.5, 5, "compact")
+    # the demo leaves seen items out of the ranking; evaluate keeps the paper's protocol unless asked
+    assert demo.exclude_seen is True and build_parser().parse_args(["demo", "--no-exclude-seen"]).exclude_seen is False
+    assert build_parser().parse_args(["evaluate", "m"]).exclude_seen is False
+    assert build_parser().parse_args(["evaluate", "m", "--exclude-seen"]).exclude_seen is True
     index = build_parser().parse_args(["index", "--out", "v"])
     train = build_parser().parse_args(["train", "--vocab", "v", "--out", "m"])
     assert (index.embedding, train.layers, train.d_ff) == ("skipgram", (2, 2), 0)
