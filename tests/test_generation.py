@@ -277,6 +277,12 @@ def test_clusters_whose_items_are_all_excluded_are_not_opened():
         if mode == "beam":
             assert items[1].tolist() == plain[1]  # the prompt that excludes nothing is untouched
     assert_beam_parity(model, tokenizer, batch, beams=4, exclude=exclude)
+    everything = [list(range(len(tree.items)))] * 2  # nothing left to recommend: empty lists, not invented items
+    for mode in ("beam", "exact"):
+        items, scores = decode_items(
+            model, batch["input_ids"], batch["attention_mask"], tree, k=4, mode=mode, exclude=everything
+        )
+        assert (items == -1).all() and torch.isinf(scores).all()
     with pytest.raises(ValueError, match="exclude has 1 rows for 2 prompts"):
         decode_items(model, batch["input_ids"], batch["attention_mask"], tree, exclude=[[]])
 
