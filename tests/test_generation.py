@@ -238,6 +238,40 @@ def test_excluded_items_are_cut_from_each_prompts_tree_as_generate_does(shape):
     for row, left_out in zip(items.tolist(), exclude, strict=True):
         assert not set(row) & set(left_out)
     assert items[-1].tolist() == plain[-1]
+    # a beam wider than k: the first k of generate's beams
+    tree = model.item_tree(tokenizer)
+    generated = hf_beam(model, tokenizer, batch, beams=7, exclude=exclude)
+    expected = np.array(tokenizer.decode_items(generated.sequences), dtype=object).reshape(-1, 7)[:, :3].tolist()
+    narrow, _ = decode_items(
+        model, batch["input_ids"], batch["attention_mask"], tree, k=3, num_beams=7, exclude=exclude
+    )
+    assert names(tree, narrow) == expected
+    # chunked passes over the prompts cut each prompt's own items
+    for mode in ("beam", "exact"):
+        whole = decode_items(model, batch["input_ids"], batch["attention_mask"], tree, k=5, mode=mode, exclude=exclude)
+        parts = decode_items(
+            model, batch["input_ids"], batch["attention_mask"], tree, k=5, mode=mode, exclude=exclude, chunk_rows=10
+        )
+        assert torch.equal(whole[0], parts[0])
+
+
+def test_fewer_items_left_than_beams():
+    """generate repeats a beam at about -1e9 where the trie runs out of items; decode_items ends the list with -1
+    and -inf. The items with a finite score are generate's."""
+    tokenizer, model = make_pair(SHAPES[0])
+    tree = model.item_tree(tokenizer)
+    batch = prompts(tokenizer, count=2)
+    kept = [3, 17, 30]
+    exclude = [[item for item in range(len(tree.items)) if item not in kept], []]
+    generated = hf_beam(model, tokenizer, batch, beams=5, exclude=exclude)
+    expected = np.array(tokenizer.decode_items(generated.sequences), dtype=object).reshape(-1, 5).tolist()
+    items, scores = decode_items(model, batch["input_ids"], batch["attention_mask"], tree, k=5, exclude=exclude)
+    assert sorted(items[0, :3].tolist()) == kept and items[0, 3:].tolist() == [-1, -1]
+    assert torch.isinf(scores[0, 3:]).all() and torch.isfinite(scores[0, :3]).all()
+    assert names(tree, items)[0][:3] == expected[0][:3]
+    assert names(tree, items)[1] == expected[1]
+    with pytest.raises(ValueError, match=r"item number -1 is not in 0\.\.39"):
+        decode_items(model, batch["input_ids"], batch["attention_mask"], tree, exclude=[[-1], []])
 
 
 def test_exact_mode_excludes_items_and_keeps_the_others_order():
@@ -326,6 +360,19 @@ def test_exclude_seen_drops_history_and_still_returns_k(model, tokenizer):
     numbers = [[tree.item_numbers[item] for item in history]]
     items, scores = decode_items(model, batch["input_ids"], batch["attention_mask"], tree, k=6, exclude=numbers)
     assert kept == [(tree.items[i], s) for i, s in zip(items[0].tolist(), scores[0].tolist(), strict=True)]
+
+
+def test_recommend_batch_excludes_each_users_own_history_across_batches(model, tokenizer):
+    users = ["u1", "u2", "u3", "u4", "u5"]
+    histories = [["i0", "i1"], ["i2"], ["i3", "i4", "i5"], [], ["i1", "i6"]]
+    whole = model.recommend_batch(tokenizer, users, histories, k=5, exclude_seen=True, batch_size=64)
+    split = model.recommend_batch(tokenizer, users, histories, k=5, exclude_seen=True, batch_size=2)
+    assert [[item for item, _ in row] for row in whole] == [[item for item, _ in row] for row in split]
+    for row, history in zip(split, histories, strict=True):
+        assert len(row) == 5 and not {item for item, _ in row} & set(history)
+    # a beam narrower than k is widened to k, as before exclusion moved into the decoder
+    narrow = model.recommend_batch(tokenizer, users, histories, k=5, exclude_seen=True, num_beams=3)
+    assert [[item for item, _ in row] for row in narrow] == [[item for item, _ in row] for row in whole]
 
 
 def test_unknown_user_names_the_id(model, tokenizer):

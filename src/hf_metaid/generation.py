@@ -15,8 +15,9 @@ Two modes:
   beam can miss an item (the forced end token is not scored).
 
 Items can be left out per prompt (``exclude``, e.g. the user's history): they are cut from that prompt's tree before
-decoding, so a beam search of width k ranks the other items (as ``generate`` does with a trie that lacks them) and
-no decoding width is spent on them.
+decoding, so a beam search of width k ranks the other items and no decoding width is spent on them. Every item with
+a finite score is what ``generate`` returns with a trie that lacks the excluded items; where fewer items are left
+than beams, the list ends in -1 (score -inf) where ``generate`` repeats a beam at about -1e9.
 
 Only torch is imported: the file travels with a saved model for ``trust_remote_code`` loading.
 """
@@ -116,6 +117,9 @@ class ItemTree:
         mask = torch.zeros(len(exclude), len(self.items), dtype=torch.bool, device=device)
         rows = [row for row, numbers in enumerate(exclude) for _ in numbers]
         columns = [number for numbers in exclude for number in numbers]
+        bad = next((number for number in columns if not 0 <= number < len(self.items)), None)
+        if bad is not None:  # a negative number would silently wrap round to another item
+            raise ValueError(f"exclude: item number {bad} is not in 0..{len(self.items) - 1}")
         mask[torch.as_tensor(rows, dtype=torch.long), torch.as_tensor(columns, dtype=torch.long)] = True
         return mask
 

@@ -366,7 +366,8 @@ class MetaIDForConditionalGeneration(T5ForConditionalGeneration):
         """:meth:`recommend` for many users at once (one list per user).
 
         Args:
-            mode: ``"beam"`` (HF beam search's top-k, ``num_beams`` wide) or ``"exact"`` (every item ranked).
+            mode: ``"beam"`` (HF beam search's top-k, ``num_beams`` wide; a width under k is raised to k) or
+                ``"exact"`` (every item ranked).
             exclude_seen: leave the items of the user's history out of the decoding tree, so the k items come from
                 the rest (what a shop shows; Beauty has no repeated user-item pairs, so a seen item is never the
                 answer there).
@@ -398,7 +399,7 @@ class MetaIDForConditionalGeneration(T5ForConditionalGeneration):
                     batch["attention_mask"],
                     tree,
                     k=k,
-                    num_beams=num_beams,
+                    num_beams=max(num_beams or k, k),
                     mode=mode,
                     exclude=None if seen is None else seen[start : start + batch_size],
                 )
