@@ -58,9 +58,7 @@ def cluster_chain_tops(cluster_of: np.ndarray, popularity, transitions, smoothin
     in_cluster = popularity + smoothing
     in_cluster = np.log(in_cluster / np.bincount(cluster_of, weights=in_cluster, minlength=k)[cluster_of])
     scores = chain[:, cluster_of] + in_cluster[None, :]  # (clusters, items)
-    best = np.argpartition(-scores, top, axis=1)[:, :top]
-    order = np.argsort(-np.take_along_axis(scores, best, axis=1), axis=1, kind="stable")
-    return np.take_along_axis(best, order, axis=1)
+    return np.argsort(-scores, axis=1, kind="stable")[:, :top]  # ties: the lower item number first, whatever top
 
 
 def markov_top(last: int, popularity: np.ndarray, popular: list[int], transitions, top: int) -> list[int]:

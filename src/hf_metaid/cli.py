@@ -388,7 +388,8 @@ def _add_eval_options(parser: argparse.ArgumentParser, exclude_seen: bool = Fals
         "--exclude-seen",
         action=argparse.BooleanOptionalAction,
         default=exclude_seen,
-        help="leave the user's history items out of the ranking (the paper's protocol keeps them)",
+        help="leave the user's history items out of the ranking: right where a user meets an item once, as in "
+        "Beauty (the paper's protocol keeps them)",
     )
     group.add_argument("--limit", type=int, default=None, help="evaluate only the first N users")
     group.add_argument("--eval-batch-size", dest="batch_size", type=int, default=128)
@@ -439,7 +440,9 @@ def build_parser() -> argparse.ArgumentParser:
     recommend.add_argument("--history", default="", help="comma-separated raw item ids, oldest first")
     recommend.add_argument("--k", type=int, default=10)
     recommend.add_argument("--mode", choices=("beam", "exact"), default="beam")
-    recommend.add_argument("--exclude-seen", action="store_true", help="leave the history items out of the list")
+    recommend.add_argument(
+        "--exclude-seen", action=argparse.BooleanOptionalAction, default=False, help="leave the history items out"
+    )
     recommend.set_defaults(func=run_recommend)
 
     demo = commands.add_parser("demo", help="the whole pipeline on the embedded Beauty data, offline")
