@@ -108,7 +108,7 @@ def main() -> None:
     add("popularity", lambda last: popular[:depth])
     demo = build_parser().parse_args(["demo"])
     for embedding in ("skipgram", "spectral"):
-        indexer = build_indexer("metaid", demo.clusters, demo.dim, demo.seed, embedding, True)
+        indexer = build_indexer("metaid", demo.clusters, demo.dim, demo.seed, embedding, True, demo.rank_by)
         vocabulary = indexer.fit(splits["train"], catalogue=names)
         item_position = {item: position for position, item in enumerate(vocabulary.items)}
         cluster_of = np.array([vocabulary.item_codes[item_position[item], 0] for item in names["items"]])

@@ -67,7 +67,9 @@ def main() -> None:
     data = hm.load_interactions()
     splits = hm.leave_one_out(data)
     demo = build_parser().parse_args(["demo", "--max-steps", str(args.steps), "--logging-steps", "500"])
-    indexer = build_indexer("metaid", demo.clusters, demo.dim, demo.seed, demo.embedding, True)  # as the demo does
+    indexer = build_indexer(
+        "metaid", demo.clusters, demo.dim, demo.seed, demo.embedding, True, demo.rank_by
+    )  # as the demo does
     vocabulary = indexer.fit(splits["train"], catalogue=hm.catalogue(data))
     rows = splits["validation"].shuffle(seed=0).select(range(min(args.users, len(splits["validation"]))))
     table = []

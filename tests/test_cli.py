@@ -77,7 +77,10 @@ def test_index_train_evaluate_recommend_end_to_end(tiny_file, tmp_path, capsys):
 
 def test_templates_option_records_the_training_words(tiny_file, tmp_path, capsys):
     vocab_dir = tmp_path / "vocab"
-    assert main(["index", str(tiny_file), "--out", str(vocab_dir), "--clusters", "4", "--embedding", "spectral"]) == 0
+    index = ["index", str(tiny_file), "--out", str(vocab_dir), "--clusters", "4", "--embedding", "spectral"]
+    assert main([*index, "--rank-by", "degree"]) == 0
+    params = json.loads((vocab_dir / "metaid_vocab.json").read_text())["metadata"]["params"]
+    assert (params["embedding"], params["rank_by"]) == ("spectral", "degree")
     train = ["train", str(tiny_file), "--vocab", str(vocab_dir / "metaid_vocab.json"), "--max-steps", "1"]
     quick = ["--batch-size", "8", "--d-model", "32", "--warmup", "0", "--max-history", "3"]
     assert main([*train, "--out", str(tmp_path / "c"), "--templates", "compact", *quick]) == 0
@@ -104,7 +107,10 @@ def test_templates_option_records_the_training_words(tiny_file, tmp_path, capsys
 
 def test_tiny_model_shape_options(tiny_file, tmp_path, capsys):
     vocab_dir = tmp_path / "vocab"
-    assert main(["index", str(tiny_file), "--out", str(vocab_dir), "--clusters", "4", "--embedding", "spectral"]) == 0
+    index = ["index", str(tiny_file), "--out", str(vocab_dir), "--clusters", "4", "--embedding", "spectral"]
+    assert main([*index, "--rank-by", "degree"]) == 0
+    params = json.loads((vocab_dir / "metaid_vocab.json").read_text())["metadata"]["params"]
+    assert (params["embedding"], params["rank_by"]) == ("spectral", "degree")
     train = ["train", str(tiny_file), "--vocab", str(vocab_dir / "metaid_vocab.json"), "--max-steps", "1"]
     quick = ["--batch-size", "8", "--d-model", "32", "--warmup", "0"]
     assert main([*train, "--out", str(tmp_path / "a"), *quick, "--layers", "1+3", "--d-ff", "48"]) == 0

@@ -138,10 +138,41 @@ def test_ranks_follow_distance_to_the_centroid(embedding, train):
         assert np.all(np.diff(similarity[by_rank, cluster]) <= 1e-6)  # rank 0 = closest
 
 
+@pytest.mark.parametrize("joint", [True, False], ids=["joint", "separate"])
+def test_rank_by_degree_puts_the_most_interacted_first(joint, train):
+    """rank_by="degree": same clusters, ranks by descending training interaction count, distance among equals."""
+    settings = dict(SMALL, num_clusters=5 if joint else (3, 2), embedding="spectral", joint=joint)
+    by_distance = MetaIDIndexer(**settings).fit(train)
+    by_degree = MetaIDIndexer(**settings, rank_by="degree").fit(train)
+    assert by_degree.metadata["params"]["rank_by"] == "degree"
+    graph = build_graph(train)
+    degree = dict(zip([*graph.users, *graph.items], graph.degrees.tolist(), strict=True))
+    codes, plain = all_codes(by_degree), all_codes(by_distance)
+    assert np.array_equal(codes[:, 0], plain[:, 0])  # the clusters do not move
+    assert not np.array_equal(codes[:, 1], plain[:, 1])
+    degrees = np.array([degree[name] for name in [*by_degree.users, *by_degree.items]])
+    for cluster in np.unique(codes[:, 0]):
+        members = np.flatnonzero(codes[:, 0] == cluster)
+        by_rank = members[np.argsort(codes[members, 1])]
+        assert sorted(codes[members, 1].tolist()) == list(range(len(members)))
+        assert np.all(np.diff(degrees[by_rank]) <= 0)  # rank 0 = most interactions
+        for level in np.unique(degrees[members]):  # among equals, the distance order is kept
+            equal = by_rank[degrees[by_rank] == level]
+            assert np.all(np.diff(plain[equal, 1]) > 0)
+    with pytest.raises(ValueError, match="rank_by"):
+        MetaIDIndexer(rank_by="random")
+
+
 @pytest.mark.parametrize(
     "settings",
-    [dict(SMALL), dict(SMALL, joint=False), dict(num_clusters=6, embedding="spectral"), dict(SMALL, epochs=2)],
-    ids=["torch", "torch-separate", "spectral", "torch-2-epochs"],
+    [
+        dict(SMALL),
+        dict(SMALL, joint=False),
+        dict(num_clusters=6, embedding="spectral"),
+        dict(SMALL, epochs=2),
+        dict(num_clusters=6, embedding="spectral", rank_by="degree"),
+    ],
+    ids=["torch", "torch-separate", "spectral", "torch-2-epochs", "spectral-by-degree"],
 )
 def test_same_data_and_seed_give_byte_identical_files(settings, train, tmp_path):
     first, second, other = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "c.json"

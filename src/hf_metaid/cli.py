@@ -63,11 +63,15 @@ def _load_splits(data: str):
 
 
 # ------------------------------------------------------------------------------------------------------ index
-def build_indexer(scheme: str, clusters: int, dim: int, seed: int, embedding: str, joint: bool):
+def build_indexer(
+    scheme: str, clusters: int, dim: int, seed: int, embedding: str, joint: bool, rank_by: str = "distance"
+):
     from .indexing import MetaIDIndexer, RandomIndexer, SequentialIndexer
 
     if scheme == "metaid":
-        return MetaIDIndexer(num_clusters=clusters, dim=dim, seed=seed, embedding=embedding, joint=joint)
+        return MetaIDIndexer(
+            num_clusters=clusters, dim=dim, seed=seed, embedding=embedding, joint=joint, rank_by=rank_by
+        )
     if scheme == "sequential":
         return SequentialIndexer(seed=seed)
     return RandomIndexer(seed=seed)
@@ -76,7 +80,9 @@ def build_indexer(scheme: str, clusters: int, dim: int, seed: int, embedding: st
 def run_index(args: argparse.Namespace) -> int:
     _, splits, names = _load_splits(args.data)
     started = time.perf_counter()
-    indexer = build_indexer(args.scheme, args.clusters, args.dim, args.seed, args.embedding, not args.separate)
+    indexer = build_indexer(
+        args.scheme, args.clusters, args.dim, args.seed, args.embedding, not args.separate, args.rank_by
+    )
     vocabulary = indexer.fit(splits["train"], catalogue=names)
     seconds = time.perf_counter() - started
     out = Path(args.out)
@@ -263,7 +269,7 @@ def run_demo(args: argparse.Namespace) -> int:
         raise MetaIDError(f"{out} is not empty; pass --overwrite or another --out")
     out.mkdir(parents=True, exist_ok=True)
     print(f"[1/4] indexing {len(names['users'])} users and {len(names['items'])} items ({args.embedding})", flush=True)
-    indexer = build_indexer("metaid", args.clusters, args.dim, args.seed, args.embedding, True)
+    indexer = build_indexer("metaid", args.clusters, args.dim, args.seed, args.embedding, True, args.rank_by)
     vocabulary = indexer.fit(splits["train"], catalogue=names)
     index_seconds = time.perf_counter() - started
     encoder_layers, decoder_layers = args.layers
@@ -404,6 +410,12 @@ def _add_index_options(parser: argparse.ArgumentParser, embedding: str = "skipgr
         choices=("skipgram", "spectral"),
         default=embedding,
         help="skipgram: meta-path walks + skip-gram (the paper's); spectral: truncated SVD of the interaction graph",
+    )
+    group.add_argument(
+        "--rank-by",
+        choices=("distance", "degree"),
+        default="distance",
+        help="order inside a cluster: distance to the centroid (the paper's) or interaction count, most first",
     )
 
 

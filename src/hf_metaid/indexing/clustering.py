@@ -60,11 +60,13 @@ def spherical_kmeans(vectors: np.ndarray, num_clusters: int, iterations: int = 2
     return normalize_rows(kmeans.centroids.reshape(k, dim))
 
 
-def assign_and_rank(vectors: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+def assign_and_rank(vectors: np.ndarray, centroids: np.ndarray, priority: np.ndarray | None = None) -> np.ndarray:
     """``int64 (n, 2)`` (cluster, rank): nearest centroid by cosine, then rank by ascending cosine distance to it.
 
+    With ``priority`` (one number per point, e.g. its interaction count), members rank by descending priority first
+    and by distance among equals: rank token r then means "the r-th most popular member" in every cluster.
     Ties go to the lower cluster index, and equal distances inside a cluster to the lower entity index, so the
-    codes are a deterministic function of the vectors.
+    codes are a deterministic function of the inputs.
     """
     points = normalize_rows(vectors)
     centroids = normalize_rows(centroids)
@@ -77,7 +79,8 @@ def assign_and_rank(vectors: np.ndarray, centroids: np.ndarray) -> np.ndarray:
         cluster[start : start + _ASSIGN_CHUNK] = best
         similarity[start : start + _ASSIGN_CHUNK] = scores[np.arange(len(best)), best]
     index = np.arange(count)
-    order = np.lexsort((index, -similarity, cluster))  # by cluster, then most similar first, then entity index
+    keys = (index, -similarity, cluster) if priority is None else (index, -similarity, -np.asarray(priority), cluster)
+    order = np.lexsort(keys)  # by cluster, [highest priority first,] most similar first, then entity index
     sorted_cluster = cluster[order]
     group_start = np.searchsorted(sorted_cluster, sorted_cluster, side="left")
     rank = np.empty(count, dtype=np.int64)
@@ -85,7 +88,9 @@ def assign_and_rank(vectors: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     return np.stack([cluster, rank], axis=1)
 
 
-def cluster_and_rank(vectors: np.ndarray, num_clusters: int, iterations: int = 25, seed: int = 0) -> Clustering:
+def cluster_and_rank(
+    vectors: np.ndarray, num_clusters: int, iterations: int = 25, seed: int = 0, priority: np.ndarray | None = None
+) -> Clustering:
     """Spherical k-means then :func:`assign_and_rank`: the two-level codes of one set of points."""
     centroids = spherical_kmeans(vectors, num_clusters, iterations, seed)
-    return Clustering(codes=assign_and_rank(vectors, centroids), centroids=centroids)
+    return Clustering(codes=assign_and_rank(vectors, centroids, priority), centroids=centroids)

@@ -21,6 +21,7 @@ from .spectral import spectral_embeddings
 from .walks import metapath_walks
 
 EMBEDDINGS = ("skipgram", "spectral")
+RANK_ORDERS = ("distance", "degree")
 
 
 class MetaIDIndexer(BaseIndexer):
@@ -41,6 +42,9 @@ class MetaIDIndexer(BaseIndexer):
         learning_rate, batch_size, negative_pool: torch backend's Adam step, pairs per step, shared noise nodes per
             step.
         kmeans_iters: FAISS k-means iterations.
+        rank_by: order inside a cluster: ``"distance"`` to the centroid (the paper's) or ``"degree"`` (interaction
+            count in the training part, most first; distance among equals), which gives each rank token the same
+            meaning in every cluster (low = popular), so a small model learns the rank step more easily.
     """
 
     scheme = "metaid"
@@ -62,10 +66,13 @@ class MetaIDIndexer(BaseIndexer):
         batch_size: int = 16384,
         negative_pool: int = 64,
         kmeans_iters: int = 25,
+        rank_by: str = "distance",
     ) -> None:
         super().__init__(seed)
         if embedding not in EMBEDDINGS:
             raise ValueError(f"unknown embedding {embedding!r}; use one of {EMBEDDINGS}")
+        if rank_by not in RANK_ORDERS:
+            raise ValueError(f"unknown rank_by {rank_by!r}; use one of {RANK_ORDERS}")
         if backend not in BACKENDS:
             raise ValueError(f"unknown skip-gram backend {backend!r}; use one of {BACKENDS}")
         clusters = tuple(num_clusters) if isinstance(num_clusters, (tuple, list)) else (num_clusters,)
@@ -98,6 +105,7 @@ class MetaIDIndexer(BaseIndexer):
         self.batch_size = int(batch_size)
         self.negative_pool = int(negative_pool)
         self.kmeans_iters = int(kmeans_iters)
+        self.rank_by = rank_by
 
     def get_params(self) -> dict:
         """Constructor arguments, JSON-able (they go into the vocabulary's metadata)."""
@@ -118,6 +126,7 @@ class MetaIDIndexer(BaseIndexer):
             "batch_size": self.batch_size,
             "negative_pool": self.negative_pool,
             "kmeans_iters": self.kmeans_iters,
+            "rank_by": self.rank_by,
         }
 
     def _index(self, train: datasets.Dataset) -> IndexedEntities:
@@ -146,7 +155,8 @@ class MetaIDIndexer(BaseIndexer):
             raw = spectral_embeddings(graph, self.dim, self.seed)
             clock = self._lap("spectral_s", clock)
         vectors = normalize_rows(raw)
-        codes, centroids, used = self._cluster(vectors, graph.num_users)
+        priority = graph.degrees if self.rank_by == "degree" else None
+        codes, centroids, used = self._cluster(vectors, graph.num_users, priority)
         self._lap("kmeans_s", clock)
         metadata = {"params": self.get_params(), "clusters": used}
         return IndexedEntities(
@@ -159,16 +169,21 @@ class MetaIDIndexer(BaseIndexer):
             metadata=metadata,
         )
 
-    def _cluster(self, vectors: np.ndarray, num_users: int) -> tuple[np.ndarray, np.ndarray, dict]:
+    def _cluster(
+        self, vectors: np.ndarray, num_users: int, priority: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray, dict]:
         """Codes of all entities, the centroid table, and how many clusters each part really got."""
         clusters = self.num_clusters
         if self.joint:
-            joint = cluster_and_rank(vectors, int(clusters), self.kmeans_iters, self.seed)
+            joint = cluster_and_rank(vectors, int(clusters), self.kmeans_iters, self.seed, priority)
             return joint.codes, joint.centroids, {"joint": joint.num_clusters}
         user_k, item_k = (clusters, clusters) if isinstance(clusters, int) else (int(k) for k in clusters)
+        user_priority, item_priority = (
+            (None, None) if priority is None else (priority[:num_users], priority[num_users:])
+        )
         parts: list[Clustering] = [
-            cluster_and_rank(vectors[:num_users], user_k, self.kmeans_iters, self.seed),
-            cluster_and_rank(vectors[num_users:], item_k, self.kmeans_iters, self.seed),
+            cluster_and_rank(vectors[:num_users], user_k, self.kmeans_iters, self.seed, user_priority),
+            cluster_and_rank(vectors[num_users:], item_k, self.kmeans_iters, self.seed, item_priority),
         ]
         users, items = parts
         item_codes = items.codes.copy()
