@@ -30,10 +30,11 @@ import numpy as np
 
 import hf_metaid as hm
 from hf_metaid.cli import build_indexer, build_parser
-from hf_metaid.evaluation import ranking_metrics
+from hf_metaid.evaluation import exclude_seen, ranking_metrics
 
 RESULTS = Path(__file__).resolve().parent / "results" / "count_baselines.md"
 TOP = 10
+COLUMNS = (("validation", "kept"), ("test", "kept"), ("validation", "left out"), ("test", "left out"))
 
 
 def training_counts(sequences: list[list[int]], num_items: int):
@@ -91,17 +92,14 @@ def main() -> None:
 
     def add(name: str, ranked_after) -> None:
         """``ranked_after(last item)``: the reference's ranking (``depth`` items) after a user's last item."""
-        row = [name]
-        for split, leave_out in (("validation", False), ("test", False), ("validation", True), ("test", True)):
-            lists = []
-            for history in histories[split]:
-                ranked = ranked_after(history[-1])
-                if leave_out:
-                    seen = set(history)
-                    ranked = [item for item in ranked if item not in seen]
-                lists.append(ranked[:TOP])
-            metrics = ranking_metrics(lists, targets[split], ks=(TOP,))
-            row.append(f"{metrics['hr@10']:.4f} / {metrics['ndcg@10']:.4f}")
+        cells = {}
+        for split in ("validation", "test"):
+            ranked = [ranked_after(history[-1]) for history in histories[split]]
+            kept = [items[:TOP] for items in ranked]
+            for protocol, lists in (("kept", kept), ("left out", exclude_seen(ranked, histories[split], k=TOP))):
+                metrics = ranking_metrics(lists, targets[split], ks=(TOP,))
+                cells[split, protocol] = f"{metrics['hr@10']:.4f} / {metrics['ndcg@10']:.4f}"
+        row = [name, *(cells[key] for key in COLUMNS)]
         rows.append(row)
         print(" | ".join(row), flush=True)
 

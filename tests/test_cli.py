@@ -75,13 +75,19 @@ def test_index_train_evaluate_recommend_end_to_end(tiny_file, tmp_path, capsys):
     assert "unknown item id 'nope'" in capsys.readouterr().err
 
 
-def test_templates_option_records_the_training_words(tiny_file, tmp_path, capsys):
+def train_on_a_degree_ranked_spectral_vocabulary(tiny_file, tmp_path) -> list[str]:
+    """``hf-metaid index`` with spectral IDs ranked by degree (checked in the saved params); returns the start of a
+    one-step ``hf-metaid train`` command on that vocabulary."""
     vocab_dir = tmp_path / "vocab"
     index = ["index", str(tiny_file), "--out", str(vocab_dir), "--clusters", "4", "--embedding", "spectral"]
     assert main([*index, "--rank-by", "degree"]) == 0
     params = json.loads((vocab_dir / "metaid_vocab.json").read_text())["metadata"]["params"]
     assert (params["embedding"], params["rank_by"]) == ("spectral", "degree")
-    train = ["train", str(tiny_file), "--vocab", str(vocab_dir / "metaid_vocab.json"), "--max-steps", "1"]
+    return ["train", str(tiny_file), "--vocab", str(vocab_dir / "metaid_vocab.json"), "--max-steps", "1"]
+
+
+def test_templates_option_records_the_training_words(tiny_file, tmp_path, capsys):
+    train = train_on_a_degree_ranked_spectral_vocabulary(tiny_file, tmp_path)
     quick = ["--batch-size", "8", "--d-model", "32", "--warmup", "0", "--max-history", "3"]
     assert main([*train, "--out", str(tmp_path / "c"), "--templates", "compact", *quick]) == 0
     config = json.loads((tmp_path / "c" / "config.json").read_text())
@@ -106,12 +112,7 @@ def test_templates_option_records_the_training_words(tiny_file, tmp_path, capsys
 
 
 def test_tiny_model_shape_options(tiny_file, tmp_path, capsys):
-    vocab_dir = tmp_path / "vocab"
-    index = ["index", str(tiny_file), "--out", str(vocab_dir), "--clusters", "4", "--embedding", "spectral"]
-    assert main([*index, "--rank-by", "degree"]) == 0
-    params = json.loads((vocab_dir / "metaid_vocab.json").read_text())["metadata"]["params"]
-    assert (params["embedding"], params["rank_by"]) == ("spectral", "degree")
-    train = ["train", str(tiny_file), "--vocab", str(vocab_dir / "metaid_vocab.json"), "--max-steps", "1"]
+    train = train_on_a_degree_ranked_spectral_vocabulary(tiny_file, tmp_path)
     quick = ["--batch-size", "8", "--d-model", "32", "--warmup", "0"]
     assert main([*train, "--out", str(tmp_path / "a"), *quick, "--layers", "1+3", "--d-ff", "48"]) == 0
     config = json.loads((tmp_path / "a" / "config.json").read_text())
