@@ -1,4 +1,4 @@
-"""MetaIDForConditionalGeneration: T5 with META ID tokens, the representation augmentation F, and ``recommend``.
+"""MetaIDForConditionalGeneration: T5 with META ID tokens, the representation augmentation F and the tree softmax.
 
 Where F lives matters. It sits on the ENCODER STACK (a ``T5Stack`` subclass), which adds α·F(v_t) to the embeddings
 of ID tokens inside its own forward. So the training forward, ``generate()`` (which calls the encoder directly),
@@ -22,9 +22,8 @@ from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.generic import can_return_tuple
 
 from .configuration_metaid import MetaIDConfig
-from .errors import UnknownEntityError, VocabularyMismatchError
-from .generation import ItemTree, decode_items
-from .prompt_templates import COLD_USER_SEQUENTIAL, TEMPLATES, check_templates, fill_template, first_template
+from .errors import VocabularyMismatchError
+from .recommendation import RecommendationMixin
 from .tree_softmax import check_labels, next_token_table
 
 
@@ -87,8 +86,9 @@ class MetaIDEncoderStack(T5Stack):
             self.augmentation_active = previous
 
 
-class MetaIDForConditionalGeneration(T5ForConditionalGeneration):
-    """T5 seq2seq model over META ID tokens. Build with :meth:`from_base`, reload with the Auto classes."""
+class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGeneration):
+    """T5 seq2seq model over META ID tokens. Build with :meth:`from_base`, reload with the Auto classes; the
+    recommendation API (``recommend``, ``recommend_batch``, the prompt format) comes from ``recommendation``."""
 
     config_class = MetaIDConfig
     # T5's forward takes **kwargs, so the Trainer would pass num_items_in_batch, T5 would ignore it, and the logged
@@ -307,123 +307,6 @@ class MetaIDForConditionalGeneration(T5ForConditionalGeneration):
             return super().generate(*args, **kwargs)
         with self.encoder.augmentation_disabled():
             return super().generate(*args, **kwargs)
-
-    def item_tree(self, tokenizer) -> ItemTree:
-        """The valid-item tree of ``tokenizer`` (cached per vocabulary)."""
-        self.check_tokenizer(tokenizer)
-        cached = getattr(self, "_metaid_item_tree", None)
-        if cached is None or cached[0] is not tokenizer.entity_vocabulary:
-            cached = (tokenizer.entity_vocabulary, ItemTree.from_tokenizer(tokenizer))
-            self._metaid_item_tree = cached
-        return cached[1]
-
-    @property
-    def prompt_templates(self) -> dict:
-        """The templates ``recommend`` and evaluation default to: those recorded by :meth:`set_prompt_format` (the
-        training ones, saved in the config), else the library's OpenP5-style :data:`TEMPLATES`."""
-        return self.config.metaid_prompt_templates or TEMPLATES
-
-    def set_prompt_format(self, templates: dict | None = None, max_history: int = 10) -> None:
-        """Record the prompt format the model is trained with, so that it is saved with it and ``recommend`` and
-        evaluation ask in the same words (``None``: the library's templates)."""
-        if max_history < 1:
-            raise ValueError(f"max_history must be >= 1, got {max_history}")
-        self.config.metaid_prompt_templates = None if templates is None else check_templates(templates)
-        self.config.metaid_max_history = max_history
-
-    def recommend(
-        self,
-        tokenizer,
-        user: str | None = None,
-        history: list[str] | None = None,
-        k: int = 10,
-        exclude_seen: bool = False,
-        **kwargs,
-    ) -> list[tuple[str, float]]:
-        """Top-``k`` real items for one user: ``[(raw item id, log-probability score), ...]``, best first.
-
-        Without ``history`` the direct (user-only) task is used; with it, the sequential task. An unknown ``user``
-        raises ``UnknownEntityError``; ``user=None`` with a history is the cold-start path for a new user.
-        Keyword arguments go to :meth:`recommend_batch`.
-        """
-        return self.recommend_batch(
-            tokenizer, [user], None if history is None else [history], k=k, exclude_seen=exclude_seen, **kwargs
-        )[0]
-
-    def recommend_batch(
-        self,
-        tokenizer,
-        users: list[str | None],
-        histories: list[list[str]] | None = None,
-        k: int = 10,
-        exclude_seen: bool = False,
-        mode: str = "beam",
-        num_beams: int | None = None,
-        template: str | None = None,
-        max_history: int | None = None,
-        batch_size: int = 64,
-    ) -> list[list[tuple[str, float]]]:
-        """:meth:`recommend` for many users at once (one list per user).
-
-        Args:
-            mode: ``"beam"`` (HF beam search's top-k, ``num_beams`` wide; a width under k is raised to k) or
-                ``"exact"`` (every item ranked).
-            exclude_seen: leave the items of the user's history out of the decoding tree, so the k items come from
-                the rest (what a shop shows; Beauty has no repeated user-item pairs, so a seen item is never the
-                answer there).
-            template: a prompt template with ``{user}`` / ``{history}``; defaults to the first seen template of
-                the task in :attr:`prompt_templates`.
-            max_history: how many of the latest history items the prompt shows (default: the training value,
-                ``config.metaid_max_history``).
-        """
-        tree = self.item_tree(tokenizer)
-        if max_history is None:
-            max_history = self.config.metaid_max_history
-        prompts = [
-            self._prompt(tokenizer, user, None if histories is None else histories[i], template, max_history)
-            for i, user in enumerate(users)
-        ]
-        seen = None
-        if exclude_seen and histories:
-            seen = [[tree.item_numbers[item] for item in history if item in tree.item_numbers] for history in histories]
-        results: list[list[tuple[str, float]]] = []
-        was_training = self.training
-        self.eval()
-        try:
-            for start in range(0, len(prompts), batch_size):
-                batch = tokenizer(prompts[start : start + batch_size], return_tensors="pt", padding=True)
-                batch = batch.to(self.device)
-                items, scores = decode_items(  # honours metaid_augment_generation itself
-                    self,
-                    batch["input_ids"],
-                    batch["attention_mask"],
-                    tree,
-                    k=k,
-                    num_beams=max(num_beams or k, k),
-                    mode=mode,
-                    exclude=None if seen is None else seen[start : start + batch_size],
-                )
-                for item_row, score_row in zip(items.tolist(), scores.tolist(), strict=True):
-                    results.append([(tree.items[i], s) for i, s in zip(item_row, score_row, strict=True) if i >= 0])
-        finally:
-            self.train(was_training)
-        return results
-
-    def _prompt(self, tokenizer, user, history, template, max_history) -> str:
-        vocabulary = tokenizer.entity_vocabulary
-        if user is not None and not vocabulary.has_user(user):
-            hint = " (pass user=None with a history to recommend for a new user)" if history else ""
-            raise UnknownEntityError(f"unknown user id {str(user)!r}: not in the ID vocabulary{hint}")
-        if user is None and not history:
-            raise ValueError("recommend needs a known user, a history, or both")
-        history_tokens = [vocabulary.item_tokens(item) for item in (history or [])[-max_history:]]
-        if template is None:
-            if user is None and self.config.metaid_prompt_templates is None:
-                template = COLD_USER_SEQUENTIAL
-            else:
-                template = first_template(self.prompt_templates, "sequential" if history else "direct")
-        user_tokens = vocabulary.user_tokens(user) if user is not None else ""
-        return fill_template(template, user_tokens, history_tokens)
 
 
 def _t5_fields(config: dict) -> dict:

@@ -1,11 +1,16 @@
-"""Prompt templates of the two OpenP5 tasks, shared by training-data building and ``model.recommend``.
+"""Prompt templates of the two OpenP5 tasks, and the one place where a template is chosen and filled.
 
-``{user}`` is replaced by the user's ID tokens, ``{history}`` by the history items' ID tokens joined with ", ".
-Each task has several "seen" templates (training) and one "unseen" template held out for testing, as in OpenP5.
-Plain Python with no imports: it travels with a saved model for ``trust_remote_code`` loading.
+``{user}`` is replaced by the user's ID tokens, ``{history}`` by the latest history items' ID tokens joined with
+" , ". Each task has several "seen" templates (training) and one "unseen" template held out for testing, as in
+OpenP5. Training prompts (``data.prompts``), evaluation and ``model.recommend`` all choose their template with
+:func:`resolve_template` and write the prompt with :func:`format_prompt`, so the words a model is asked in at
+inference are the words it was trained on.
+Plain Python (standard library only): it travels with a saved model for ``trust_remote_code`` loading.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
 
 SEQUENTIAL_SEEN = (
     "User {user} has interacted with items {history} . What is the next item to recommend to the user ?",
@@ -43,17 +48,72 @@ TEMPLATE_SETS = {"openp5": TEMPLATES, "compact": COMPACT_TEMPLATES}
 HISTORY_SEPARATOR = " , "
 
 
-def fill_template(template: str, user_tokens: str = "", history_tokens: list[str] | tuple[str, ...] = ()) -> str:
-    """Put a user's ID tokens and history item ID tokens into a template."""
+TASKS = ("sequential", "direct")
+KINDS = ("seen", "unseen")
+
+
+def fill_template(template: str, user_tokens: str = "", history_tokens: Sequence[str] = ()) -> str:
+    """Put a user's ID tokens and history item ID tokens into a template (no cutting: see :func:`format_prompt`)."""
     return template.replace("{user}", user_tokens).replace("{history}", HISTORY_SEPARATOR.join(history_tokens))
 
 
-def first_template(templates: dict, task: str, kind: str = "seen") -> str:
+def format_prompt(template: str, user_tokens: str | None, history_tokens: Sequence[str], max_history: int) -> str:
+    """The prompt for one user: ``template`` filled with the user's ID tokens (``None``: an unknown user) and the
+    ID tokens of the latest ``max_history`` history items, oldest first."""
+    return fill_template(template, user_tokens or "", list(history_tokens)[-check_max_history(max_history) :])
+
+
+def check_max_history(max_history: int) -> int:
+    """``max_history`` after checking it is an integer >= 1 (a float or a bool is refused, not rounded)."""
+    if isinstance(max_history, bool) or not isinstance(max_history, int) or max_history < 1:
+        raise ValueError(f"max_history must be an integer >= 1, got {max_history!r}")
+    return max_history
+
+
+def seen_templates(templates: Mapping | None, task: str) -> tuple[str, ...]:
+    """Every training ("seen") template of ``task`` (``templates=None``: the library's :data:`TEMPLATES`)."""
+    return _group(templates, task, "seen")
+
+
+def resolve_template(
+    task: str, template: str = "seen", templates: Mapping | None = None, *, cold_user: bool = False
+) -> str:
+    """The template to ask a model with.
+
+    Args:
+        task: ``"sequential"`` (history in the prompt) or ``"direct"`` (user only).
+        template: ``"seen"`` / ``"unseen"`` (the task's first template of that kind) or a template string with
+            ``{user}`` / ``{history}``, used as is.
+        templates: the model's recorded templates (``None``: the library's :data:`TEMPLATES`).
+        cold_user: the user has no ID; with the library's templates a sequential prompt then says "A user" instead
+            of leaving a blank where the user's tokens would go.
+    """
+    if not isinstance(template, str):
+        raise TypeError(f"template must be a string, got {type(template).__name__}")
+    if template in KINDS:
+        if cold_user and templates is None and task == "sequential" and template == "seen":
+            return COLD_USER_SEQUENTIAL
+        return _group(templates, task, template)[0]
+    _group(templates, task, "seen")  # the task must exist
+    if "{user}" not in template and "{history}" not in template:
+        raise ValueError(f"template must be 'seen', 'unseen' or a string with {{user}} / {{history}}: {template!r}")
+    return template
+
+
+def first_template(templates: Mapping, task: str, kind: str = "seen") -> str:
     """The first ``kind`` ("seen" / "unseen") template of ``task`` in a templates mapping, with a clear error."""
-    group = tuple(templates.get(task, {}).get(kind, ()))
-    if not group:
+    return _group(templates, task, kind)[0]
+
+
+def _group(templates: Mapping | None, task: str, kind: str) -> tuple[str, ...]:
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; use one of {TASKS}")
+    templates = TEMPLATES if templates is None else templates
+    group = templates.get(task, {})
+    texts = tuple(group.get(kind, ())) if isinstance(group, Mapping) else (tuple(group) if kind == "seen" else ())
+    if not texts:
         raise ValueError(f"no {kind!r} templates for task {task!r} (tasks with templates: {sorted(templates)})")
-    return group[0]
+    return texts
 
 
 def check_templates(templates: dict) -> dict:

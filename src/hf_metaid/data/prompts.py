@@ -2,7 +2,7 @@
 
 Every function works on ``datasets.Dataset`` objects with batched ``map`` calls, so the full Amazon Beauty training
 set (131,413 sequential samples per template) is built in seconds and can be cached, sharded or streamed like any
-other Hugging Face dataset. Prompts are written with :func:`hf_metaid.prompt_templates.fill_template`, the same
+other Hugging Face dataset. Prompts are written with :func:`hf_metaid.prompt_templates.format_prompt`, the same
 function ``model.recommend`` uses, so training and inference prompts cannot drift apart.
 """
 
@@ -15,9 +15,8 @@ from collections.abc import Mapping, Sequence
 import datasets
 import numpy as np
 
-from ..prompt_templates import TEMPLATES, fill_template, first_template
+from ..prompt_templates import TASKS, TEMPLATES, check_max_history, format_prompt, resolve_template, seen_templates
 
-TASKS = ("sequential", "direct")
 TRAINING_COLUMNS = ("source", "target")
 
 
@@ -37,16 +36,6 @@ def _user_sequences(train: datasets.Dataset) -> tuple[list[str], list[list[str]]
         grouped.setdefault(user, []).append((position, item))
     order = list(grouped)
     return order, [[item for _, item in sorted(grouped[user], key=lambda pair: pair[0])] for user in order]
-
-
-def _seen_templates(templates: Mapping, task: str) -> tuple[str, ...]:
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; use one of {TASKS}")
-    group = templates.get(task, {})
-    seen = tuple(group.get("seen", ())) if isinstance(group, Mapping) else tuple(group)
-    if not seen:
-        raise ValueError(f"no 'seen' templates for task {task!r}")
-    return seen
 
 
 def _fingerprint(*parts) -> str:
@@ -117,9 +106,8 @@ def build_training_prompts(
     templates = TEMPLATES if templates is None else templates
     if isinstance(tasks, str):
         tasks = (tasks,)
-    seen = {task: _seen_templates(templates, task) for task in tasks}
-    if max_history < 1:
-        raise ValueError(f"max_history must be >= 1, got {max_history}")
+    seen = {task: seen_templates(templates, task) for task in tasks}
+    check_max_history(max_history)
     vocabulary = tokenizer.entity_vocabulary
     users, sequences = _user_sequences(train)
     for group in seen.values():  # fail before any work on a bad templates_per_sample
@@ -141,13 +129,13 @@ def build_training_prompts(
             tokens = [item_tokens[item] for item in items]
             for task in tasks:
                 if task == "sequential":
-                    samples = [(tokens[i], tokens[max(0, i - max_history) : i]) for i in range(1, len(tokens))]
+                    samples = [(tokens[i], tokens[:i]) for i in range(1, len(tokens))]
                 else:
                     samples = [(token, []) for token in tokens]
                 choice = _templates_for_samples(rng, len(samples), len(seen[task]), templates_per_sample)
                 for (target, history), picked in zip(samples, choice, strict=True):
                     for template_index in picked:
-                        sources.append(fill_template(seen[task][template_index], user_tokens, history))
+                        sources.append(format_prompt(seen[task][template_index], user_tokens, history, max_history))
                         targets.append(target)
         return {"source": sources, "target": targets}
 
@@ -173,18 +161,6 @@ def build_training_prompts(
 
 
 # -------------------------------------------------------------------------------------------------- evaluation
-def resolve_template(task: str, template: str = "unseen", templates: Mapping | None = None) -> str:
-    """``"unseen"`` / ``"seen"`` → the task's first template of that kind; any string with ``{`` is used as is."""
-    templates = TEMPLATES if templates is None else templates
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; use one of {TASKS}")
-    if template in ("seen", "unseen"):
-        return first_template(templates, task, template)
-    if "{user}" not in template and "{history}" not in template:
-        raise ValueError(f"template must be 'seen', 'unseen' or a string with {{user}} / {{history}}: {template!r}")
-    return template
-
-
 def build_eval_prompts(
     split: datasets.Dataset,
     tokenizer,
@@ -206,8 +182,7 @@ def build_eval_prompts(
     for column in ("user", "history", "target"):
         if column not in split.column_names:
             raise ValueError(f"evaluation rows need columns user, history, target; found {split.column_names}")
-    if max_history < 1:
-        raise ValueError(f"max_history must be >= 1, got {max_history}")
+    check_max_history(max_history)
     vocabulary = tokenizer.entity_vocabulary
     use_history = task == "sequential"
 
@@ -215,7 +190,7 @@ def build_eval_prompts(
         sources = []
         for user, history in zip(batch["user"], batch["history"], strict=True):
             shown = [vocabulary.item_tokens(item) for item in history[-max_history:]] if use_history else []
-            sources.append(fill_template(text, vocabulary.user_tokens(user), shown))
+            sources.append(format_prompt(text, vocabulary.user_tokens(user), shown, max_history))
         return {"source": sources}
 
     return split.map(
