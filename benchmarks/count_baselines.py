@@ -18,6 +18,7 @@ Usage: python benchmarks/count_baselines.py   (about a minute; writes benchmarks
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import math
 import platform
@@ -29,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 import hf_metaid as hm
-from hf_metaid.cli import build_indexer, build_parser
+from hf_metaid.pipeline import DEMO, build_vocabulary
 from hf_metaid.evaluation import exclude_seen, ranking_metrics
 
 RESULTS = Path(__file__).resolve().parent / "results" / "count_baselines.md"
@@ -104,10 +105,9 @@ def main() -> None:
         print(" | ".join(row), flush=True)
 
     add("popularity", lambda last: popular[:depth])
-    demo = build_parser().parse_args(["demo"])
+    demo = DEMO.index
     for embedding in ("skipgram", "spectral"):
-        indexer = build_indexer("metaid", demo.clusters, demo.dim, demo.seed, embedding, True, demo.rank_by)
-        vocabulary = indexer.fit(splits["train"], catalogue=names)
+        vocabulary = build_vocabulary(splits["train"], names, dataclasses.replace(demo, embedding=embedding))
         item_position = {item: position for position, item in enumerate(vocabulary.items)}
         cluster_of = np.array([vocabulary.item_codes[item_position[item], 0] for item in names["items"]])
         tops = cluster_chain_tops(cluster_of, popularity, transitions, args.smoothing, depth).tolist()

@@ -14,6 +14,7 @@ Run: ``python benchmarks/tree_softmax.py [--steps 2000 --users 5000]`` (about 6 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import tempfile
@@ -24,11 +25,11 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `hf-metaid demo` runs;
 import torch
 
 import hf_metaid as hm
-from hf_metaid.cli import build_indexer, build_parser, train_model
+from hf_metaid.pipeline import DEMO, build_vocabulary, train
 from hf_metaid.data.prompts import build_eval_prompts
-from hf_metaid.prompt_templates import first_template
-from hf_metaid.protocol import evaluate_recommender
-from hf_metaid.training import MetaIDDataCollator
+from hf_metaid.prompt_templates import resolve_template
+from hf_metaid.collator import MetaIDDataCollator
+from hf_metaid.evaluation import evaluate_recommender
 
 RESULTS = Path(__file__).resolve().parent / "results" / "tree_softmax.md"
 STEPS = ("cluster", "rank", "end")
@@ -37,7 +38,7 @@ STEPS = ("cluster", "rank", "end")
 def step_losses(model, tokenizer, rows, max_history: int, batch_size: int = 256) -> dict[str, list[float]]:
     """Mean negative log-likelihood of each ID token of the targets: over the vocabulary, and among real items (the
     model's own tree softmax switched on for the measurement)."""
-    template = first_template(model.prompt_templates, "sequential")
+    template = resolve_template("sequential", "seen", model.prompt_templates)
     prompts = build_eval_prompts(rows, tokenizer, template=template, max_history=max_history)
     data = hm.tokenize_prompts(prompts, tokenizer)
     collate = MetaIDDataCollator(tokenizer)
@@ -66,22 +67,21 @@ def main() -> None:
 
     data = hm.load_interactions()
     splits = hm.leave_one_out(data)
-    demo = build_parser().parse_args(["demo", "--max-steps", str(args.steps), "--logging-steps", "500"])
-    indexer = build_indexer(
-        "metaid", demo.clusters, demo.dim, demo.seed, demo.embedding, True, demo.rank_by
-    )  # as the demo does
-    vocabulary = indexer.fit(splits["train"], catalogue=hm.catalogue(data))
+    demo = DEMO.index
+    settings = dataclasses.replace(DEMO.training, max_steps=args.steps, logging_steps=500)
+    vocabulary = build_vocabulary(splits["train"], hm.catalogue(data), demo)  # as the demo does
     rows = splits["validation"].shuffle(seed=0).select(range(min(args.users, len(splits["validation"]))))
     table = []
     for tree_softmax in (False, True):
-        options = argparse.Namespace(**{**vars(demo), "tree_softmax": tree_softmax})
+        model_settings = dataclasses.replace(DEMO.model, tree_softmax=tree_softmax)
         with tempfile.TemporaryDirectory() as folder:
-            model, tokenizer, seconds, loss = train_model(options, splits, vocabulary, Path(folder))
-        losses = step_losses(model, tokenizer, rows, options.max_history)
+            run = train(splits["train"], vocabulary, folder, model_settings, settings)
+        model, tokenizer, seconds, loss = run.model, run.tokenizer, run.seconds, run.loss
+        losses = step_losses(model, tokenizer, rows, settings.max_history)
         started = time.perf_counter()
         metrics = evaluate_recommender(model, tokenizer, rows, progress=False)
         evaluated = time.perf_counter() - started
-        name = "tree softmax" if options.tree_softmax else "plain softmax (paper)"
+        name = "tree softmax" if tree_softmax else "plain softmax (paper)"
         pairs = [f"{v:.3f} / {i:.3f}" for v, i in zip(losses["vocabulary"], losses["items"], strict=True)]
         table.append([name, f"{seconds:.0f}", f"{seconds / args.steps:.4f}", f"{loss:.3f}", *pairs[:2],
                       f"{metrics['hr@5']:.4f}", f"{metrics['hr@10']:.4f}", f"{metrics['ndcg@10']:.4f}",
@@ -97,8 +97,8 @@ def main() -> None:
             "# Tree softmax vs the paper's softmax (the demo's tiny T5 on Beauty)",
             "",
             f"Command: `python benchmarks/tree_softmax.py --steps {args.steps} --users {args.users}`. Both runs: "
-            f"`hf-metaid demo`'s training defaults cut to {args.steps} steps (batch {options.batch_size}, "
-            f"lr {options.lr}), {demo.embedding} IDs (K={demo.clusters}, seed {demo.seed}); validation losses and "
+            f"`hf-metaid demo`'s training defaults cut to {args.steps} steps (batch {settings.batch_size}, "
+            f"lr {settings.learning_rate}), {demo.embedding} IDs (K={demo.clusters}, seed {demo.seed}); validation losses and "
             "beam-10 metrics on "
             f"{len(rows)} validation users sampled with seed 0. A loss "
             "'over items' renormalises each step over the tokens that continue a real item ID (what constrained "

@@ -56,20 +56,3 @@ class MetaIDConfig(T5Config):
     def metaid_token_range(self) -> range:
         """Token ids of the ID tokens."""
         return range(self.metaid_first_new_id, self.metaid_first_new_id + self.metaid_num_new_tokens)
-
-
-def tiny_t5_config(**overrides) -> MetaIDConfig:
-    """A small T5 (about 1M parameters) for tests, the offline demo and CPU experiments."""
-    fields = {
-        "vocab_size": 512,
-        "d_model": 128,
-        "d_kv": 32,
-        "d_ff": 256,
-        "num_layers": 2,
-        "num_decoder_layers": 2,
-        "num_heads": 4,
-        "dropout_rate": 0.1,
-        "decoder_start_token_id": 0,
-    }
-    fields.update(overrides)
-    return MetaIDConfig(**fields)

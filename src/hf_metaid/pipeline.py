@@ -1,0 +1,293 @@
+"""The library's recipe, stage by stage: index → tokenizer → model → prompts → train → save.
+
+Each stage is one function with explicit, typed parameters, so a script, a benchmark or the ``hf-metaid`` command
+runs the same recipe by calling them (the command only parses its options into the settings below and prints).
+The settings are grouped by stage in small dataclasses whose fields carry their help text (the command's help is
+written from them), and :data:`DEMO` names the settings ``hf-metaid demo`` uses, chosen on Beauty's validation
+split (``benchmarks/results/demo.md``)::
+
+    splits, names = split_data("beauty")
+    vocabulary = build_vocabulary(splits["train"], names, DEMO.index)
+    run = train(splits["train"], vocabulary, "runs/demo", DEMO.model, DEMO.training)
+    save_for_inference(run.trainer, run.tokenizer, "metaid-demo")
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import datasets
+from transformers import Seq2SeqTrainer
+
+from .configuration_metaid import MetaIDConfig
+from .data import build_training_prompts, catalogue, leave_one_out, load_interactions
+from .entity_vocabulary import EntityVocabulary
+from .errors import MetaIDError
+from .indexing import BaseIndexer, MetaIDIndexer, RandomIndexer, SequentialIndexer
+from .modeling_metaid import MetaIDForConditionalGeneration
+from .prompt_templates import TEMPLATE_SETS, TEMPLATES, check_templates
+from .tokenization_metaid import MetaIDTokenizer
+from .training import build_trainer, training_arguments
+
+SCHEMES = ("metaid", "sequential", "random")
+
+
+def _help(text: str, **metadata) -> dict:
+    return {"help": text, **metadata}
+
+
+# ------------------------------------------------------------------------------------------------------ settings
+@dataclass(frozen=True)
+class IndexSettings:
+    """How the ID vocabulary is built (:func:`build_vocabulary`)."""
+
+    scheme: str = field(default="metaid", metadata=_help("ID scheme", choices=SCHEMES))
+    clusters: int = field(default=100, metadata=_help("K, the number of cluster tokens (META ID)"))
+    dim: int = field(default=64, metadata=_help("size of the user/item vectors"))
+    embedding: str = field(
+        default="skipgram",
+        metadata=_help(
+            "skipgram: meta-path walks + skip-gram (the paper's); spectral: truncated SVD of the interaction graph",
+            choices=("skipgram", "spectral"),
+        ),
+    )
+    joint: bool = field(default=True, metadata=_help("cluster users and items together (off: each type apart)"))
+    rank_by: str = field(
+        default="distance",
+        metadata=_help(
+            "order inside a cluster: distance to the centroid (the paper's) or interaction count, most first",
+            choices=("distance", "degree"),
+        ),
+    )
+    seed: int = field(default=0, metadata=_help("seed of walks, embeddings, k-means and baseline numbering"))
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """The backbone (:func:`build_model`): the built-in tiny T5 from these sizes, or a T5 checkpoint as it is."""
+
+    base: str = field(
+        default="tiny",
+        metadata=_help(
+            "'tiny' (small T5 from a config, offline) or a T5 checkpoint name/path such as t5-small (needs the Hub "
+            "or a local copy)"
+        ),
+    )
+    d_model: int = field(default=128, metadata=_help("width of the tiny T5"))
+    d_ff: int = field(default=0, metadata=_help("feed-forward width of the tiny T5 (0: 2 x d_model)"))
+    layers: tuple[int, int] = field(
+        default=(2, 2), metadata=_help("encoder and decoder layers of the tiny T5: N or E+D, e.g. 1+3")
+    )
+    dropout: float = field(default=0.0, metadata=_help("dropout of the tiny T5"))
+    tree_softmax: bool = field(
+        default=False,
+        metadata=_help(
+            "normalise each ID step over the tokens a real item can continue with (off: the paper's plain softmax "
+            "over the vocabulary)"
+        ),
+    )
+
+    @property
+    def feed_forward_width(self) -> int:
+        """``d_ff``, where 0 means twice ``d_model``."""
+        return self.d_ff or 2 * self.d_model
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """The prompts and the Trainer run (:func:`train`)."""
+
+    epochs: float = field(default=2.0, metadata=_help("passes over the training prompts"))
+    max_steps: int = field(default=0, metadata=_help("stop after this many steps (0: use the epochs)"))
+    batch_size: int = field(default=64, metadata=_help("prompts per step"))
+    learning_rate: float = field(default=2e-3, metadata=_help("peak learning rate (AdamW, linear decay)"))
+    warmup_steps: int = field(default=100, metadata=_help("warm-up steps"))
+    tasks: tuple[str, ...] = field(default=("sequential",), metadata=_help("comma-separated: sequential,direct"))
+    templates: str = field(
+        default="openp5",
+        metadata=_help(
+            "prompt templates: 'openp5' (5 seen + 1 unseen per task), 'compact' (one short template per task) or "
+            'a JSON file {task: {"seen": [...], "unseen": [...]}}'
+        ),
+    )
+    max_history: int = field(default=10, metadata=_help("history items per prompt"))
+    lora: bool = field(default=False, metadata=_help("LoRA (new-token rows and F trained in full)"))
+    logging_steps: int = field(default=100, metadata=_help("log the loss every this many steps"))
+    bf16: str = field(
+        default="auto",
+        metadata=_help("bf16 mixed precision (auto: where the hardware runs it natively)", choices=("auto", "on", "off")),
+    )
+    seed: int = field(default=0, metadata=_help("seed of the model's initial weights, template draw and data order"))
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A whole recipe: the settings of every stage, and whether its evaluation leaves the history out."""
+
+    index: IndexSettings = IndexSettings()
+    model: ModelSettings = ModelSettings()
+    training: TrainingSettings = TrainingSettings()
+    exclude_seen: bool = False
+
+
+# Chosen for 2 CPU cores and about 15 minutes on Beauty's validation split (benchmarks/results/demo.md): spectral IDs
+# carry more of the sequential signal than skip-gram ones at this budget (and take seconds), one encoder layer with
+# three decoder layers and a wide feed-forward learn more per second than 2+2 narrow ones, short prompts train faster
+# per step, the last 5 items beat the last 3 or 10 at equal time, and batches of 128 pass more prompts per second than
+# 64. 4.5 epochs keep the whole run near 12.5 minutes. The ranking leaves each user's history out, as a shop does:
+# Beauty has no repeated user-item pair, so a seen item is never the answer there.
+DEMO = Recipe(
+    index=IndexSettings(embedding="spectral"),
+    model=ModelSettings(d_ff=1024, layers=(1, 3)),
+    training=TrainingSettings(
+        epochs=4.5, batch_size=128, learning_rate=4e-3, templates="compact", max_history=5, warmup_steps=100
+    ),
+    exclude_seen=True,
+)
+
+
+# -------------------------------------------------------------------------------------------------------- stages
+def split_data(data: str | os.PathLike | datasets.Dataset | None = "beauty"):
+    """``(leave-one-out splits, catalogue of every user and item)`` of an interaction file, a table, or ``"beauty"``
+    / ``None`` for the embedded Beauty data."""
+    interactions = load_interactions(None if data == "beauty" else data)
+    return leave_one_out(interactions), catalogue(interactions)
+
+
+def build_indexer(settings: IndexSettings = IndexSettings()) -> BaseIndexer:
+    """The indexer of ``settings.scheme`` with its settings."""
+    if settings.scheme == "metaid":
+        return MetaIDIndexer(
+            num_clusters=settings.clusters,
+            dim=settings.dim,
+            seed=settings.seed,
+            embedding=settings.embedding,
+            joint=settings.joint,
+            rank_by=settings.rank_by,
+        )
+    if settings.scheme == "sequential":
+        return SequentialIndexer(dim=settings.dim, seed=settings.seed)
+    if settings.scheme == "random":
+        return RandomIndexer(dim=settings.dim, seed=settings.seed)
+    raise ValueError(f"unknown scheme {settings.scheme!r}; use one of {SCHEMES}")
+
+
+def build_vocabulary(
+    train: datasets.Dataset, names: dict | None = None, settings: IndexSettings = IndexSettings()
+) -> EntityVocabulary:
+    """The ID vocabulary of the training split (``names``: the catalogue, whose unseen entities get cold-start IDs)."""
+    return build_indexer(settings).fit(train, catalogue=names)
+
+
+def tiny_t5_config(**overrides) -> MetaIDConfig:
+    """A small T5 (about 1M parameters with the defaults) for tests, the offline demo and CPU experiments."""
+    fields = {
+        "vocab_size": 512,
+        "d_model": 128,
+        "d_kv": 32,
+        "d_ff": 256,
+        "num_layers": 2,
+        "num_decoder_layers": 2,
+        "num_heads": 4,
+        "dropout_rate": 0.1,
+        "decoder_start_token_id": 0,
+    }
+    fields.update(overrides)
+    return MetaIDConfig(**fields)
+
+
+def build_tokenizer(vocabulary: EntityVocabulary, base: str = "tiny") -> MetaIDTokenizer:
+    """The vocabulary's tokenizer over the offline word-level base (``"tiny"``) or a checkpoint's tokenizer."""
+    return MetaIDTokenizer.from_base(None if base == "tiny" else base, vocabulary)
+
+
+def build_model(
+    tokenizer: MetaIDTokenizer, settings: ModelSettings = ModelSettings(), seed: int = 0
+) -> MetaIDForConditionalGeneration:
+    """The tiny T5 of ``settings`` (seeded), or the checkpoint ``settings.base`` with the ID tokens and F added."""
+    if settings.base == "tiny":
+        encoder_layers, decoder_layers = settings.layers
+        base: MetaIDConfig | str = tiny_t5_config(
+            d_model=settings.d_model,
+            d_ff=settings.feed_forward_width,
+            d_kv=settings.d_model // 4,
+            num_layers=encoder_layers,
+            num_decoder_layers=decoder_layers,
+            dropout_rate=settings.dropout,
+        )
+    else:
+        base = settings.base
+    return MetaIDForConditionalGeneration.from_base(base, tokenizer, seed=seed, tree_softmax=settings.tree_softmax)
+
+
+def load_templates(spec: str) -> dict:
+    """A built-in template set (``openp5``, ``compact``) or a JSON file ``{task: {"seen": [...], ...}}``."""
+    if spec in TEMPLATE_SETS:
+        return TEMPLATE_SETS[spec]
+    path = Path(spec)
+    if not path.is_file():
+        raise MetaIDError(f"templates {spec!r}: not one of {', '.join(TEMPLATE_SETS)} and not a file")
+    try:
+        return check_templates(json.loads(path.read_text(encoding="utf-8")))
+    except (json.JSONDecodeError, ValueError) as err:
+        raise MetaIDError(f"{path}: bad templates file: {err}") from None
+
+
+@dataclass
+class TrainingRun:
+    """What :func:`train` returns: the trained model (a PEFT model with LoRA), its tokenizer, the Trainer (for
+    :func:`~hf_metaid.save_for_inference`), the training seconds and the mean training loss."""
+
+    model: object
+    tokenizer: MetaIDTokenizer
+    trainer: Seq2SeqTrainer
+    seconds: float
+    loss: float
+
+
+def train(
+    train_split: datasets.Dataset,
+    vocabulary: EntityVocabulary,
+    output_dir: str | os.PathLike,
+    model_settings: ModelSettings = ModelSettings(),
+    settings: TrainingSettings = TrainingSettings(),
+    **trainer_kwargs,
+) -> TrainingRun:
+    """Tokenizer → model → prompts → Trainer run; checkpoints (if any) go under ``output_dir/checkpoints``.
+
+    The prompt format (templates, history length) is recorded in the model's config, so evaluation and
+    ``recommend`` ask in the words the model learned. ``trainer_kwargs`` go to :func:`~hf_metaid.build_trainer`.
+    """
+    templates = load_templates(settings.templates)
+    tokenizer = build_tokenizer(vocabulary, model_settings.base)
+    model = build_model(tokenizer, model_settings, seed=settings.seed)
+    model.set_prompt_format(None if templates is TEMPLATES else templates, settings.max_history)
+    prompts = build_training_prompts(
+        train_split,
+        tokenizer,
+        tasks=settings.tasks,
+        templates=templates,
+        max_history=settings.max_history,
+        seed=settings.seed,
+    )
+    arguments = training_arguments(
+        Path(output_dir) / "checkpoints",
+        num_train_epochs=settings.epochs,
+        max_steps=settings.max_steps or -1,
+        per_device_train_batch_size=settings.batch_size,
+        learning_rate=settings.learning_rate,
+        warmup_steps=settings.warmup_steps,
+        save_strategy="no",
+        logging_steps=max(1, settings.logging_steps),
+        seed=settings.seed,
+        disable_tqdm=False,
+        bf16={"on": True, "off": False}.get(settings.bf16, settings.bf16),
+    )
+    trainer = build_trainer(model, tokenizer, prompts, arguments, lora=True if settings.lora else None, **trainer_kwargs)
+    started = time.perf_counter()
+    result = trainer.train()
+    return TrainingRun(trainer.model, tokenizer, trainer, time.perf_counter() - started, result.training_loss)
