@@ -1,28 +1,40 @@
-"""Settings dataclasses: one description of every setting serves validation and documentation.
+"""Settings dataclasses: one description of every setting serves validation, documentation and the command line.
 
 A settings class is a dataclass whose fields carry their documentation and limits in ``field(metadata=...)``, as
-PEFT's ``LoraConfig`` does: ``help``, and where they apply ``choices`` (allowed strings), ``minimum`` (inclusive
-bound) or ``exclusive_minimum``. The annotation gives the type. :func:`validate_fields` (called from the class's
-``__post_init__``) and :func:`check_field` accept a value or raise ``ValueError`` naming the field, the value and the
-rule.
+PEFT's ``LoraConfig`` does: ``help`` (the text of the command-line option), and where they apply ``choices``
+(allowed strings), ``minimum`` (inclusive bound) or ``exclusive_minimum``. The annotation gives the type. From that:
+
+* :func:`validate_fields` (called from the class's ``__post_init__``) and :func:`check_field` accept a value or
+  raise ``ValueError`` naming the field, the value and the rule;
+* :func:`add_config_arguments` adds one ``--field-name`` option per field to an ``argparse`` parser, with the
+  field's type, default, help text and rule, and :func:`config_from_arguments` builds the settings object back.
 
 Supported annotations: ``int``, ``float``, ``bool``, ``str``, ``None`` and unions of them with fixed-size tuples of
-ints or floats (``int | tuple[int, int]``). ``int`` means a real integer (a numpy integer too, but not ``True`` or
-``2.5``); values are stored as plain ``int``/``float``/``tuple`` so the settings stay JSON-able.
+ints or floats (``int | tuple[int, int]``; on the command line ``4,6``). ``int`` means a real integer (a numpy integer
+too, but not ``True`` or ``2.5``); values are stored as plain ``int``/``float``/``tuple`` so the settings stay
+JSON-able.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import functools
 import math
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from numbers import Integral, Real
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
+ConfigT = TypeVar("ConfigT")
 _UNIONS = (typing.Union, types.UnionType)
+
+
+class ArgumentContainer(Protocol):
+    """Where options go: an ``argparse.ArgumentParser``, a subcommand's parser or an argument group."""
+
+    def add_argument(self, *name_or_flags: str, **kwargs: Any) -> argparse.Action: ...
 
 
 def check_field(config_class: type, name: str, value: Any) -> Any:
@@ -43,6 +55,82 @@ def validate_fields(config: Any) -> None:
     """Check every field of a settings object and store the conformed values (call it from ``__post_init__``)."""
     for field in dataclasses.fields(config):
         object.__setattr__(config, field.name, check_field(type(config), field.name, getattr(config, field.name)))
+
+
+def add_config_arguments(
+    parser: ArgumentContainer,
+    config_class: type,
+    fields: Iterable[str] | None = None,
+    *,
+    aliases: Mapping[str, str | Iterable[str]] | None = None,
+    defaults: Mapping[str, Any] | None = None,
+) -> None:
+    """Add a ``--field-name`` option for each of ``fields`` (all fields of ``config_class`` when ``None``).
+
+    Each option takes its type, default and help text from the field; a value that breaks the field's rule is an
+    argparse error naming the option. ``bool`` fields become ``--name/--no-name`` pairs.
+
+    Args:
+        aliases: extra option strings per field, e.g. ``{"num_clusters": "--clusters"}``.
+        defaults: defaults for this parser that differ from the field defaults (checked like any value).
+
+    The values are stored in the namespace under ``"<class name>.<field>"``, so they never collide with other options
+    of the same parser (a training ``--batch-size`` next to the indexer's); read them back with
+    :func:`config_from_arguments`.
+
+    Raises:
+        TypeError: an unknown field name, an alias or default for a field not added, or a field without help text.
+        ValueError: a default in ``defaults`` breaks its field's rule.
+    """
+    aliases, defaults = dict(aliases or {}), dict(defaults or {})
+    chosen = list(_fields(config_class) if fields is None else fields)
+    for name in chosen:
+        _field(config_class, name)
+    stray = sorted((aliases.keys() | defaults.keys()) - set(chosen))
+    if stray:
+        raise TypeError(f"aliases or defaults given for fields that get no option: {', '.join(stray)}")
+    for name in chosen:
+        field, hint = _field(config_class, name)
+        if not field.metadata.get("help"):
+            raise TypeError(f"{config_class.__name__}.{name} has no help text (field metadata 'help')")
+        extra = aliases.get(name, ())
+        flags = [f"--{name.replace('_', '-')}", *([extra] if isinstance(extra, str) else extra)]
+        help_text = field.metadata["help"].replace("%", "%%")  # argparse %-formats help texts
+        options: dict[str, Any] = {"dest": f"{config_class.__name__}.{name}", "help": help_text}
+        if name in defaults:
+            options["default"] = check_field(config_class, name, defaults[name])
+        elif field.default is not dataclasses.MISSING:
+            options["default"] = field.default
+        elif field.default_factory is not dataclasses.MISSING:
+            options["default"] = field.default_factory()
+        if "default" in options:
+            options["help"] += " (default: %(default)s)"
+        else:
+            options["required"] = True
+        if hint is bool:
+            options["action"] = argparse.BooleanOptionalAction
+        elif "choices" in field.metadata:
+            options.update(type=_option_type(config_class, name, hint), choices=field.metadata["choices"])
+        else:
+            options.update(type=_option_type(config_class, name, hint), metavar=name.upper())
+        parser.add_argument(*flags, **options)
+
+
+def config_from_arguments(namespace: argparse.Namespace, config_class: type[ConfigT], **settings: Any) -> ConfigT:
+    """The ``config_class`` object of the options :func:`add_config_arguments` added to the parser.
+
+    ``settings`` gives fields that have no option of their own (e.g. ``joint=not args.separate``); fields with
+    neither keep their defaults. The object's own checks (including rules between fields) raise ``ValueError``.
+
+    Raises:
+        TypeError: a field given both as an option and in ``settings``.
+    """
+    prefix = f"{config_class.__name__}."
+    given = {key.removeprefix(prefix): value for key, value in vars(namespace).items() if key.startswith(prefix)}
+    both = sorted(given.keys() & settings.keys())
+    if both:
+        raise TypeError(f"given both as a command-line option and as a keyword: {', '.join(both)}")
+    return config_class(**given, **settings)
 
 
 class _Refused(Exception):
@@ -122,3 +210,34 @@ def _describe(hint: Any, metadata: Mapping[str, Any]) -> str:
     if hint not in words:
         raise TypeError(f"unsupported annotation {hint!r}")
     return words[hint] + (bounds if hint in (int, float) else "")
+
+
+def _option_type(config_class: type, name: str, hint: Any) -> Callable[[str], Any]:
+    """argparse ``type=``: command-line text → checked field value, or an error that argparse shows with the option."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = _from_text(hint, text)
+        except ValueError:
+            value = text  # spells no value of the type: the check below refuses it with the field's rule
+        try:
+            return check_field(config_class, name, value)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    return parse
+
+
+def _from_text(hint: Any, text: str) -> Any:
+    if typing.get_origin(hint) in _UNIONS:
+        for option in typing.get_args(hint):
+            try:
+                return _from_text(option, text)
+            except ValueError:
+                continue
+        raise ValueError(text)
+    if typing.get_origin(hint) is tuple:
+        return tuple(_from_text(part, item) for part, item in zip(typing.get_args(hint), text.split(","), strict=True))
+    if hint is type(None):
+        raise ValueError(text)
+    return hint(text)
