@@ -3,6 +3,7 @@ saved vocabulary of given data, settings and seed byte-identical to what it was 
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import re
@@ -198,6 +199,7 @@ def test_settings_read_as_attributes():
     assert SequentialIndexer(block_size=7).block_size == 7 and RandomIndexer().dim == 64
     with pytest.raises(AttributeError, match="no_such_setting"):
         indexer.no_such_setting
+    assert copy.deepcopy(indexer).config == indexer.config  # copying and pickling do not trip over the lookup
 
 
 def test_constructor_misuse_is_a_type_error():

@@ -97,7 +97,7 @@ class ConfiguredIndexer(BaseIndexer, Generic[ConfigT]):
 
     ``Indexer(config)``, ``Indexer(**settings)`` and ``Indexer(config, **settings)`` all work; keyword settings
     replace the config's fields of the same name (``dataclasses.replace``), and ``config`` itself is never changed.
-    Settings read as attributes too (``indexer.seed``), and :meth:`get_params` is ``config.to_dict()``.
+    Settings read as attributes too (``indexer.dim``), and :meth:`get_params` is ``config.to_dict()``.
     """
 
     config_class: type[ConfigT]

@@ -32,7 +32,7 @@ class SeededConfig:
     seed: int = field(
         default=0,
         metadata={
-            "help": "seed of every random draw: the same data, settings and seed give a byte-identical vocabulary",
+            "help": "seed of every random draw: the same data, settings and seed give byte-identical results",
             "minimum": 0,
         },
     )
