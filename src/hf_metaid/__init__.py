@@ -18,7 +18,15 @@ from .data import (
 from .entity_vocabulary import EntityVocabulary
 from .errors import InteractionFormatError, MetaIDError, UnknownEntityError, VocabularyMismatchError
 from .generation import ItemTree, decode_items
-from .indexing import BaseIndexer, MetaIDIndexer, RandomIndexer, SequentialIndexer
+from .indexing import (
+    BaseIndexer,
+    BlockIndexerConfig,
+    MetaIDIndexer,
+    MetaIDIndexerConfig,
+    RandomIndexer,
+    SequentialIndexer,
+    SkipGramConfig,
+)
 from .modeling_metaid import MetaIDForConditionalGeneration
 from .protocol import evaluate_recommender
 from .tokenization_metaid import MetaIDTokenizer
@@ -44,6 +52,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BaseIndexer",
+    "BlockIndexerConfig",
     "EntityVocabulary",
     "InteractionFormatError",
     "ItemTree",
@@ -51,10 +60,12 @@ __all__ = [
     "MetaIDError",
     "MetaIDForConditionalGeneration",
     "MetaIDIndexer",
+    "MetaIDIndexerConfig",
     "MetaIDTokenizer",
     "RandomIndexer",
     "RecommendationEvalCallback",
     "SequentialIndexer",
+    "SkipGramConfig",
     "UnknownEntityError",
     "VocabularyMismatchError",
     "build_eval_prompts",

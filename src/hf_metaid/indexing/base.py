@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any, Generic
 
 import datasets
 import numpy as np
 
 from ..entity_vocabulary import EntityVocabulary
 from ..errors import InteractionFormatError
+from .config import ConfigT, configure
 from .graph import check_training_table
 
 COLD_START_RULE = "reserved cluster K (zero vector); ranks 0.. over cold users then cold items in catalogue order"
@@ -88,6 +90,32 @@ class BaseIndexer(ABC):
     @abstractmethod
     def _index(self, train: datasets.Dataset) -> IndexedEntities:
         """Codes for every user and item of the (validated, non-empty) training table."""
+
+
+class ConfiguredIndexer(BaseIndexer, Generic[ConfigT]):
+    """An indexer whose settings are one validated settings object, :attr:`config` (a :attr:`config_class`).
+
+    ``Indexer(config)``, ``Indexer(**settings)`` and ``Indexer(config, **settings)`` all work; keyword settings
+    replace the config's fields of the same name (``dataclasses.replace``), and ``config`` itself is never changed.
+    Settings read as attributes too (``indexer.dim``), and :meth:`get_params` is ``config.to_dict()``.
+    """
+
+    config_class: type[ConfigT]
+
+    def __init__(self, config: ConfigT | None = None, **settings: Any) -> None:
+        self.config: ConfigT = configure(self.config_class, config, settings)
+        super().__init__(self.config.seed)
+
+    def get_params(self) -> dict[str, Any]:
+        """The settings, JSON-able; they go into the vocabulary's metadata as ``params``."""
+        return self.config.to_dict()
+
+    def __getattr__(self, name: str) -> Any:
+        """Settings read as attributes (``indexer.num_clusters``), as before they lived in :attr:`config`."""
+        config = self.__dict__.get("config")  # absent while unpickling: no recursion through self.config
+        if config is not None and name in {f.name for f in fields(config)}:
+            return getattr(config, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
 
 def _check_catalogue(catalogue: dict | None) -> dict[str, list[str]]:

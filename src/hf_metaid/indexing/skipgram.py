@@ -23,49 +23,37 @@ depend on how many cores the machine has, and draws every random number from see
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 import numpy as np
 import torch
 
-BACKENDS = ("torch", "gensim")
+from .config import SkipGramConfig, configure
+
 _CHUNK_PAIRS = 1 << 22  # pairs materialised at once: memory stays bounded however many walks there are
 
 
 def skipgram_embeddings(
-    walks: np.ndarray,
-    num_nodes: int,
-    *,
-    dim: int = 64,
-    window: int = 3,
-    negatives: int = 5,
-    epochs: int = 1,
-    seed: int = 0,
-    backend: str = "torch",
-    learning_rate: float = 0.03,
-    batch_size: int = 16384,
-    negative_pool: int = 64,
+    walks: np.ndarray, num_nodes: int, config: SkipGramConfig | None = None, **settings: Any
 ) -> np.ndarray:
     """Train SGNS on ``walks`` (``(num_walks, walk_length)`` node numbers) and return ``float32 (num_nodes, dim)``.
 
-    ``window`` is the largest context distance; as in word2vec each center draws its own window in
-    ``1..window``, so nearer nodes count more. ``learning_rate``, ``batch_size`` and ``negative_pool`` apply to the
-    torch backend only (gensim keeps its own SGD schedule).
+    Settings come from ``config`` (a :class:`SkipGramConfig`, or a ``MetaIDIndexerConfig``, which extends it) and
+    keyword ``settings`` that replace its fields (``skipgram_embeddings(walks, n, dim=16)``). ``window`` is the
+    largest context distance; as in word2vec each center draws its own window in ``1..window``, so nearer nodes
+    count more. ``learning_rate``, ``batch_size`` and ``negative_pool`` apply to the torch backend only (gensim keeps
+    its own SGD schedule).
     """
+    config = configure(SkipGramConfig, config, settings)
     walks = np.ascontiguousarray(walks, dtype=np.int64)
     if walks.ndim != 2 or walks.shape[0] == 0:
         raise ValueError("walks must be a non-empty (num_walks, walk_length) array")
     if walks.min() < 0 or walks.max() >= num_nodes:
         raise ValueError(f"walks contain node numbers outside [0, {num_nodes})")
-    if min(dim, window, negatives, epochs) < 1:
-        raise ValueError("dim, window, negatives and epochs must be >= 1")
-    if backend == "torch":
-        with _one_torch_thread():  # single-threaded whatever the core count: results and speed ignore the load
-            return _torch_sgns(
-                walks, num_nodes, dim, window, negatives, epochs, seed, learning_rate, batch_size, negative_pool
-            )
-    if backend == "gensim":
-        return _gensim_sgns(walks, num_nodes, dim, window, negatives, epochs, seed)
-    raise ValueError(f"unknown skip-gram backend {backend!r}; use one of {BACKENDS}")
+    if config.backend == "gensim":
+        return _gensim_sgns(walks, num_nodes, config)
+    with _one_torch_thread():  # single-threaded whatever the core count: results and speed ignore the load
+        return _torch_sgns(walks, num_nodes, config)
 
 
 def window_pairs(walks: np.ndarray, reach: np.ndarray, max_window: int) -> tuple[np.ndarray, np.ndarray]:
@@ -88,56 +76,47 @@ def window_pairs(walks: np.ndarray, reach: np.ndarray, max_window: int) -> tuple
     return np.concatenate(centers), np.concatenate(contexts)
 
 
-def _torch_sgns(
-    walks: np.ndarray,
-    num_nodes: int,
-    dim: int,
-    window: int,
-    negatives: int,
-    epochs: int,
-    seed: int,
-    learning_rate: float,
-    batch_size: int,
-    negative_pool: int,
-) -> np.ndarray:
+def _torch_sgns(walks: np.ndarray, num_nodes: int, config: SkipGramConfig) -> np.ndarray:
     """Skip-gram with negative sampling; call it inside ``_one_torch_thread()`` (results do not depend on load)."""
-    generator = torch.Generator().manual_seed(seed)
-    rng = np.random.default_rng([seed, 0x53474E53])
+    generator = torch.Generator().manual_seed(config.seed)
+    rng = np.random.default_rng([config.seed, 0x53474E53])
     # word2vec initialisation: small random center vectors, zero context vectors.
-    center_vectors = torch.nn.Parameter((torch.rand(num_nodes, dim, generator=generator) - 0.5) / dim)
-    context_vectors = torch.nn.Parameter(torch.zeros(num_nodes, dim))
+    center_vectors = torch.nn.Parameter((torch.rand(num_nodes, config.dim, generator=generator) - 0.5) / config.dim)
+    context_vectors = torch.nn.Parameter(torch.zeros(num_nodes, config.dim))
     center_vectors.grad = torch.zeros_like(center_vectors)
     context_vectors.grad = torch.zeros_like(context_vectors)
     # Dense Adam: rows a batch misses keep moving on their momentum, which trains rare (low-degree) nodes markedly
     # better than a lazy, touched-rows-only update (validation proxy on Beauty: user HR@10 0.030 vs 0.018), and was
     # also faster there. Its cost per step grows with num_nodes, so for millions of nodes raise batch_size or use the
     # spectral embedding.
-    optimizer = torch.optim.Adam([center_vectors, context_vectors], lr=learning_rate, fused=True)
+    optimizer = torch.optim.Adam([center_vectors, context_vectors], lr=config.learning_rate, fused=True)
     noise = np.bincount(walks.ravel(), minlength=num_nodes).astype(np.float64) ** 0.75
     noise_cdf = torch.from_numpy(np.cumsum(noise / noise.sum()))
-    negative_weight = negatives / negative_pool
+    negative_weight = config.negatives / config.negative_pool
     walk_length = walks.shape[1]
-    walks_per_chunk = max(1, _CHUNK_PAIRS // max(1, walk_length * window))
+    walks_per_chunk = max(1, _CHUNK_PAIRS // max(1, walk_length * config.window))
     with torch.no_grad():
-        for epoch in range(epochs):
+        for epoch in range(config.epochs):
             # Each center draws its window once per epoch; knowing every pair count up front drives the lr schedule.
-            reach = rng.integers(1, window + 1, size=walks.shape, dtype=np.int16)
+            reach = rng.integers(1, config.window + 1, size=walks.shape, dtype=np.int16)
             order = rng.permutation(walks.shape[0])
-            epoch_pairs = sum(2 * int((reach[:, o:] >= o).sum()) for o in range(1, min(window, walk_length - 1) + 1))
+            epoch_pairs = sum(
+                2 * int((reach[:, o:] >= o).sum()) for o in range(1, min(config.window, walk_length - 1) + 1)
+            )
             done = 0
             for start in range(0, len(order), walks_per_chunk):
                 rows = order[start : start + walks_per_chunk]
-                centers, contexts = window_pairs(walks[rows], reach[rows], window)
+                centers, contexts = window_pairs(walks[rows], reach[rows], config.window)
                 shuffle = torch.from_numpy(rng.permutation(len(centers)))
                 centers = torch.from_numpy(centers)[shuffle]
                 contexts = torch.from_numpy(contexts)[shuffle]
-                for begin in range(0, len(centers), batch_size):
-                    progress = (epoch + done / max(epoch_pairs, 1)) / epochs
-                    optimizer.param_groups[0]["lr"] = learning_rate * max(1.0 - progress, 1e-4)
-                    center = centers[begin : begin + batch_size]
-                    context = contexts[begin : begin + batch_size]
+                for begin in range(0, len(centers), config.batch_size):
+                    progress = (epoch + done / max(epoch_pairs, 1)) / config.epochs
+                    optimizer.param_groups[0]["lr"] = config.learning_rate * max(1.0 - progress, 1e-4)
+                    center = centers[begin : begin + config.batch_size]
+                    context = contexts[begin : begin + config.batch_size]
                     pool = torch.searchsorted(
-                        noise_cdf, torch.rand(negative_pool, generator=generator, dtype=torch.float64)
+                        noise_cdf, torch.rand(config.negative_pool, generator=generator, dtype=torch.float64)
                     ).clamp_(max=num_nodes - 1)
                     _sgns_gradients(center_vectors, context_vectors, center, context, pool, negative_weight)
                     optimizer.step()
@@ -169,9 +148,7 @@ def _sgns_gradients(
     context_vectors.grad.index_add_(0, pool, negative.T @ u)
 
 
-def _gensim_sgns(
-    walks: np.ndarray, num_nodes: int, dim: int, window: int, negatives: int, epochs: int, seed: int
-) -> np.ndarray:
+def _gensim_sgns(walks: np.ndarray, num_nodes: int, config: SkipGramConfig) -> np.ndarray:
     try:
         from gensim.models import Word2Vec
     except ImportError as err:  # pragma: no cover - depends on the environment
@@ -180,19 +157,19 @@ def _gensim_sgns(
     sentences = [[str(node) for node in walk] for walk in walks.tolist()]
     model = Word2Vec(
         sentences,
-        vector_size=dim,
-        window=window,
+        vector_size=config.dim,
+        window=config.window,
         min_count=1,
         sg=1,
-        negative=negatives,
+        negative=config.negatives,
         ns_exponent=0.75,
         sample=0,  # no frequent-node subsampling, the same objective as the torch backend
-        epochs=epochs,
+        epochs=config.epochs,
         workers=1,  # the only deterministic setting
-        seed=seed,
+        seed=config.seed,
         hashfxn=_stable_hash,  # the default (Python's hash) is salted per process
     )
-    vectors = np.zeros((num_nodes, dim), dtype=np.float32)
+    vectors = np.zeros((num_nodes, config.dim), dtype=np.float32)
     for node in range(num_nodes):
         key = str(node)
         if key in model.wv.key_to_index:
