@@ -2,7 +2,7 @@
 
 from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
 
-from .configuration_metaid import MetaIDConfig, tiny_t5_config
+from .configuration_metaid import MetaIDConfig
 from .data import (
     build_eval_prompts,
     build_prompts,
@@ -28,6 +28,7 @@ from .indexing import (
     SkipGramConfig,
 )
 from .modeling_metaid import MetaIDForConditionalGeneration
+from .pipeline import DEMO, ModelSettings, Recipe, TrainingSettings, tiny_t5_config
 from .protocol import evaluate_recommender
 from .tokenization_metaid import MetaIDTokenizer
 from .training import (
@@ -51,6 +52,7 @@ MetaIDForConditionalGeneration.register_for_auto_class("AutoModelForSeq2SeqLM")
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEMO",
     "BaseIndexer",
     "BlockIndexerConfig",
     "EntityVocabulary",
@@ -62,9 +64,12 @@ __all__ = [
     "MetaIDIndexer",
     "MetaIDIndexerConfig",
     "MetaIDTokenizer",
+    "ModelSettings",
     "RandomIndexer",
+    "Recipe",
     "RecommendationEvalCallback",
     "SequentialIndexer",
+    "TrainingSettings",
     "SkipGramConfig",
     "UnknownEntityError",
     "VocabularyMismatchError",

@@ -18,7 +18,9 @@ from pathlib import Path
 
 from .errors import MetaIDError
 from .metrics import DEFAULT_KS
-from .pipeline import DEMO, IndexSettings, ModelSettings, Recipe, TrainingSettings
+from .config_arguments import add_config_arguments, config_from_arguments
+from .indexing import MetaIDIndexerConfig
+from .pipeline import DEMO, SCHEMES, ModelSettings, Recipe, TrainingSettings
 
 
 # ---------------------------------------------------------------------------------------------------- printing
@@ -72,103 +74,62 @@ def _layers(text: str) -> tuple[int, int]:
     return counts[0], counts[1]
 
 
-def _tasks(text: str) -> tuple[str, ...]:
-    tasks = tuple(t for t in text.split(",") if t)
-    if not tasks or any(t not in ("sequential", "direct") for t in tasks):
-        raise argparse.ArgumentTypeError(f"expected sequential, direct or both (comma-separated), got {text!r}")
-    return tasks
-
-
-def _positive(kind: type):
-    """An argparse type: a ``kind`` number above zero."""
-
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
-        return value
-
-    parse.__name__ = f"positive {kind.__name__}"
-    return parse
-
-
-def _non_negative_int(text: str) -> int:
+def _positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an int, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text!r}")
     return value
 
 
 # ----------------------------------------------------------------------------------- settings <-> options
-# Option name and parser of each settings field that the command offers (the help text comes from the field).
-_OPTIONS = {
-    IndexSettings: {
-        "clusters": ("--clusters", _positive(int)),
-        "dim": ("--dim", _positive(int)),
-        "embedding": ("--embedding", str),
-        "rank_by": ("--rank-by", str),
-    },
-    ModelSettings: {
-        "base": ("--base", str),
-        "d_model": ("--d-model", _positive(int)),
-        "layers": ("--layers", _layers),
-        "d_ff": ("--d-ff", _non_negative_int),
-        "dropout": ("--dropout", float),
-        "tree_softmax": ("--tree-softmax", None),
-    },
-    TrainingSettings: {
-        "epochs": ("--epochs", _positive(float)),
-        "max_steps": ("--max-steps", _non_negative_int),
-        "batch_size": ("--batch-size", _positive(int)),
-        "learning_rate": ("--lr", _positive(float)),
-        "warmup_steps": ("--warmup", _non_negative_int),
-        "tasks": ("--tasks", _tasks),
-        "max_history": ("--max-history", _positive(int)),
-        "templates": ("--templates", str),
-        "lora": ("--lora", None),
-        "logging_steps": ("--logging-steps", _positive(int)),
-        "bf16": ("--bf16", str),
-    },
-}
+# The options each command offers, per settings class of hf_metaid.pipeline; type, default, rule and help text come
+# from the fields (hf_metaid.config_arguments). The seed is one option for every stage, --layers has its own syntax.
+INDEX_FIELDS = ("num_clusters", "dim", "embedding", "rank_by")
+MODEL_FIELDS = ("base", "d_model", "d_ff", "dropout", "tree_softmax")
+TRAINING_FIELDS = (
+    "epochs",
+    "max_steps",
+    "batch_size",
+    "learning_rate",
+    "warmup_steps",
+    "tasks",
+    "max_history",
+    "templates",
+    "lora",
+    "logging_steps",
+    "bf16",
+)
+ALIASES = {"num_clusters": "--clusters", "learning_rate": "--lr", "warmup_steps": "--warmup"}
 
 
-def _add_settings(parser: argparse.ArgumentParser, defaults: object, title: str) -> None:
-    """One option per offered field of a settings dataclass, with its default from ``defaults`` and its help text
-    (and choices) from the field; the destination is the field's name."""
+def _add_settings(parser: argparse.ArgumentParser, title: str, defaults: object, names: Sequence[str]) -> None:
+    """Options for ``names`` of a settings object's class, with ``defaults``'s values as their defaults."""
     group = parser.add_argument_group(title)
-    for item in dataclasses.fields(defaults):
-        if item.name not in _OPTIONS[type(defaults)]:
-            continue
-        flag, parse = _OPTIONS[type(defaults)][item.name]
-        default = getattr(defaults, item.name)
-        options = {"dest": item.name, "default": default, "help": item.metadata["help"]}
-        if parse is None:  # a switch: --x / --no-x
-            group.add_argument(flag, action=argparse.BooleanOptionalAction, **options)
-            continue
-        if "choices" in item.metadata:
-            options["choices"] = item.metadata["choices"]
-        group.add_argument(flag, type=parse, **options)
-
-
-def _settings(cls: type, args: argparse.Namespace, defaults: object, **fixed):
-    """``cls`` from the parsed options (fields the command does not offer keep ``defaults``), plus ``fixed``."""
-    values = {f.name: getattr(args, f.name, getattr(defaults, f.name)) for f in dataclasses.fields(cls)}
-    return cls(**{**values, **fixed})
-
-
-def _recipe(args: argparse.Namespace, defaults: Recipe, exclude_seen: bool = False) -> Recipe:
-    return Recipe(
-        index=_settings(IndexSettings, args, defaults.index, seed=args.seed, joint=not getattr(args, "separate", False)),
-        model=_settings(ModelSettings, args, defaults.model),
-        training=_settings(TrainingSettings, args, defaults.training, seed=args.seed),
-        exclude_seen=exclude_seen,
+    add_config_arguments(
+        group,
+        type(defaults),
+        names,
+        aliases={name: ALIASES[name] for name in names if name in ALIASES},
+        defaults={name: getattr(defaults, name) for name in names},
     )
+
+
+def _from_options(args: argparse.Namespace, current, names: Sequence[str], **fixed):
+    """``current`` (a settings object) with the parsed values of the options ``names`` and the ``fixed`` fields."""
+    kept = {f.name: getattr(current, f.name) for f in dataclasses.fields(current) if f.name not in (*names, *fixed)}
+    return config_from_arguments(args, type(current), **kept, **fixed)
+
+
+def _index_config(args: argparse.Namespace, preset: Recipe) -> MetaIDIndexerConfig:
+    return _from_options(args, preset.index, INDEX_FIELDS, seed=args.seed, joint=not getattr(args, "separate", False))
+
+
+def _model_and_training(args: argparse.Namespace, preset: Recipe) -> tuple[ModelSettings, TrainingSettings]:
+    model = _from_options(args, preset.model, MODEL_FIELDS, layers=args.layers)
+    return model, _from_options(args, preset.training, TRAINING_FIELDS, seed=args.seed)
 
 
 # ------------------------------------------------------------------------------------------------------ index
@@ -177,7 +138,7 @@ def run_index(args: argparse.Namespace) -> int:
 
     splits, names = split_data(args.data)
     started = time.perf_counter()
-    vocabulary = build_indexer(_recipe(args, Recipe()).index).fit(splits["train"], catalogue=names)
+    vocabulary = build_indexer(args.scheme, _index_config(args, Recipe())).fit(splits["train"], catalogue=names)
     seconds = time.perf_counter() - started
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -198,12 +159,12 @@ def run_index(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------------------ train
-def _train_and_save(recipe: Recipe, train_split, vocabulary, out: Path):
+def _train_and_save(settings: tuple[ModelSettings, TrainingSettings], train_split, vocabulary, out: Path):
     """The pipeline's training run, saved as one folder for inference."""
     from .pipeline import train
     from .saving import save_for_inference
 
-    run = train(train_split, vocabulary, out, recipe.model, recipe.training)
+    run = train(train_split, vocabulary, out, *settings)
     save_for_inference(run.trainer, run.tokenizer, out)
     return run
 
@@ -215,9 +176,9 @@ def run_train(args: argparse.Namespace) -> int:
     splits, _ = split_data(args.data)
     vocabulary = EntityVocabulary.load(args.vocab)
     out = Path(args.out)
-    recipe = _recipe(args, Recipe())
-    run = _train_and_save(recipe, splits["train"], vocabulary, out)
-    rows = [["mode", "LoRA" if recipe.training.lora else "full"], ["train loss", run.loss]]
+    settings = _model_and_training(args, Recipe())
+    run = _train_and_save(settings, splits["train"], vocabulary, out)
+    rows = [["mode", "LoRA" if settings[1].lora else "full"], ["train loss", run.loss]]
     rows += [["seconds", f"{run.seconds:.1f}"], ["written", str(out)]]
     print(format_table(["training", "value"], rows))
     return 0
@@ -275,24 +236,24 @@ def run_demo(args: argparse.Namespace) -> int:
     from .saving import load_for_inference
 
     started = time.perf_counter()
-    recipe = _recipe(args, DEMO, exclude_seen=args.exclude_seen)
+    index_config = _index_config(args, DEMO)
+    model_settings, training_settings = _model_and_training(args, DEMO)
     splits, names = split_data(args.data)
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not args.overwrite:
         raise MetaIDError(f"{out} is not empty; pass --overwrite or another --out")
     out.mkdir(parents=True, exist_ok=True)
-    embedding = recipe.index.embedding
+    embedding = index_config.embedding
     print(f"[1/4] indexing {len(names['users'])} users and {len(names['items'])} items ({embedding})", flush=True)
-    vocabulary = build_vocabulary(splits["train"], names, recipe.index)
+    vocabulary = build_vocabulary(splits["train"], names, index_config)
     index_seconds = time.perf_counter() - started
-    model_settings = recipe.model
     encoder_layers, decoder_layers = model_settings.layers
     shape = (
         f"d_model={model_settings.d_model}, d_ff={model_settings.feed_forward_width}, "
         f"{encoder_layers}+{decoder_layers} layers"
     )
     print(f"[2/4] training a small T5 ({shape})", flush=True)
-    run = _train_and_save(recipe, splits["train"], vocabulary, out)
+    run = _train_and_save((model_settings, training_settings), splits["train"], vocabulary, out)
     ranking = "history items left out" if args.exclude_seen else "history items kept, the paper's protocol"
     print(f"[3/4] evaluating on the {args.split} split ({splits[args.split].num_rows} users; {ranking})", flush=True)
     metrics = evaluate_split(run.model, run.tokenizer, splits[args.split], args)
@@ -324,9 +285,15 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------------------ parser
-def _add_training_options(parser: argparse.ArgumentParser, defaults: Recipe) -> None:
-    _add_settings(parser, defaults.model, "model")
-    _add_settings(parser, defaults.training, "training")
+def _add_training_options(parser: argparse.ArgumentParser, preset: Recipe) -> None:
+    _add_settings(parser, "model", preset.model, MODEL_FIELDS)
+    parser.add_argument(
+        "--layers",
+        type=_layers,
+        default=preset.model.layers,
+        help="layers of the tiny T5: N (N encoder + N decoder) or E+D, e.g. 1+3",
+    )
+    _add_settings(parser, "training", preset.training, TRAINING_FIELDS)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default, one per core)")
 
 
@@ -343,8 +310,8 @@ def _add_eval_options(parser: argparse.ArgumentParser, exclude_seen: bool = Fals
         help="leave the user's history items out of the ranking: right where a user meets an item once, as in "
         "Beauty (the paper's protocol keeps them)",
     )
-    group.add_argument("--limit", type=_positive(int), default=None, help="evaluate only the first N users")
-    group.add_argument("--eval-batch-size", dest="batch_size", type=_positive(int), default=128)
+    group.add_argument("--limit", type=_positive_int, default=None, help="evaluate only the first N users")
+    group.add_argument("--eval-batch-size", dest="batch_size", type=_positive_int, default=128)
 
 
 def _add_seed(parser: argparse.ArgumentParser) -> None:
@@ -360,10 +327,10 @@ def build_parser() -> argparse.ArgumentParser:
     index = commands.add_parser("index", help="build an ID vocabulary from the training split")
     index.add_argument("data", nargs="?", default="beauty", help=data_help)
     index.add_argument("--out", required=True, help="folder for metaid_vocab.json")
-    index.add_argument("--scheme", choices=("metaid", "sequential", "random"), default=defaults.index.scheme)
+    index.add_argument("--scheme", choices=SCHEMES, default=defaults.scheme)
     index.add_argument("--separate", action="store_true", help="cluster users and items separately")
     _add_seed(index)
-    _add_settings(index, defaults.index, "indexing")
+    _add_settings(index, "indexing", defaults.index, INDEX_FIELDS)
     index.set_defaults(func=run_index)
 
     train = commands.add_parser("train", help="fine-tune a model on the training prompts")
@@ -384,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     recommend.add_argument("model", help="folder written by 'hf-metaid train'")
     recommend.add_argument("--user", default=None, help="raw user id (omit for a new user with --history)")
     recommend.add_argument("--history", default="", help="comma-separated raw item ids, oldest first")
-    recommend.add_argument("--k", type=_positive(int), default=10)
+    recommend.add_argument("--k", type=_positive_int, default=10)
     recommend.add_argument("--mode", choices=("beam", "exact"), default="beam")
     recommend.add_argument(
         "--exclude-seen", action=argparse.BooleanOptionalAction, default=False, help="leave the history items out"
@@ -397,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--overwrite", action="store_true", help="reuse a non-empty --out folder")
     _add_seed(demo)
     # The defaults are the DEMO recipe (hf_metaid.pipeline), chosen on the validation split.
-    _add_settings(demo, DEMO.index, "indexing")
+    _add_settings(demo, "indexing", DEMO.index, INDEX_FIELDS)
     _add_training_options(demo, DEMO)
     _add_eval_options(demo, exclude_seen=DEMO.exclude_seen)
     demo.set_defaults(func=run_demo)

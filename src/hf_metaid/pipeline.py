@@ -27,7 +27,15 @@ from .configuration_metaid import MetaIDConfig
 from .data import build_training_prompts, catalogue, leave_one_out, load_interactions
 from .entity_vocabulary import EntityVocabulary
 from .errors import MetaIDError
-from .indexing import BaseIndexer, MetaIDIndexer, RandomIndexer, SequentialIndexer
+from .config_arguments import validate_fields
+from .indexing import (
+    BaseIndexer,
+    BlockIndexerConfig,
+    MetaIDIndexer,
+    MetaIDIndexerConfig,
+    RandomIndexer,
+    SequentialIndexer,
+)
 from .modeling_metaid import MetaIDForConditionalGeneration
 from .prompt_templates import TEMPLATE_SETS, TEMPLATES, check_templates
 from .tokenization_metaid import MetaIDTokenizer
@@ -36,60 +44,38 @@ from .training import build_trainer, training_arguments
 SCHEMES = ("metaid", "sequential", "random")
 
 
-def _help(text: str, **metadata) -> dict:
-    return {"help": text, **metadata}
-
-
 # ------------------------------------------------------------------------------------------------------ settings
-@dataclass(frozen=True)
-class IndexSettings:
-    """How the ID vocabulary is built (:func:`build_vocabulary`)."""
-
-    scheme: str = field(default="metaid", metadata=_help("ID scheme", choices=SCHEMES))
-    clusters: int = field(default=100, metadata=_help("K, the number of cluster tokens (META ID)"))
-    dim: int = field(default=64, metadata=_help("size of the user/item vectors"))
-    embedding: str = field(
-        default="skipgram",
-        metadata=_help(
-            "skipgram: meta-path walks + skip-gram (the paper's); spectral: truncated SVD of the interaction graph",
-            choices=("skipgram", "spectral"),
-        ),
-    )
-    joint: bool = field(default=True, metadata=_help("cluster users and items together (off: each type apart)"))
-    rank_by: str = field(
-        default="distance",
-        metadata=_help(
-            "order inside a cluster: distance to the centroid (the paper's) or interaction count, most first",
-            choices=("distance", "degree"),
-        ),
-    )
-    seed: int = field(default=0, metadata=_help("seed of walks, embeddings, k-means and baseline numbering"))
-
-
-@dataclass(frozen=True)
+# Fields carry their help text and limits (hf_metaid.config_arguments): the same description validates a value,
+# documents it and becomes the command's option.
+@dataclass(frozen=True, kw_only=True)
 class ModelSettings:
     """The backbone (:func:`build_model`): the built-in tiny T5 from these sizes, or a T5 checkpoint as it is."""
 
     base: str = field(
         default="tiny",
-        metadata=_help(
-            "'tiny' (small T5 from a config, offline) or a T5 checkpoint name/path such as t5-small (needs the Hub "
-            "or a local copy)"
-        ),
+        metadata={
+            "help": "'tiny' (small T5 from a config, offline) or a T5 checkpoint name/path such as t5-small (needs "
+            "the Hub or a local copy)"
+        },
     )
-    d_model: int = field(default=128, metadata=_help("width of the tiny T5"))
-    d_ff: int = field(default=0, metadata=_help("feed-forward width of the tiny T5 (0: 2 x d_model)"))
+    d_model: int = field(default=128, metadata={"help": "width of the tiny T5", "minimum": 8})
+    d_ff: int = field(default=0, metadata={"help": "feed-forward width of the tiny T5 (0: 2 x d_model)", "minimum": 0})
     layers: tuple[int, int] = field(
-        default=(2, 2), metadata=_help("encoder and decoder layers of the tiny T5: N or E+D, e.g. 1+3")
+        default=(2, 2), metadata={"help": "encoder and decoder layers of the tiny T5", "minimum": 1}
     )
-    dropout: float = field(default=0.0, metadata=_help("dropout of the tiny T5"))
+    dropout: float = field(default=0.0, metadata={"help": "dropout of the tiny T5", "minimum": 0})
     tree_softmax: bool = field(
         default=False,
-        metadata=_help(
-            "normalise each ID step over the tokens a real item can continue with (off: the paper's plain softmax "
-            "over the vocabulary)"
-        ),
+        metadata={
+            "help": "normalise each ID step over the tokens a real item can continue with (off: the paper's plain "
+            "softmax over the vocabulary)"
+        },
     )
+
+    def __post_init__(self) -> None:
+        validate_fields(self)
+        if self.d_model % 4:
+            raise ValueError(f"d_model must be a multiple of 4 (the tiny T5 has 4 heads), got {self.d_model}")
 
     @property
     def feed_forward_width(self) -> int:
@@ -97,41 +83,60 @@ class ModelSettings:
         return self.d_ff or 2 * self.d_model
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TrainingSettings:
     """The prompts and the Trainer run (:func:`train`)."""
 
-    epochs: float = field(default=2.0, metadata=_help("passes over the training prompts"))
-    max_steps: int = field(default=0, metadata=_help("stop after this many steps (0: use the epochs)"))
-    batch_size: int = field(default=64, metadata=_help("prompts per step"))
-    learning_rate: float = field(default=2e-3, metadata=_help("peak learning rate (AdamW, linear decay)"))
-    warmup_steps: int = field(default=100, metadata=_help("warm-up steps"))
-    tasks: tuple[str, ...] = field(default=("sequential",), metadata=_help("comma-separated: sequential,direct"))
+    epochs: float = field(default=2.0, metadata={"help": "passes over the training prompts", "exclusive_minimum": 0})
+    max_steps: int = field(default=0, metadata={"help": "stop after this many steps (0: use the epochs)", "minimum": 0})
+    batch_size: int = field(default=64, metadata={"help": "prompts per step", "minimum": 1})
+    learning_rate: float = field(
+        default=2e-3, metadata={"help": "peak learning rate (AdamW, linear decay)", "exclusive_minimum": 0}
+    )
+    warmup_steps: int = field(default=100, metadata={"help": "warm-up steps", "minimum": 0})
+    tasks: str = field(
+        default="sequential",
+        metadata={"help": "training tasks", "choices": ("sequential", "direct", "sequential,direct")},
+    )
     templates: str = field(
         default="openp5",
-        metadata=_help(
-            "prompt templates: 'openp5' (5 seen + 1 unseen per task), 'compact' (one short template per task) or "
-            'a JSON file {task: {"seen": [...], "unseen": [...]}}'
-        ),
+        metadata={
+            "help": "prompt templates: 'openp5' (5 seen + 1 unseen per task), 'compact' (one short template per task) "
+            'or a JSON file {task: {"seen": [...], "unseen": [...]}}'
+        },
     )
-    max_history: int = field(default=10, metadata=_help("history items per prompt"))
-    lora: bool = field(default=False, metadata=_help("LoRA (new-token rows and F trained in full)"))
-    logging_steps: int = field(default=100, metadata=_help("log the loss every this many steps"))
+    max_history: int = field(default=10, metadata={"help": "history items per prompt", "minimum": 1})
+    lora: bool = field(default=False, metadata={"help": "LoRA (new-token rows and F trained in full)"})
+    logging_steps: int = field(default=100, metadata={"help": "log the loss every this many steps", "minimum": 1})
     bf16: str = field(
         default="auto",
-        metadata=_help("bf16 mixed precision (auto: where the hardware runs it natively)", choices=("auto", "on", "off")),
+        metadata={
+            "help": "bf16 mixed precision (auto: where the hardware runs it natively)",
+            "choices": ("auto", "on", "off"),
+        },
     )
-    seed: int = field(default=0, metadata=_help("seed of the model's initial weights, template draw and data order"))
+    seed: int = field(
+        default=0, metadata={"help": "seed of the initial weights, the template draw and the data order", "minimum": 0}
+    )
+
+    def __post_init__(self) -> None:
+        validate_fields(self)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Recipe:
-    """A whole recipe: the settings of every stage, and whether its evaluation leaves the history out."""
+    """A whole recipe: the ID scheme and the settings of every stage, and whether evaluation leaves the history out
+    of the ranking."""
 
-    index: IndexSettings = IndexSettings()
+    scheme: str = "metaid"
+    index: MetaIDIndexerConfig = MetaIDIndexerConfig()
     model: ModelSettings = ModelSettings()
     training: TrainingSettings = TrainingSettings()
     exclude_seen: bool = False
+
+    def __post_init__(self) -> None:
+        if self.scheme not in SCHEMES:
+            raise ValueError(f"scheme must be one of {SCHEMES}, got {self.scheme!r}")
 
 
 # Chosen for 2 CPU cores and about 15 minutes on Beauty's validation split (benchmarks/results/demo.md): spectral IDs
@@ -141,7 +146,7 @@ class Recipe:
 # 64. 4.5 epochs keep the whole run near 12.5 minutes. The ranking leaves each user's history out, as a shop does:
 # Beauty has no repeated user-item pair, so a seen item is never the answer there.
 DEMO = Recipe(
-    index=IndexSettings(embedding="spectral"),
+    index=MetaIDIndexerConfig(embedding="spectral"),
     model=ModelSettings(d_ff=1024, layers=(1, 3)),
     training=TrainingSettings(
         epochs=4.5, batch_size=128, learning_rate=4e-3, templates="compact", max_history=5, warmup_steps=100
@@ -158,29 +163,24 @@ def split_data(data: str | os.PathLike | datasets.Dataset | None = "beauty"):
     return leave_one_out(interactions), catalogue(interactions)
 
 
-def build_indexer(settings: IndexSettings = IndexSettings()) -> BaseIndexer:
-    """The indexer of ``settings.scheme`` with its settings."""
-    if settings.scheme == "metaid":
-        return MetaIDIndexer(
-            num_clusters=settings.clusters,
-            dim=settings.dim,
-            seed=settings.seed,
-            embedding=settings.embedding,
-            joint=settings.joint,
-            rank_by=settings.rank_by,
-        )
-    if settings.scheme == "sequential":
-        return SequentialIndexer(dim=settings.dim, seed=settings.seed)
-    if settings.scheme == "random":
-        return RandomIndexer(dim=settings.dim, seed=settings.seed)
-    raise ValueError(f"unknown scheme {settings.scheme!r}; use one of {SCHEMES}")
+def build_indexer(scheme: str = "metaid", config: MetaIDIndexerConfig = MetaIDIndexerConfig()) -> BaseIndexer:
+    """The indexer of ``scheme``; the block baselines take the seed and vector size of ``config``."""
+    if scheme == "metaid":
+        return MetaIDIndexer(config)
+    if scheme in ("sequential", "random"):
+        block = BlockIndexerConfig(seed=config.seed, dim=config.dim)
+        return SequentialIndexer(block) if scheme == "sequential" else RandomIndexer(block)
+    raise ValueError(f"unknown scheme {scheme!r}; use one of {SCHEMES}")
 
 
 def build_vocabulary(
-    train: datasets.Dataset, names: dict | None = None, settings: IndexSettings = IndexSettings()
+    train: datasets.Dataset,
+    names: dict | None = None,
+    config: MetaIDIndexerConfig = MetaIDIndexerConfig(),
+    scheme: str = "metaid",
 ) -> EntityVocabulary:
     """The ID vocabulary of the training split (``names``: the catalogue, whose unseen entities get cold-start IDs)."""
-    return build_indexer(settings).fit(train, catalogue=names)
+    return build_indexer(scheme, config).fit(train, catalogue=names)
 
 
 def tiny_t5_config(**overrides) -> MetaIDConfig:
@@ -269,7 +269,7 @@ def train(
     prompts = build_training_prompts(
         train_split,
         tokenizer,
-        tasks=settings.tasks,
+        tasks=tuple(settings.tasks.split(",")),
         templates=templates,
         max_history=settings.max_history,
         seed=settings.seed,
