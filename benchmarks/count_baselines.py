@@ -30,7 +30,7 @@ import numpy as np
 
 import hf_metaid as hm
 from hf_metaid.cli import build_indexer, build_parser
-from hf_metaid.evaluation import exclude_seen, ranking_metrics
+from hf_metaid.metrics import exclude_seen, ranking_metrics
 
 RESULTS = Path(__file__).resolve().parent / "results" / "count_baselines.md"
 TOP = 10

@@ -17,10 +17,10 @@ from .data import (
 )
 from .entity_vocabulary import EntityVocabulary
 from .errors import InteractionFormatError, MetaIDError, UnknownEntityError, VocabularyMismatchError
+from .evaluation import evaluate_recommender
 from .generation import ItemTree, decode_items
 from .indexing import BaseIndexer, MetaIDIndexer, RandomIndexer, SequentialIndexer
 from .modeling_metaid import MetaIDForConditionalGeneration
-from .protocol import evaluate_recommender
 from .tokenization_metaid import MetaIDTokenizer
 from .training import (
     RecommendationEvalCallback,

@@ -15,8 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import MetaIDError
-
-DEFAULT_KS = (5, 10)
+from .metrics import DEFAULT_KS
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
@@ -217,7 +216,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------------------------------- evaluate
 def evaluate_folder(model, tokenizer, split, args: argparse.Namespace) -> dict:
-    from .protocol import evaluate_recommender
+    from .evaluation import evaluate_recommender
 
     return evaluate_recommender(
         model,

@@ -9,7 +9,7 @@
     metric.compute(ks=(5, 10))  # {"hr@5": 1.0, "ndcg@5": 0.63..., ...}
 
 Each prediction is one user's ranked list of item ids and each reference that user's held-out item. The numbers
-are those of :func:`hf_metaid.evaluation.ranking_metrics`.
+are those of :func:`hf_metaid.metrics.ranking_metrics`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from collections.abc import Collection, Iterable, Sequence
 import datasets
 import evaluate
 
-from .evaluation import DEFAULT_KS, ranking_metrics
+from .metrics import DEFAULT_KS, ranking_metrics
 
 __all__ = ["MetaIDRankingMetric", "load_metric"]
 
@@ -45,7 +45,7 @@ _CITATION = """@inproceedings{huang2025metaid,
 
 
 class MetaIDRankingMetric(evaluate.Metric):
-    """``evaluate.Metric`` over ranked item lists; delegates to :func:`~hf_metaid.evaluation.ranking_metrics`."""
+    """``evaluate.Metric`` over ranked item lists; delegates to :func:`~hf_metaid.metrics.ranking_metrics`."""
 
     def _info(self) -> evaluate.MetricInfo:
         return evaluate.MetricInfo(

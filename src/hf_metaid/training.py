@@ -32,8 +32,8 @@ from transformers import (
 
 from .data.prompts import tokenize_prompts
 from .errors import VocabularyMismatchError
+from .evaluation import evaluate_recommender
 from .modeling_metaid import MetaIDForConditionalGeneration
-from .protocol import evaluate_recommender
 
 AUGMENTATION_MODULE = "metaid_augmentation"
 MODEL_INPUTS = ("input_ids", "attention_mask", "labels", "decoder_input_ids", "decoder_attention_mask")

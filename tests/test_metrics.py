@@ -1,4 +1,5 @@
-"""Ranking metrics against hand-computed ranks, and the diversity / memorization scores on small fixtures."""
+"""Ranking metrics against hand-computed ranks, the diversity / memorization scores on small fixtures, and the
+``evaluate`` wrapper."""
 
 from __future__ import annotations
 
@@ -7,15 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from hf_metaid.evaluation import (
-    MetricAccumulator,
-    diversity_score,
-    exclude_seen,
-    item_id_embeddings,
-    memorization_score,
-    rank_of_target,
-    ranking_metrics,
-)
+from hf_metaid.id_quality import diversity_score, item_id_embeddings, memorization_score
+from hf_metaid.metrics import MetricAccumulator, exclude_seen, rank_of_target, ranking_metrics
 
 # Four users whose targets sit at ranks 0, 3, 7 and nowhere (hand-placed).
 RECOMMENDED = [
