@@ -25,10 +25,10 @@ import torch
 
 import hf_metaid as hm
 from hf_metaid.cli import build_indexer, build_parser, train_model
+from hf_metaid.collator import MetaIDDataCollator
 from hf_metaid.data.prompts import build_eval_prompts
 from hf_metaid.evaluation import evaluate_recommender
 from hf_metaid.prompt_templates import first_template
-from hf_metaid.training import MetaIDDataCollator
 
 RESULTS = Path(__file__).resolve().parent / "results" / "tree_softmax.md"
 STEPS = ("cluster", "rank", "end")

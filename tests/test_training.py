@@ -20,6 +20,7 @@ import pytest
 import torch
 
 import hf_metaid as hm
+from hf_metaid.collator import MetaIDDataCollator
 from hf_metaid.data import (
     build_eval_prompts,
     build_training_prompts,
@@ -35,15 +36,8 @@ from hf_metaid.prompt_templates import (
     check_templates,
     fill_template,
 )
-from hf_metaid.training import (
-    MetaIDDataCollator,
-    RecommendationEvalCallback,
-    build_trainer,
-    load_for_inference,
-    lora_config,
-    save_for_inference,
-    training_arguments,
-)
+from hf_metaid.saving import load_for_inference, save_for_inference
+from hf_metaid.training import RecommendationEvalCallback, build_trainer, lora_config, training_arguments
 
 datasets.disable_progress_bars()
 

@@ -2,6 +2,7 @@
 
 from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
 
+from .collator import MetaIDDataCollator
 from .configuration_metaid import MetaIDConfig, tiny_t5_config
 from .data import (
     build_eval_prompts,
@@ -21,15 +22,9 @@ from .evaluation import evaluate_recommender
 from .generation import ItemTree, decode_items
 from .indexing import BaseIndexer, MetaIDIndexer, RandomIndexer, SequentialIndexer
 from .modeling_metaid import MetaIDForConditionalGeneration
+from .saving import load_for_inference, save_for_inference
 from .tokenization_metaid import MetaIDTokenizer
-from .training import (
-    RecommendationEvalCallback,
-    build_trainer,
-    load_for_inference,
-    lora_config,
-    save_for_inference,
-    training_arguments,
-)
+from .training import RecommendationEvalCallback, build_trainer, lora_config, training_arguments
 
 # The Auto classes learn "metaid" at import; register_for_auto_class makes saved folders carry `auto_map` and the
 # code files, so they also load with trust_remote_code=True where hf_metaid is not installed (the Hub case).
@@ -48,6 +43,7 @@ __all__ = [
     "InteractionFormatError",
     "ItemTree",
     "MetaIDConfig",
+    "MetaIDDataCollator",
     "MetaIDError",
     "MetaIDForConditionalGeneration",
     "MetaIDIndexer",

@@ -165,7 +165,8 @@ def train_model(args: argparse.Namespace, splits, vocabulary, out: Path):
     """Tokenizer + model + prompts + Trainer; returns ``(model, tokenizer, train_seconds, final_loss)``."""
     from .data.prompts import build_training_prompts
     from .prompt_templates import TEMPLATES
-    from .training import build_trainer, save_for_inference, training_arguments
+    from .saving import save_for_inference
+    from .training import build_trainer, training_arguments
 
     templates = load_templates(args.templates)
     tokenizer = build_tokenizer(args.base, vocabulary)
@@ -232,7 +233,7 @@ def evaluate_folder(model, tokenizer, split, args: argparse.Namespace) -> dict:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from .training import load_for_inference
+    from .saving import load_for_inference
 
     model, tokenizer = load_for_inference(args.model)
     _, splits, _ = _load_splits(args.data)
@@ -246,7 +247,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 # -------------------------------------------------------------------------------------------------- recommend
 def run_recommend(args: argparse.Namespace) -> int:
-    from .training import load_for_inference
+    from .saving import load_for_inference
 
     model, tokenizer = load_for_inference(args.model)
     history = [h for h in args.history.split(",") if h] if args.history else None
@@ -279,7 +280,7 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"[3/4] evaluating on the {args.split} split ({splits[args.split].num_rows} users; {ranking})", flush=True)
     metrics = evaluate_folder(model, tokenizer, splits[args.split], args)
     print("[4/4] example recommendations from the saved folder", flush=True)
-    from .training import load_for_inference
+    from .saving import load_for_inference
 
     reloaded, reloaded_tokenizer = load_for_inference(out)
     examples = splits["test"].select(range(3))

@@ -1,4 +1,4 @@
-"""Training META ID models with the Hugging Face ``Seq2SeqTrainer``, fully or with LoRA, and saving them for use.
+"""Training META ID models with the Hugging Face ``Seq2SeqTrainer``, fully or with LoRA.
 
 The defaults here encode what is easy to get wrong with this model:
 
@@ -6,80 +6,25 @@ The defaults here encode what is easy to get wrong with this model:
   would be pulled toward 0;
 * LoRA trains the new rows of the *shared* table (one parameter for encoder, decoder and the tied ``lm_head``, the
   old rows stay bit-identical) and saves the augmentation F as a full module;
-* the collator keeps only the model inputs, so the Trainer never has to guess columns from a ``forward`` signature;
+* the collator (:class:`~hf_metaid.collator.MetaIDDataCollator`) keeps only the model inputs, so the Trainer never
+  has to guess columns from a ``forward`` signature;
 * checkpoints keep optimizer, scheduler and RNG state, so ``trainer.train(resume_from_checkpoint=...)`` continues
   the run exactly.
 """
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Sequence
 
 import datasets
 import torch
-from transformers import (
-    AutoModelForSeq2SeqLM,
-    AutoTokenizer,
-    PreTrainedModel,
-    Seq2SeqTrainer,
-    Seq2SeqTrainingArguments,
-    TrainerCallback,
-)
+from transformers import PreTrainedModel, Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback
 
+from .collator import MetaIDDataCollator
 from .data.prompts import tokenize_prompts
-from .errors import VocabularyMismatchError
 from .evaluation import evaluate_recommender
-from .modeling_metaid import MetaIDForConditionalGeneration
-
-AUGMENTATION_MODULE = "metaid_augmentation"
-MODEL_INPUTS = ("input_ids", "attention_mask", "labels", "decoder_input_ids", "decoder_attention_mask")
-ADAPTER_CONFIG = "adapter_config.json"
-LABEL_PAD = -100
-
-
-# ---------------------------------------------------------------------------------------------------- collator
-@dataclass
-class MetaIDDataCollator:
-    """Pads ``input_ids`` (pad id), ``attention_mask`` (0) and ``labels`` (-100) and drops every other column.
-
-    Dropping extra columns here (``user``, ``history``...) is what lets ``remove_unused_columns=False`` be safe,
-    including for PEFT-wrapped models whose ``forward`` signature hides ``labels``. ``decoder_input_ids`` are left to
-    the model, which shifts the labels itself (-100 becomes the pad id).
-    """
-
-    tokenizer: object
-    pad_to_multiple_of: int | None = None
-    label_pad_token_id: int = LABEL_PAD
-
-    def __call__(self, features: Sequence[Mapping]) -> dict[str, torch.Tensor]:
-        if not features:
-            raise ValueError("empty batch")
-        pads = {
-            "input_ids": self.tokenizer.pad_token_id,
-            "attention_mask": 0,
-            "labels": self.label_pad_token_id,
-            "decoder_input_ids": self.tokenizer.pad_token_id,
-            "decoder_attention_mask": 0,
-        }
-        batch = {}
-        for key in MODEL_INPUTS:
-            if key not in features[0]:
-                continue
-            rows = [list(feature[key]) for feature in features]
-            width = max(len(row) for row in rows)
-            if self.pad_to_multiple_of:
-                width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
-            left = key in ("input_ids", "attention_mask") and getattr(self.tokenizer, "padding_side", "") == "left"
-            fill = pads[key]
-            padded = [[fill] * (width - len(row)) + row if left else row + [fill] * (width - len(row)) for row in rows]
-            batch[key] = torch.tensor(padded, dtype=torch.long)
-        if "input_ids" not in batch:
-            raise ValueError("features need 'input_ids' (tokenize the prompts with tokenize_prompts first)")
-        return batch
+from .peft_utils import AUGMENTATION_MODULE, is_peft, unwrap
 
 
 # ------------------------------------------------------------------------------------------------- configuration
@@ -169,12 +114,12 @@ def build_trainer(
         lora: ``None`` (full fine-tuning), ``True`` (:func:`lora_config` defaults) or a ``peft.LoraConfig``.
         trainer_kwargs: passed to ``Seq2SeqTrainer`` (callbacks, compute_metrics, ...).
     """
-    base = _unwrap(model)
+    base = unwrap(model)
     if not hasattr(base, "check_tokenizer"):
         raise TypeError(f"expected a MetaIDForConditionalGeneration, got {type(base).__name__}")
     base.check_tokenizer(tokenizer)
     if lora is not None and lora is not False:
-        if _is_peft(model):
+        if is_peft(model):
             raise ValueError("the model is already a PEFT model; pass lora=None")
         from peft import get_peft_model
 
@@ -211,23 +156,6 @@ def _with_lengths(dataset: datasets.Dataset, column: str) -> datasets.Dataset:
     )
 
 
-def _is_peft(model) -> bool:
-    try:
-        from peft import PeftModel
-    except ImportError:  # pragma: no cover - peft is a dependency
-        return False
-    return isinstance(model, PeftModel)
-
-
-def _unwrap(model):
-    """The plain transformers model under DDP / accelerate / PEFT wrappers."""
-    while hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
-        model = model.module
-    if _is_peft(model):
-        model = model.get_base_model()
-    return model
-
-
 # --------------------------------------------------------------------------------------- evaluation in training
 class RecommendationEvalCallback(TrainerCallback):
     """Full-ranking HR/NDCG/MRR@k on a held-out split, logged by the Trainer like any other metric.
@@ -253,7 +181,7 @@ class RecommendationEvalCallback(TrainerCallback):
     def _run(self, args, state, model) -> None:
         if not state.is_world_process_zero or model is None:
             return
-        metrics = evaluate_recommender(_unwrap(model), self.tokenizer, self.split, **self.protocol)
+        metrics = evaluate_recommender(unwrap(model), self.tokenizer, self.split, **self.protocol)
         logged = {f"eval_{name}": value for name, value in metrics.items()}
         logged["epoch"] = state.epoch
         logged["step"] = state.global_step
@@ -266,122 +194,3 @@ class RecommendationEvalCallback(TrainerCallback):
     def on_epoch_end(self, args, state, control, model=None, **kwargs):
         if self.every_epoch:
             self._run(args, state, model)
-
-
-# ----------------------------------------------------------------------------------------------- save / load
-def save_for_inference(trainer_or_model, tokenizer, output_dir: str | os.PathLike) -> Path:
-    """Write everything needed to recommend into ONE folder.
-
-    Full model: ``config.json`` + weights + tokenizer (loads with the Auto classes). LoRA model: the adapter
-    (LoRA weights, the ID-token rows, F), the base model's ``config.json`` (so the base can be rebuilt and checked)
-    and the tokenizer; reload with :func:`load_for_inference`.
-    """
-    trainer = trainer_or_model if isinstance(trainer_or_model, Seq2SeqTrainer) else None
-    model = trainer_or_model.model if trainer is not None else trainer_or_model
-    if trainer is not None:
-        model = trainer.accelerator.unwrap_model(model)
-    while hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
-        model = model.module
-    if trainer is not None and not trainer.is_world_process_zero():
-        return Path(output_dir)
-    _unwrap(model).check_tokenizer(tokenizer)
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    if _is_peft(model):
-        model.save_pretrained(output_dir)
-        model.get_base_model().config.save_pretrained(output_dir)
-    else:
-        model.save_pretrained(output_dir)
-    tokenizer.save_pretrained(output_dir)
-    return output_dir
-
-
-def load_for_inference(
-    folder: str | os.PathLike, base=None, **from_pretrained_kwargs
-) -> tuple[PreTrainedModel, object]:
-    """``(model, tokenizer)`` from a folder written by :func:`save_for_inference`, in eval mode.
-
-    Args:
-        folder: the saved folder.
-        base: LoRA folders only. ``None`` rebuilds the base from the adapter's ``base_model_name_or_path`` (a T5
-            checkpoint such as ``"t5-small"`` or a saved META ID model); a string names another checkpoint; a
-            model object is used as is (e.g. a base built from a configuration with the same seed, which has no
-            checkpoint to reload). The base is resized to the tokenizer and checked against the saved config.
-    """
-    folder = Path(folder)
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    if not (folder / ADAPTER_CONFIG).is_file():
-        if base is not None:
-            raise ValueError(f"{folder} holds a full model; base= is only for LoRA adapters")
-        model = AutoModelForSeq2SeqLM.from_pretrained(folder, **from_pretrained_kwargs)
-        _unwrap(model).check_tokenizer(tokenizer)
-        model.eval()
-        return model, tokenizer
-
-    from peft import PeftModel
-
-    saved = MetaIDForConditionalGeneration.config_class.from_pretrained(folder)
-    adapter = json.loads((folder / ADAPTER_CONFIG).read_text())
-    if base is None:
-        base = adapter.get("base_model_name_or_path") or None
-        if base is None:
-            raise ValueError(
-                f"{folder}: the adapter was trained on a base built from a configuration (no checkpoint name); "
-                "pass the same base model object as base="
-            )
-    if isinstance(base, (str, os.PathLike)):
-        base = _rebuild_base(str(base), tokenizer, saved, **from_pretrained_kwargs)
-    if not isinstance(base, MetaIDForConditionalGeneration):
-        raise TypeError(f"base must be a checkpoint name/path or a MetaIDForConditionalGeneration, got {type(base)}")
-    base.check_tokenizer(tokenizer)
-    if base.get_input_embeddings().weight.shape[0] < len(tokenizer):
-        base.resize_token_embeddings(len(tokenizer))
-    for field in ("metaid_alpha", "metaid_first_new_id", "metaid_num_new_tokens", "d_model", "metaid_vector_dim"):
-        if getattr(base.config, field) != getattr(saved, field):
-            mine, theirs = getattr(base.config, field), getattr(saved, field)
-            raise VocabularyMismatchError(f"base model {field}={mine!r} differs from the adapter's {theirs!r}")
-    # The adapter was trained with the saved prompt format and output rule: recommend and evaluation must match.
-    base.set_prompt_format(saved.metaid_prompt_templates, saved.metaid_max_history)
-    if base.config.metaid_tree_softmax != saved.metaid_tree_softmax:
-        base.set_tree_softmax(tokenizer, saved.metaid_tree_softmax)
-    model = PeftModel.from_pretrained(base, folder, is_trainable=False)
-    _check_augmentation_loaded(model, folder, adapter)
-    model.eval()
-    return model, tokenizer
-
-
-def _rebuild_base(name: str, tokenizer, saved, **from_pretrained_kwargs) -> MetaIDForConditionalGeneration:
-    """A saved META ID model loads as is; a plain T5 checkpoint gets the ID tokens and F first."""
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(name)
-    if getattr(config, "model_type", None) == MetaIDForConditionalGeneration.config_class.model_type:
-        return AutoModelForSeq2SeqLM.from_pretrained(name, **from_pretrained_kwargs)
-    return MetaIDForConditionalGeneration.from_base(
-        name,
-        tokenizer,
-        alpha=saved.metaid_alpha,
-        augment_generation=saved.metaid_augment_generation,
-        **from_pretrained_kwargs,
-    )
-
-
-def _check_augmentation_loaded(model, folder: Path, adapter: Mapping) -> None:
-    """PEFT silently skips ``modules_to_save`` entries whose module is missing: make sure F really was loaded."""
-    if AUGMENTATION_MODULE not in (adapter.get("modules_to_save") or []):
-        return
-    from safetensors.torch import load_file
-
-    weights_file = folder / "adapter_model.safetensors"
-    if not weights_file.is_file():
-        return  # a .bin adapter: nothing cheap to compare against
-    saved = {k: v for k, v in load_file(str(weights_file)).items() if AUGMENTATION_MODULE in k and k.endswith("weight")}
-    wrapper = getattr(_unwrap(model).encoder, AUGMENTATION_MODULE)
-    active = getattr(wrapper, "modules_to_save", None)
-    if not saved or active is None:
-        raise RuntimeError(
-            f"{folder}: the augmentation F was not restored from the adapter (saved keys: {list(saved)})"
-        )
-    loaded = next(iter(active.values())).weight
-    if not any(torch.equal(tensor.to(loaded), loaded) for tensor in saved.values()):
-        raise RuntimeError(f"{folder}: the augmentation F in the adapter differs from the loaded one")
