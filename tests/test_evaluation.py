@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import datasets
 import pytest
+from transformers import Seq2SeqTrainer, TrainerCallback
 
 import hf_metaid as hm
 from conftest import quiet_args, tiny_model
+from hf_metaid.evaluation import RecommendationEvaluator
 from hf_metaid.prompt_templates import COMPACT_TEMPLATES
-from hf_metaid.training import RecommendationEvalCallback, build_trainer
+from hf_metaid.training import MetaIDTrainer, RecommendationEvalCallback, build_trainer
 
 datasets.disable_progress_bars()
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -51,3 +55,107 @@ def test_evaluation_asks_in_the_recorded_training_words(tiny):
         progress=False,
     )
     assert unseen["mrr@5"] == explicit["mrr@5"]
+
+
+# ------------------------------------------------------------------------------------ the evaluator in the Trainer
+class Recorder(TrainerCallback):
+    """What the Trainer hands its loggers (``on_log``, as every ``report_to`` integration gets it) and callbacks."""
+
+    def __init__(self) -> None:
+        self.logs: list[dict] = []
+        self.evaluations: list[dict] = []
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        self.logs.append(dict(logs))
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        self.evaluations.append(dict(metrics))
+
+
+def test_evaluator_metrics_reach_the_loggers_without_an_eval_dataset(tiny, tmp_path):
+    split, tokenizer, dataset = tiny
+    model = tiny_model(tokenizer)
+    recorder = Recorder()
+    evaluator = RecommendationEvaluator(tokenizer, split["validation"], ks=(5, 10))
+    args = quiet_args(tmp_path, num_train_epochs=2, per_device_train_batch_size=8, eval_strategy="epoch")
+    trainer = build_trainer(model, tokenizer, dataset, args, evaluator=evaluator, callbacks=[recorder])
+    assert trainer.eval_dataset is None and trainer.args.eval_strategy == "epoch"
+    trainer.train()
+    logged = [entry for entry in recorder.logs if "eval_hr@10" in entry]
+    assert [entry["epoch"] for entry in logged] == [1.0, 2.0]
+    assert {"eval_hr@5", "eval_ndcg@10", "eval_mrr@10", "eval_invalid_rate", "eval_num_users"} <= set(logged[-1])
+    assert "eval_loss" not in logged[-1]  # no eval_dataset: no loss pass
+    assert [entry["eval_hr@10"] for entry in recorder.evaluations] == [entry["eval_hr@10"] for entry in logged]
+    direct = hm.evaluate_recommender(model, tokenizer, split["validation"], ks=(5, 10), progress=False)
+    assert logged[-1]["eval_hr@10"] == direct["hr@10"] and logged[-1]["eval_ndcg@5"] == direct["ndcg@5"]
+    assert [entry for entry in trainer.state.log_history if "eval_hr@10" in entry][-1]["eval_hr@10"] == direct["hr@10"]
+
+    again = trainer.evaluate(metric_key_prefix="test")
+    assert again["test_hr@10"] == direct["hr@10"] and recorder.logs[-1]["test_hr@10"] == direct["hr@10"]
+
+
+def test_evaluator_metrics_join_the_loss_in_one_log(tiny, tmp_path):
+    split, tokenizer, dataset = tiny
+    recorder = Recorder()
+    evaluator = RecommendationEvaluator(tokenizer, split["validation"], ks=(5,))
+    args = quiet_args(tmp_path, per_device_eval_batch_size=8)
+    trainer = build_trainer(
+        tiny_model(tokenizer), tokenizer, dataset, args, eval_dataset=dataset, evaluator=evaluator, callbacks=[recorder]
+    )
+    metrics = trainer.evaluate()
+    assert {"eval_loss", "eval_hr@5", "eval_ndcg@5"} <= set(metrics)
+    assert len(recorder.logs) == 1 and {"eval_loss", "eval_hr@5"} <= set(recorder.logs[0])
+    assert recorder.evaluations[0]["eval_hr@5"] == metrics["eval_hr@5"]
+    assert not any(name.startswith("test_hr") for name in trainer.predict(dataset).metrics)  # predict: loss only
+
+
+def test_best_checkpoint_is_chosen_by_hit_rate(tiny, tmp_path):
+    split, tokenizer, dataset = tiny
+    evaluator = RecommendationEvaluator(tokenizer, split["validation"], ks=(10,))
+    args = quiet_args(
+        tmp_path,
+        num_train_epochs=3,
+        per_device_train_batch_size=8,
+        learning_rate=3e-3,  # here the hit rate peaks at the second epoch, so loading the best is visible
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        save_total_limit=1,
+        load_best_model_at_end=True,
+        metric_for_best_model="eval_hr@10",
+    )
+    trainer = build_trainer(tiny_model(tokenizer), tokenizer, dataset, args, evaluator=evaluator)
+    trainer.train()
+    scores = [(entry["step"], entry["eval_hr@10"]) for entry in trainer.state.log_history if "eval_hr@10" in entry]
+    assert len(scores) == 3
+    best = max(score for _, score in scores)
+    first_best_step = next(step for step, score in scores if score == best)
+    assert trainer.state.best_metric == best
+    assert Path(trainer.state.best_model_checkpoint).name == f"checkpoint-{first_best_step}"
+    assert trainer.evaluate()["eval_hr@10"] == best  # the best checkpoint was loaded back at the end
+
+
+def test_evaluator_names_and_checks_its_options(tiny):
+    split, tokenizer, _ = tiny
+    model = tiny_model(tokenizer)
+    evaluator = RecommendationEvaluator(tokenizer, split["validation"], ks=(1, 5), limit=6)
+    direct = hm.evaluate_recommender(model, tokenizer, split["validation"], ks=(1, 5), limit=6, progress=False)
+    prefixed = evaluator(model, "valid")
+    assert set(prefixed) == {f"valid_{name}" for name in direct}
+    assert prefixed["valid_hr@5"] == direct["hr@5"] and prefixed["valid_num_users"] == 6
+    assert set(evaluator(model, "")) == set(direct)
+    assert set(evaluator(model)) == {f"eval_{name}" for name in direct}
+    with pytest.raises(TypeError):
+        RecommendationEvaluator(tokenizer, split["validation"], kss=(5,))
+
+
+def test_old_callback_needs_a_trainer_that_runs_it(tiny, tmp_path):
+    split, tokenizer, dataset = tiny
+    model = tiny_model(tokenizer)
+    callback = RecommendationEvalCallback(tokenizer, split["validation"], every_epoch=True, ks=(5,))
+    with pytest.raises(TypeError, match="evaluator="):
+        Seq2SeqTrainer(model=model, args=quiet_args(tmp_path), train_dataset=dataset, callbacks=[callback])
+    evaluator = RecommendationEvaluator(tokenizer, split["validation"])
+    with pytest.raises(ValueError, match="one recommendation evaluator"):
+        MetaIDTrainer(model, quiet_args(tmp_path), evaluator=evaluator, callbacks=[callback])
+    with pytest.raises(ValueError, match="eval_dataset"):  # nothing to evaluate: the Trainer's own check stands
+        MetaIDTrainer(model, quiet_args(tmp_path, eval_strategy="epoch"), train_dataset=dataset)

@@ -164,7 +164,8 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 def test_two_process_training_matches_single_process(tmp_path):
-    """accelerate launch with 2 CPU processes (gloo) trains ONE model whose steps match a single process."""
+    """accelerate launch with 2 CPU processes (gloo) trains ONE model whose steps match a single process, and
+    evaluates it once for both."""
     command = [
         sys.executable, "-m", "accelerate.commands.launch",
         "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
@@ -191,3 +192,7 @@ def test_two_process_training_matches_single_process(tmp_path):
         update = reference["final"] - reference["initial"]
         # float noise only (about 1e-4 measured); a world-size factor on the gradients would give about 1
         assert (params[0]["final"] - reference["final"]).norm() / update.norm() < 1e-2
+    # the main process decodes and shares the recommendation metrics: each rank decides on checkpoints with them
+    evaluations = [json.loads((tmp_path / "ddp" / f"lora-rank{r}.json").read_text())["evaluation"] for r in (0, 1)]
+    assert {"eval_hr@5", "eval_ndcg@5", "eval_num_users"} <= set(evaluations[1])
+    assert evaluations[1] == pytest.approx(evaluations[0])

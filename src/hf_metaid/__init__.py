@@ -18,13 +18,13 @@ from .data import (
 )
 from .entity_vocabulary import EntityVocabulary
 from .errors import InteractionFormatError, MetaIDError, UnknownEntityError, VocabularyMismatchError
-from .evaluation import evaluate_recommender
+from .evaluation import RecommendationEvaluator, evaluate_recommender
 from .generation import ItemTree, decode_items
 from .indexing import BaseIndexer, MetaIDIndexer, RandomIndexer, SequentialIndexer
 from .modeling_metaid import MetaIDForConditionalGeneration
 from .saving import load_for_inference, save_for_inference
 from .tokenization_metaid import MetaIDTokenizer
-from .training import RecommendationEvalCallback, build_trainer, lora_config, training_arguments
+from .training import MetaIDTrainer, RecommendationEvalCallback, build_trainer, lora_config, training_arguments
 
 # The Auto classes learn "metaid" at import; register_for_auto_class makes saved folders carry `auto_map` and the
 # code files, so they also load with trust_remote_code=True where hf_metaid is not installed (the Hub case).
@@ -48,8 +48,10 @@ __all__ = [
     "MetaIDForConditionalGeneration",
     "MetaIDIndexer",
     "MetaIDTokenizer",
+    "MetaIDTrainer",
     "RandomIndexer",
     "RecommendationEvalCallback",
+    "RecommendationEvaluator",
     "SequentialIndexer",
     "UnknownEntityError",
     "VocabularyMismatchError",

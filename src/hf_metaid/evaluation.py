@@ -4,10 +4,14 @@ This module ties the decoder (``model.recommend_batch``) to the metrics (``metri
 leave-one-out ``validation`` or ``test`` split, the prompt shows the latest history items with a seen or unseen
 template, the constrained decoder returns k real items, and HR/NDCG/MRR@k are computed. A target item the ID
 vocabulary does not know (never seen in training and absent from the catalogue) simply counts as a miss.
+
+:class:`RecommendationEvaluator` packs the protocol's options with a split, so a Trainer
+(:class:`~hf_metaid.training.MetaIDTrainer`) can run it each time it evaluates and log the metrics it returns.
 """
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Sequence
 
@@ -16,6 +20,9 @@ from tqdm.auto import tqdm
 
 from .data.prompts import resolve_template
 from .metrics import DEFAULT_KS, MetricAccumulator
+from .peft_utils import unwrap
+
+__all__ = ["RecommendationEvaluator", "evaluate_recommender"]
 
 
 def evaluate_recommender(
@@ -82,3 +89,30 @@ def evaluate_recommender(
     metrics = accumulator.compute()
     metrics["seconds"] = time.perf_counter() - started
     return metrics
+
+
+class RecommendationEvaluator:
+    """Full-ranking HR/NDCG/MRR@k of a model on one held-out split, as a dict of prefixed metrics.
+
+    Token-level ``compute_metrics`` cannot score a recommender (a hit needs decoding over every item), so
+    :class:`~hf_metaid.training.MetaIDTrainer` calls this inside ``evaluate()`` instead: the metrics then reach the
+    Trainer's loggers, ``metric_for_best_model`` and early stopping like its own ``eval_loss``.
+
+    Args:
+        tokenizer: the model's :class:`MetaIDTokenizer`.
+        split: rows with ``user``, ``history``, ``target`` (``leave_one_out(...)["validation"]``).
+        **protocol: options of :func:`evaluate_recommender` (``ks``, ``template``, ``limit``, ``mode`` ...); a
+            misspelt one fails here rather than at the first evaluation, after an epoch of training.
+    """
+
+    def __init__(self, tokenizer, split: datasets.Dataset, **protocol) -> None:
+        inspect.signature(evaluate_recommender).bind(None, tokenizer, split, **protocol)
+        self.tokenizer = tokenizer
+        self.split = split
+        self.protocol = {"progress": False, **protocol}
+
+    def __call__(self, model, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """The metrics of :func:`evaluate_recommender`, named ``{metric_key_prefix}_{name}`` (``eval_hr@10``...);
+        PEFT and DDP wrappers are looked through, so the trainer's model can be passed as is."""
+        metrics = evaluate_recommender(unwrap(model), self.tokenizer, self.split, **self.protocol)
+        return {f"{metric_key_prefix}_{name}" if metric_key_prefix else name: value for name, value in metrics.items()}

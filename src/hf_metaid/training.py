@@ -19,11 +19,13 @@ from collections.abc import Sequence
 
 import datasets
 import torch
+from accelerate.utils import broadcast_object_list
 from transformers import PreTrainedModel, Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback
+from transformers.trainer_utils import EvalLoopOutput, IntervalStrategy
 
 from .collator import MetaIDDataCollator
 from .data.prompts import tokenize_prompts
-from .evaluation import evaluate_recommender
+from .evaluation import RecommendationEvaluator
 from .peft_utils import AUGMENTATION_MODULE, is_peft, unwrap
 
 
@@ -95,6 +97,102 @@ def training_arguments(output_dir: str | os.PathLike, **overrides) -> Seq2SeqTra
 
 
 # ------------------------------------------------------------------------------------------------------ trainer
+class MetaIDTrainer(Seq2SeqTrainer):
+    """A ``Seq2SeqTrainer`` whose evaluation also scores the recommender with the paper's full-ranking protocol.
+
+    With ``evaluator=`` (a :class:`~hf_metaid.evaluation.RecommendationEvaluator`), every ``evaluate()`` (those that
+    ``eval_strategy`` triggers and explicit calls) runs it and merges its metrics (``eval_hr@10`` ...) into the
+    evaluation output before the Trainer logs it. So they reach ``Trainer.log`` and with it every ``report_to``
+    integration and callback, and ``metric_for_best_model="eval_hr@10"`` can choose the best checkpoint. Without an
+    ``eval_dataset`` only the recommendation metrics are computed (no loss pass), and ``eval_strategy`` may still be
+    set. In a multi-process run the main process decodes and shares the metrics, so that every process takes the
+    same best-checkpoint and saving decisions. A dict of eval datasets gets the metrics under each dataset's prefix.
+
+    ``data_collator`` defaults to :class:`~hf_metaid.collator.MetaIDDataCollator` on ``processing_class``. The first
+    six arguments are those of ``Seq2SeqTrainer``; the others (``callbacks``, ``compute_metrics`` ...) are keywords.
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel | None = None,
+        args: Seq2SeqTrainingArguments | None = None,
+        data_collator=None,
+        train_dataset: datasets.Dataset | None = None,
+        eval_dataset: datasets.Dataset | None = None,
+        processing_class=None,
+        *,
+        evaluator: RecommendationEvaluator | None = None,
+        callbacks: Sequence[TrainerCallback] | None = None,
+        **kwargs,
+    ) -> None:
+        legacy = [callback for callback in callbacks or () if isinstance(callback, RecommendationEvalCallback)]
+        if legacy:
+            if evaluator is not None or len(legacy) > 1:
+                raise ValueError("give one recommendation evaluator: evaluator= or one RecommendationEvalCallback")
+            evaluator = legacy[0].evaluator
+            legacy[0]._adopted = True
+        self.evaluator = evaluator
+        if data_collator is None and processing_class is not None:
+            data_collator = MetaIDDataCollator(processing_class)
+        strategy = None if args is None else args.eval_strategy
+        if evaluator is not None and eval_dataset is None and args is not None:
+            # The Trainer refuses an eval_strategy without an eval_dataset; here the evaluator is what it evaluates.
+            args.eval_strategy = IntervalStrategy.NO
+        try:
+            super().__init__(
+                model,
+                args,
+                data_collator,
+                train_dataset,
+                eval_dataset,
+                processing_class,
+                callbacks=None if callbacks is None else list(callbacks),
+                **kwargs,
+            )
+        finally:
+            if args is not None:
+                args.eval_strategy = strategy
+
+    def evaluate(
+        self,
+        eval_dataset: datasets.Dataset | None = None,
+        ignore_keys: list[str] | None = None,
+        metric_key_prefix: str = "eval",
+        **gen_kwargs,
+    ) -> dict[str, float]:
+        """``Seq2SeqTrainer.evaluate`` with the evaluator's metrics merged in; without any eval dataset, those only."""
+        if self.evaluator is None or eval_dataset is not None or self.eval_dataset is not None:
+            return super().evaluate(
+                eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix, **gen_kwargs
+            )
+        metrics = self._recommendation_metrics(metric_key_prefix)
+        self.log(metrics)  # as Trainer.evaluate does: loggers first, then the callbacks' on_evaluate
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+    def evaluation_loop(
+        self,
+        dataloader,
+        description: str,
+        prediction_loss_only: bool | None = None,
+        ignore_keys: list[str] | None = None,
+        metric_key_prefix: str = "eval",
+    ) -> EvalLoopOutput:
+        """The loss pass of ``evaluate()`` (not ``predict()``), plus the evaluator's metrics, merged here because
+        ``Trainer.evaluate`` logs this output and hands it to ``on_evaluate`` (early stopping reads it there)."""
+        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
+        if self.evaluator is not None and description == "Evaluation":
+            output.metrics.update(self._recommendation_metrics(metric_key_prefix))
+        return output
+
+    def _recommendation_metrics(self, metric_key_prefix: str) -> dict[str, float]:
+        """The evaluator's metrics, decoded by the main process and shared with the others."""
+        metrics = [self.evaluator(self.model, metric_key_prefix) if self.is_world_process_zero() else None]
+        if self.args.world_size > 1:
+            broadcast_object_list(metrics, from_process=0)
+        return metrics[0]
+
+
 def build_trainer(
     model: PreTrainedModel,
     tokenizer,
@@ -103,16 +201,18 @@ def build_trainer(
     eval_dataset: datasets.Dataset | None = None,
     lora=None,
     max_source_length: int = 512,
+    evaluator: RecommendationEvaluator | None = None,
     **trainer_kwargs,
-) -> Seq2SeqTrainer:
-    """A ``Seq2SeqTrainer`` for a META ID model, after checking that model and tokenizer share an ID vocabulary.
+) -> MetaIDTrainer:
+    """A :class:`MetaIDTrainer` for a META ID model, after checking that model and tokenizer share an ID vocabulary.
 
     Args:
         model: a :class:`MetaIDForConditionalGeneration` (or a PEFT model around one).
         train_dataset, eval_dataset: tokenized (``input_ids``/``labels``) or raw prompt datasets (``source``/
             ``target``), which are tokenized here with :func:`tokenize_prompts`.
         lora: ``None`` (full fine-tuning), ``True`` (:func:`lora_config` defaults) or a ``peft.LoraConfig``.
-        trainer_kwargs: passed to ``Seq2SeqTrainer`` (callbacks, compute_metrics, ...).
+        evaluator: a :class:`~hf_metaid.evaluation.RecommendationEvaluator` run at each evaluation (HR/NDCG@k).
+        trainer_kwargs: passed to :class:`MetaIDTrainer` (callbacks, compute_metrics, ...).
     """
     base = unwrap(model)
     if not hasattr(base, "check_tokenizer"):
@@ -129,13 +229,13 @@ def build_trainer(
         train_dataset = _with_lengths(train_dataset, args.length_column_name)
     if eval_dataset is not None:
         eval_dataset = _tokenized(eval_dataset, tokenizer, max_source_length)
-    trainer_kwargs.setdefault("data_collator", MetaIDDataCollator(tokenizer))
-    return Seq2SeqTrainer(
+    return MetaIDTrainer(
         model=model,
         args=args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
+        evaluator=evaluator,
         **trainer_kwargs,
     )
 
@@ -158,39 +258,42 @@ def _with_lengths(dataset: datasets.Dataset, column: str) -> datasets.Dataset:
 
 # --------------------------------------------------------------------------------------- evaluation in training
 class RecommendationEvalCallback(TrainerCallback):
-    """Full-ranking HR/NDCG/MRR@k on a held-out split, logged by the Trainer like any other metric.
+    """HR/NDCG/MRR@k during training, the earlier way: ``evaluator=`` is the way now
+    (``build_trainer(..., evaluator=RecommendationEvaluator(tokenizer, split, ...))``, or the same on
+    :class:`MetaIDTrainer`).
 
-    Token-level ``compute_metrics`` cannot score a recommender (a hit needs decoding over every item), so this runs
-    the paper's protocol (:func:`evaluate_recommender`) whenever the Trainer evaluates (``eval_strategy``), or at
-    every epoch end with ``every_epoch=True``. Metrics appear as ``eval_hr@10`` etc. in ``trainer.state.log_history``.
+    Passed in ``callbacks=`` to :func:`build_trainer` or :class:`MetaIDTrainer`, it becomes the trainer's evaluator:
+    whenever the Trainer evaluates (``eval_strategy``), and at every epoch end with ``every_epoch=True``, the metrics
+    are logged as ``eval_hr@10`` etc. through ``Trainer.log``. Another Trainer cannot run it and refuses it at
+    construction.
 
     Args:
         tokenizer: the model's :class:`MetaIDTokenizer`.
         split: rows with ``user``, ``history``, ``target`` (``leave_one_out(...)["validation"]``).
         every_epoch: also evaluate at each epoch end, without an ``eval_dataset``.
-        **protocol: options of :func:`evaluate_recommender` (``ks``, ``template``, ``limit``, ``mode`` ...).
+        **protocol: options of :func:`~hf_metaid.evaluation.evaluate_recommender` (``ks``, ``template``, ``limit``,
+            ``mode`` ...).
+
+    Attributes:
+        history: the metrics of every evaluation, with its ``epoch`` and ``step``.
     """
 
     def __init__(self, tokenizer, split: datasets.Dataset, every_epoch: bool = False, **protocol) -> None:
-        self.tokenizer = tokenizer
-        self.split = split
+        self.evaluator = RecommendationEvaluator(tokenizer, split, **protocol)
         self.every_epoch = every_epoch
-        self.protocol = {"progress": False, **protocol}
         self.history: list[dict[str, float]] = []
+        self._adopted = False
 
-    def _run(self, args, state, model) -> None:
-        if not state.is_world_process_zero or model is None:
-            return
-        metrics = evaluate_recommender(unwrap(model), self.tokenizer, self.split, **self.protocol)
-        logged = {f"eval_{name}": value for name, value in metrics.items()}
-        logged["epoch"] = state.epoch
-        logged["step"] = state.global_step
-        self.history.append(logged)
-        state.log_history.append(logged)
+    def on_init_end(self, args, state, control, **kwargs):
+        if not self._adopted:
+            raise TypeError(
+                "RecommendationEvalCallback runs through MetaIDTrainer or build_trainer; with another Trainer its "
+                "metrics would be lost. Use MetaIDTrainer(..., evaluator=RecommendationEvaluator(...))"
+            )
 
-    def on_evaluate(self, args, state, control, model=None, **kwargs):
-        self._run(args, state, model)
-
-    def on_epoch_end(self, args, state, control, model=None, **kwargs):
+    def on_epoch_end(self, args, state, control, **kwargs):
         if self.every_epoch:
-            self._run(args, state, model)
+            control.should_evaluate = True
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        self.history.append({**metrics, "step": state.global_step})

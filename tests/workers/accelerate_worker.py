@@ -17,6 +17,7 @@ import torch
 # Launched as a script, only this folder is on the path; the tiny-run helpers live in tests/conftest.py.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from conftest import quiet_args, tiny_model, tiny_setup
+from hf_metaid.evaluation import RecommendationEvaluator
 from hf_metaid.training import build_trainer, lora_config
 
 SAMPLES = 16
@@ -24,10 +25,10 @@ SAMPLES = 16
 
 def distributed_worker(output_dir: str | os.PathLike, world_size: int) -> None:
     """Train full, LoRA and tree-softmax models on one fixed full batch; write losses, world size and parameters
-    per rank."""
+    per rank, and for LoRA the recommendation metrics of an evaluation after training."""
     torch.set_num_threads(1)
     output_dir = Path(output_dir)
-    _, tokenizer, train = tiny_setup(seed=1)
+    split, tokenizer, train = tiny_setup(seed=1)
     train = train.select(range(SAMPLES))
     for mode in ("full", "lora", "tree"):
         args = quiet_args(
@@ -45,7 +46,8 @@ def distributed_worker(output_dir: str | os.PathLike, world_size: int) -> None:
         if mode == "tree":  # its item table is a buffer, which DDP broadcasts
             model.set_tree_softmax(tokenizer)
         lora = lora_config(model, dropout=0.0) if mode == "lora" else None  # no dropout: ranks draw other masks
-        trainer = build_trainer(model, tokenizer, train, args, lora=lora)
+        evaluator = RecommendationEvaluator(tokenizer, split["validation"], ks=(5,)) if mode == "lora" else None
+        trainer = build_trainer(model, tokenizer, train, args, lora=lora, evaluator=evaluator)
         trainable = [p for p in trainer.model.parameters() if p.requires_grad]
         initial = torch.cat([p.detach().flatten().double() for p in trainable])
         trainer.train()
@@ -54,6 +56,8 @@ def distributed_worker(output_dir: str | os.PathLike, world_size: int) -> None:
         torch.save({"initial": initial, "final": final}, output_dir / f"{mode}-rank{rank}.pt")
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
         record = {"world_size": trainer.args.world_size, "losses": losses, "rank": rank}
+        if evaluator is not None:
+            record["evaluation"] = trainer.evaluate()
         (output_dir / f"{mode}-rank{rank}.json").write_text(json.dumps(record))
 
 
