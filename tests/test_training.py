@@ -19,7 +19,7 @@ import hf_metaid as hm
 from conftest import fixed_batch, logits_of, named_vocabulary, quiet_args, tiny_model
 from hf_metaid.collator import MetaIDDataCollator
 from hf_metaid.saving import load_for_inference, save_for_inference
-from hf_metaid.training import build_trainer, lora_config, training_arguments
+from hf_metaid.training import build_trainer, has_native_bf16, lora_config, training_arguments
 from workers.accelerate_worker import distributed_worker
 
 datasets.disable_progress_bars()
@@ -51,6 +51,22 @@ def test_defaults_and_config(tiny):
     assert config.trainable_token_indices == {"shared": list(tokenizer.id_token_range)}
     assert list(config.modules_to_save) == ["metaid_augmentation"]
     assert not hm.MetaIDForConditionalGeneration.accepts_loss_kwargs
+
+
+def test_bf16_auto_follows_the_hardware(tmp_path, monkeypatch):
+    assert not training_arguments(tmp_path).bf16  # off unless asked
+    assert training_arguments(tmp_path, bf16=True, use_cpu=True).bf16
+    for amx in (True, False):  # on a CPU, "auto" means bf16 only with AMX tiles
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda amx=amx: amx)
+        assert training_arguments(tmp_path, bf16="auto", use_cpu=True).bf16 is amx
+        assert has_native_bf16(use_cpu=True) is amx
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    for supported in (False, True):  # on a GPU, with the GPU's bf16 support, whatever the CPU has
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda supported=supported: supported)
+        assert has_native_bf16() is supported
+    assert has_native_bf16(use_cpu=True) is False  # use_cpu trains on the CPU even where a GPU is
+    with pytest.raises(ValueError, match="bf16"):
+        training_arguments(tmp_path, bf16="on")
 
 
 def test_build_trainer_refuses_other_vocabulary(tiny, tmp_path):

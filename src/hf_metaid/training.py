@@ -61,14 +61,21 @@ def lora_config(
     return LoraConfig(**fields)
 
 
-def training_arguments(output_dir: str | os.PathLike, **overrides) -> Seq2SeqTrainingArguments:
+def training_arguments(
+    output_dir: str | os.PathLike, bf16: bool | str = False, **overrides
+) -> Seq2SeqTrainingArguments:
     """``Seq2SeqTrainingArguments`` with the paper's recipe as defaults (AdamW, lr 1e-3, linear decay, warmup).
 
     Defaults that matter: ``weight_decay=0`` (decay pulls new rows to 0), ``remove_unused_columns=False`` (the
     collator selects the inputs), ``dataloader_pin_memory=False``, ``report_to="none"``, ``use_cpu`` when no GPU is
     visible, ``ddp_find_unused_parameters=False`` (every trainable parameter, F included, takes part in each step).
     Any keyword overrides them.
+
+    ``bf16``: ``True`` / ``False`` for bf16 mixed precision or not, ``"auto"`` for bf16 where the device that trains
+    runs it natively (:func:`has_native_bf16`); elsewhere it is emulated and slower than float32.
     """
+    if not isinstance(bf16, bool) and bf16 != "auto":
+        raise ValueError(f"bf16 must be True, False or 'auto', got {bf16!r}")
     defaults = {
         "learning_rate": 1e-3,
         "optim": "adamw_torch",
@@ -93,7 +100,16 @@ def training_arguments(output_dir: str | os.PathLike, **overrides) -> Seq2SeqTra
         "seed": 0,
     }
     defaults.update(overrides)
+    defaults["bf16"] = has_native_bf16(defaults["use_cpu"]) if bf16 == "auto" else bf16
     return Seq2SeqTrainingArguments(output_dir=str(output_dir), **defaults)
+
+
+def has_native_bf16(use_cpu: bool = False) -> bool:
+    """Whether bf16 runs natively where training runs: on a GPU that supports it, or (``use_cpu``, or no GPU) on a
+    CPU with AMX tiles. Elsewhere bf16 is emulated, and mixed precision would be slower than float32."""
+    if not use_cpu and torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
 
 
 # ------------------------------------------------------------------------------------------------------ trainer
