@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import importlib
 import math
+import re
+import sys
 
 import numpy as np
 import pytest
@@ -172,3 +175,10 @@ def test_evaluate_metric_matches_ranking_metrics():
     assert metric.compute(ks=(5, 10)) == ranking_metrics(RECOMMENDED, TARGETS, ks=(5, 10))
     one_shot = load_metric().compute(predictions=RECOMMENDED, references=TARGETS, ks=(1, 3), valid_items={"a"})
     assert one_shot == ranking_metrics(RECOMMENDED, TARGETS, ks=(1, 3), valid_items={"a"})
+
+
+def test_evaluate_wrapper_without_evaluate_says_which_extra(monkeypatch):
+    monkeypatch.delitem(sys.modules, "hf_metaid.metric", raising=False)
+    monkeypatch.setitem(sys.modules, "evaluate", None)  # what an install without the extra looks like to import
+    with pytest.raises(ImportError, match=re.escape("pip install hf-metaid[evaluate]")):
+        importlib.import_module("hf_metaid.metric")

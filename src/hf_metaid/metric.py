@@ -10,6 +10,10 @@
 
 Each prediction is one user's ranked list of item ids and each reference that user's held-out item. The numbers
 are those of :func:`hf_metaid.metrics.ranking_metrics`.
+
+``evaluate`` is an optional extra (``pip install hf-metaid[evaluate]``): :func:`~hf_metaid.metrics.ranking_metrics`
+gives the same numbers without it, and it would add to every install a dozen packages the rest of the library never
+imports (requests and aiohttp with their dependencies), for the sake of code already written for ``evaluate``.
 """
 
 from __future__ import annotations
@@ -17,9 +21,13 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Sequence
 
 import datasets
-import evaluate
 
 from .metrics import DEFAULT_KS, ranking_metrics
+
+try:
+    import evaluate
+except ImportError as err:
+    raise ImportError("hf_metaid.metric needs the evaluate library: pip install hf-metaid[evaluate]") from err
 
 __all__ = ["MetaIDRankingMetric", "load_metric"]
 
