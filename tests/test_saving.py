@@ -1,6 +1,9 @@
-"""Save/load round trips of full and LoRA models, and reloading an adapter onto a base rebuilt from its checkpoint."""
+"""Save/load round trips of full and LoRA models, reloading an adapter onto a base rebuilt from its checkpoint, and
+the check that F really came back from an adapter."""
 
 from __future__ import annotations
+
+import json
 
 import datasets
 import pytest
@@ -9,7 +12,7 @@ import torch
 import hf_metaid as hm
 from conftest import fixed_batch, logits_of, loss_of, quiet_args, tiny_model
 from hf_metaid.prompt_templates import COMPACT_TEMPLATES, check_templates
-from hf_metaid.saving import load_for_inference, save_for_inference
+from hf_metaid.saving import _check_augmentation_loaded, load_for_inference, save_for_inference
 from hf_metaid.training import build_trainer, lora_config
 
 datasets.disable_progress_bars()
@@ -57,3 +60,23 @@ def test_lora_reload_from_saved_base_checkpoint(tiny, tmp_path, tree_softmax):
     assert loaded.get_base_model().config.metaid_prompt_templates == check_templates(COMPACT_TEMPLATES)
     assert loaded.get_base_model().config.metaid_max_history == 4
     assert loaded.get_base_model().config.metaid_tree_softmax == tree_softmax
+
+
+def test_reload_checks_that_f_came_back_from_the_adapter(tiny, tmp_path):
+    """PEFT leaves a module it cannot restore as initialised, without a word: the loaded F is compared with the
+    saved one."""
+    from peft import get_peft_model
+
+    _, tokenizer, _ = tiny
+    model = get_peft_model(tiny_model(tokenizer), lora_config(tiny_model(tokenizer)))
+    with torch.no_grad():
+        model.get_base_model().encoder.metaid_augmentation.modules_to_save["default"].weight.add_(1.0)
+    folder = save_for_inference(model, tokenizer, tmp_path / "adapter")
+    loaded, _ = load_for_inference(folder, base=tiny_model(tokenizer))
+    restored = loaded.get_base_model().encoder.metaid_augmentation.modules_to_save["default"].weight
+    assert torch.equal(restored, model.get_base_model().encoder.metaid_augmentation.modules_to_save["default"].weight)
+    adapter = json.loads((folder / "adapter_config.json").read_text())
+    with torch.no_grad():
+        restored.copy_(tiny_model(tokenizer).encoder.metaid_augmentation.weight)  # as if the saved F were skipped
+    with pytest.raises(RuntimeError, match="differs"):
+        _check_augmentation_loaded(loaded, folder, adapter)
