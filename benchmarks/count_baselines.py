@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 
 import hf_metaid as hm
+from hf_metaid.metrics import exclude_seen, ranking_metrics
 from hf_metaid.pipeline import DEMO, build_vocabulary
-from hf_metaid.evaluation import exclude_seen, ranking_metrics
 
 RESULTS = Path(__file__).resolve().parent / "results" / "count_baselines.md"
 TOP = 10
@@ -111,7 +111,7 @@ def main() -> None:
         item_position = {item: position for position, item in enumerate(vocabulary.items)}
         cluster_of = np.array([vocabulary.item_codes[item_position[item], 0] for item in names["items"]])
         tops = cluster_chain_tops(cluster_of, popularity, transitions, args.smoothing, depth).tolist()
-        add(f"cluster chain x popularity in the cluster, {embedding} IDs (K={demo.clusters})",
+        add(f"cluster chain x popularity in the cluster, {embedding} IDs (K={demo.num_clusters})",
             lambda last, tops=tops, cluster_of=cluster_of: tops[cluster_of[last]])  # fmt: skip
     cache: dict[int, list[int]] = {}
     add(
@@ -133,7 +133,7 @@ def main() -> None:
             f"split only; all {len(targets['test']):,} users of each split; top {TOP} over all "
             f"{len(names['items']):,} items, with the user's history kept (the paper's protocol) or left out (the "
             f"demo's ranking). Each cell: HR@10 / NDCG@10. IDs from the demo's indexer settings "
-            f"(K={demo.clusters}, dim {demo.dim}, seed {demo.seed}). See the script's docstring for each row.",
+            f"(K={demo.num_clusters}, dim {demo.dim}, seed {demo.seed}). See the script's docstring for each row.",
             "",
             *lines,
             "",

@@ -25,11 +25,11 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `hf-metaid demo` runs;
 import torch
 
 import hf_metaid as hm
-from hf_metaid.pipeline import DEMO, build_vocabulary, train
-from hf_metaid.data.prompts import build_eval_prompts
-from hf_metaid.prompt_templates import resolve_template
 from hf_metaid.collator import MetaIDDataCollator
+from hf_metaid.data.prompts import build_eval_prompts
 from hf_metaid.evaluation import evaluate_recommender
+from hf_metaid.pipeline import DEMO, build_vocabulary, train
+from hf_metaid.prompt_templates import resolve_template
 
 RESULTS = Path(__file__).resolve().parent / "results" / "tree_softmax.md"
 STEPS = ("cluster", "rank", "end")
@@ -98,7 +98,8 @@ def main() -> None:
             "",
             f"Command: `python benchmarks/tree_softmax.py --steps {args.steps} --users {args.users}`. Both runs: "
             f"`hf-metaid demo`'s training defaults cut to {args.steps} steps (batch {settings.batch_size}, "
-            f"lr {settings.learning_rate}), {demo.embedding} IDs (K={demo.clusters}, seed {demo.seed}); validation losses and "
+            f"lr {settings.learning_rate}), {demo.embedding} IDs (K={demo.num_clusters}, seed {demo.seed}); "
+            "validation losses and "
             "beam-10 metrics on "
             f"{len(rows)} validation users sampled with seed 0. A loss "
             "'over items' renormalises each step over the tokens that continue a real item ID (what constrained "

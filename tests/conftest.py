@@ -1,11 +1,18 @@
-"""Shared fixtures: small real data (a slice of the embedded Beauty) and tiny random vocabularies and models."""
+"""Shared fixtures: small real data (a slice of the embedded Beauty), tiny random vocabularies and models, and a tiny
+synthetic data set with the helpers that train on it (training, saving and evaluation tests, and the worker that
+tests/test_training.py launches in two processes)."""
 
 from __future__ import annotations
 
+import datasets
 import numpy as np
 import pytest
+import torch
 
 import hf_metaid as hm
+from hf_metaid.collator import MetaIDDataCollator
+from hf_metaid.data import build_training_prompts, tokenize_prompts
+from hf_metaid.training import training_arguments
 
 
 def random_vocabulary(
@@ -53,3 +60,77 @@ def beauty_slice(beauty):
     users = list(dict.fromkeys(beauty["user"][:]))[:300]
     keep = set(users)
     return beauty.filter(lambda batch: [u in keep for u in batch["user"]], batched=True)
+
+
+# --------------------------------------------------------------------------------------------------- tiny training runs
+@pytest.fixture
+def one_thread():
+    """Tiny models train ~15x faster on one thread than on two contended ones (the test machine has 2 cores)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def named_vocabulary(users, items, num_clusters=4, dim=16, seed=0) -> hm.EntityVocabulary:
+    """A vocabulary for the given user and item names with unique random (cluster, rank) codes: fast, and enough for
+    everything but ID quality."""
+    rng = np.random.default_rng(seed)
+    count = len(users) + len(items)
+    ranks = -(-count // num_clusters)
+    flat = rng.permutation(num_clusters * ranks)[:count]
+    codes = np.stack([flat // ranks, flat % ranks], axis=1)
+    vectors = rng.standard_normal((num_clusters, dim))
+    return hm.EntityVocabulary(users, items, codes[: len(users)], codes[len(users) :], vectors)
+
+
+def synthetic_interactions(num_users=12, num_items=20, seed=0) -> datasets.Dataset:
+    rng = np.random.default_rng(seed)
+    rows = {"user": [], "item": []}
+    for user in range(num_users):
+        for item in rng.choice(num_items, size=int(rng.integers(5, 9)), replace=False):
+            rows["user"].append(f"u{user}")
+            rows["item"].append(f"i{item}")
+    return hm.load_interactions(datasets.Dataset.from_dict(rows))
+
+
+def tiny_setup(seed=0, dropout=0.0, **data):
+    """Split, tokenizer, and tokenized sequential prompts of a small synthetic data set."""
+    interactions = synthetic_interactions(seed=seed, **data)
+    split = hm.leave_one_out(interactions)
+    names = hm.catalogue(interactions)
+    tokenizer = hm.MetaIDTokenizer.from_base(None, named_vocabulary(names["users"], names["items"], seed=seed))
+    prompts = build_training_prompts(split["train"], tokenizer, tasks=("sequential",), seed=seed)
+    return split, tokenizer, tokenize_prompts(prompts, tokenizer)
+
+
+def tiny_model(tokenizer, seed=0, dropout=0.0) -> hm.MetaIDForConditionalGeneration:
+    torch.manual_seed(seed)
+    return hm.MetaIDForConditionalGeneration.from_base(hm.tiny_t5_config(dropout_rate=dropout), tokenizer)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return tiny_setup()
+
+
+def quiet_args(output_dir, **overrides):
+    fields = {"logging_steps": 1, "save_strategy": "no", "warmup_steps": 0, "disable_tqdm": True}
+    fields.update(overrides)
+    return training_arguments(output_dir, **fields)
+
+
+def fixed_batch(tokenizer, dataset, size=16):
+    return MetaIDDataCollator(tokenizer)([dataset[i] for i in range(min(size, len(dataset)))])
+
+
+def logits_of(model, batch):
+    model.eval()
+    with torch.no_grad():
+        return model(**batch).logits
+
+
+def loss_of(model, batch):
+    model.eval()
+    with torch.no_grad():
+        return model(**batch).loss.item()

@@ -104,7 +104,7 @@ def test_templates_option_records_the_training_words(tiny_file, tmp_path, capsys
     assert config["metaid_prompt_templates"] == {"sequential": {"seen": ["u {user} h {history}"]}}
     capsys.readouterr()
     assert main([*train, "--out", str(tmp_path / "x"), "--templates", "fancy"]) == 2
-    assert "--templates 'fancy': not one of openp5, compact" in capsys.readouterr().err
+    assert "templates 'fancy': not one of openp5, compact" in capsys.readouterr().err
     mine.write_text(json.dumps({"sequential": {"seen": ["no slots"]}}))
     assert main([*train, "--out", str(tmp_path / "x"), "--templates", str(mine)]) == 2
     assert f"{mine}: bad templates file" in capsys.readouterr().err
@@ -152,20 +152,37 @@ def test_demo_runs_end_to_end_on_a_small_file(tiny_file, tmp_path, capsys):
 
 
 def test_demo_defaults_are_the_measured_ones():
-    """The demo's defaults are the settings chosen on the validation split (benchmarks/results/demo.md); index and
-    train keep the paper's skip-gram IDs and the plain small T5 unless asked."""
-    from hf_metaid.cli import build_parser
+    """The demo's defaults are the DEMO recipe, the settings chosen on the validation split
+    (benchmarks/results/demo.md); index and train keep the paper's skip-gram IDs and the plain small T5 unless
+    asked, and the options of each command give back exactly the recipe they started from."""
+    from hf_metaid.cli import _index_config, _model_and_training, build_parser
+    from hf_metaid.pipeline import DEMO, Recipe
 
+    assert (DEMO.index.embedding, DEMO.model.layers, DEMO.model.d_ff, DEMO.model.d_model) == (
+        "spectral",
+        (1, 3),
+        1024,
+        128,
+    )
+    training = DEMO.training
+    assert (training.batch_size, training.learning_rate, training.epochs, training.max_history) == (128, 4e-3, 4.5, 5)
+    assert training.templates == "compact" and DEMO.exclude_seen is True
     demo = build_parser().parse_args(["demo"])
-    assert (demo.embedding, demo.layers, demo.d_ff, demo.d_model) == ("spectral", (1, 3), 1024, 128)
-    assert (demo.batch_size, demo.lr, demo.epochs, demo.max_history, demo.templates) == (128, 4e-3, 4.5, 5, "compact")
+    assert _index_config(demo, DEMO) == DEMO.index and _model_and_training(demo, DEMO) == (DEMO.model, DEMO.training)
     # the demo leaves seen items out of the ranking; evaluate keeps the paper's protocol unless asked
     assert demo.exclude_seen is True and build_parser().parse_args(["demo", "--no-exclude-seen"]).exclude_seen is False
     assert build_parser().parse_args(["evaluate", "m"]).exclude_seen is False
     assert build_parser().parse_args(["evaluate", "m", "--exclude-seen"]).exclude_seen is True
     index = build_parser().parse_args(["index", "--out", "v"])
     train = build_parser().parse_args(["train", "--vocab", "v", "--out", "m"])
-    assert (index.embedding, train.layers, train.d_ff) == ("skipgram", (2, 2), 0)
+    defaults = Recipe()
+    assert _index_config(index, defaults) == defaults.index and defaults.index.embedding == "skipgram"
+    assert _model_and_training(train, defaults) == (defaults.model, defaults.training)
+    assert (defaults.model.layers, defaults.model.d_ff) == ((2, 2), 0)
+    changed = build_parser().parse_args(["demo", "--clusters", "7", "--lr", "0.01", "--layers", "2+1", "--seed", "3"])
+    index_config, (model, training) = _index_config(changed, DEMO), _model_and_training(changed, DEMO)
+    assert (index_config.num_clusters, index_config.seed, index_config.embedding) == (7, 3, "spectral")
+    assert (training.learning_rate, training.seed, model.layers, model.d_ff) == (0.01, 3, (2, 1), 1024)
 
 
 class _Restarted(Exception):

@@ -1,180 +1,161 @@
-"""Ranking metrics against hand-computed ranks, and the diversity / memorization scores on small fixtures."""
+"""Evaluation with the paper's protocol, on its own and inside training."""
 
 from __future__ import annotations
 
-import math
+from pathlib import Path
 
-import numpy as np
+import datasets
 import pytest
+from transformers import Seq2SeqTrainer, TrainerCallback
 
-from hf_metaid.evaluation import (
-    MetricAccumulator,
-    diversity_score,
-    exclude_seen,
-    item_id_embeddings,
-    memorization_score,
-    rank_of_target,
-    ranking_metrics,
-)
+import hf_metaid as hm
+from conftest import quiet_args, tiny_model
+from hf_metaid.evaluation import RecommendationEvaluator
+from hf_metaid.prompt_templates import COMPACT_TEMPLATES
+from hf_metaid.training import MetaIDTrainer, RecommendationEvalCallback, build_trainer
 
-# Four users whose targets sit at ranks 0, 3, 7 and nowhere (hand-placed).
-RECOMMENDED = [
-    ["a", "b", "c", "d", "e", "f"],
-    ["b", "c", "d", "a", "e"],
-    ["x", "y", "z", "w", "v", "u", "t", "s", "r"],
-    ["p", "q"],
-]
-TARGETS = ["a", "a", "s", "r"]
+datasets.disable_progress_bars()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def test_rank_of_target():
-    assert rank_of_target(RECOMMENDED, TARGETS).tolist() == [0, 3, 7, -1]
-    assert rank_of_target([["a", "b", "a"]], ["a"]).tolist() == [0]  # first occurrence counts
-    assert rank_of_target([[]], ["a"]).tolist() == [-1]
+def test_recommendation_metrics_are_logged_during_training(tiny, tmp_path):
+    split, tokenizer, dataset = tiny
+    model = tiny_model(tokenizer)
+    callback = RecommendationEvalCallback(tokenizer, split["validation"], every_epoch=True, ks=(1, 5))
+    args = quiet_args(tmp_path, num_train_epochs=2, per_device_train_batch_size=8)
+    trainer = build_trainer(model, tokenizer, dataset, args, callbacks=[callback])
+    trainer.train()
+    logged = [entry for entry in trainer.state.log_history if "eval_hr@5" in entry]
+    assert [entry["epoch"] for entry in logged] == [1.0, 2.0]
+    direct = hm.evaluate_recommender(model, tokenizer, split["validation"], ks=(1, 5), progress=False)
+    assert logged[-1]["eval_hr@5"] == direct["hr@5"] and logged[-1]["eval_ndcg@1"] == direct["ndcg@1"]
+    assert logged[-1]["eval_num_users"] == split["validation"].num_rows
 
 
-def test_ranking_metrics_hand_computed():
-    result = ranking_metrics(RECOMMENDED, TARGETS, ks=(5, 10))
-    # rank 0 -> NDCG 1, MRR 1; rank 3 -> NDCG 1/log2(5), MRR 1/4; rank 7 -> NDCG 1/log2(9), MRR 1/8 (only @10).
-    assert result["hr@5"] == pytest.approx(2 / 4)
-    assert result["hr@10"] == pytest.approx(3 / 4)
-    assert result["ndcg@5"] == pytest.approx((1 + 1 / math.log2(5)) / 4)
-    assert result["ndcg@10"] == pytest.approx((1 + 1 / math.log2(5) + 1 / math.log2(9)) / 4)
-    assert result["mrr@5"] == pytest.approx((1 + 1 / 4) / 4)
-    assert result["mrr@10"] == pytest.approx((1 + 1 / 4 + 1 / 8) / 4)
-    assert result["num_users"] == 4
-    assert result["invalid_rate"] == 0.0
-    assert set(result) == {"hr@5", "ndcg@5", "mrr@5", "hr@10", "ndcg@10", "mrr@10", "invalid_rate", "num_users"}
+def test_evaluation_asks_in_the_recorded_training_words(tiny):
+    split, tokenizer, _ = tiny
+    model = tiny_model(tokenizer)
+    rows = split["validation"]
+    openp5 = hm.evaluate_recommender(model, tokenizer, rows, ks=(1, 5), progress=False)
+    model.set_prompt_format(COMPACT_TEMPLATES, max_history=2)
+    recorded = hm.evaluate_recommender(model, tokenizer, rows, ks=(1, 5), progress=False)
+    spelled_out = hm.evaluate_recommender(
+        model, tokenizer, rows, ks=(1, 5), progress=False, template="user {user} items {history}", max_history=2
+    )
+    assert {k: recorded[k] for k in ("hr@5", "mrr@5")} == {k: spelled_out[k] for k in ("hr@5", "mrr@5")}
+    assert recorded["mrr@5"] != openp5["mrr@5"]
+    unseen = hm.evaluate_recommender(model, tokenizer, rows, ks=(5,), template="unseen", progress=False)
+    explicit = hm.evaluate_recommender(
+        model,
+        tokenizer,
+        rows,
+        ks=(5,),
+        template=COMPACT_TEMPLATES["sequential"]["unseen"][0],
+        max_history=2,
+        progress=False,
+    )
+    assert unseen["mrr@5"] == explicit["mrr@5"]
 
 
-def test_cutoffs_at_boundaries():
-    # rank 0 counts at k=1; rank 3 counts at k=4 but not at k=3.
-    result = ranking_metrics([["a", "b"], ["b", "c", "d", "a"]], ["a", "a"], ks=(1, 3, 4))
-    assert result["hr@1"] == pytest.approx(0.5)
-    assert result["hr@3"] == pytest.approx(0.5)
-    assert result["hr@4"] == pytest.approx(1.0)
-    assert result["mrr@4"] == pytest.approx((1 + 1 / 4) / 2)
-    assert result["ndcg@4"] == pytest.approx((1 + 1 / math.log2(5)) / 2)
-    # lists shorter than k are misses past their end, not errors
-    assert ranking_metrics([["a"]], ["b"], ks=(10,))["hr@10"] == 0.0
+# ------------------------------------------------------------------------------------ the evaluator in the Trainer
+class Recorder(TrainerCallback):
+    """What the Trainer hands its loggers (``on_log``, as every ``report_to`` integration gets it) and callbacks."""
+
+    def __init__(self) -> None:
+        self.logs: list[dict] = []
+        self.evaluations: list[dict] = []
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        self.logs.append(dict(logs))
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        self.evaluations.append(dict(metrics))
 
 
-def test_invalid_rate_counts_unknown_items_and_repeats():
-    lists = [["a", "zz", "a"], ["b", "c"]]  # "zz" is not an item, the second "a" is a repeat
-    catalogue = {"a", "b", "c"}
-    assert ranking_metrics(lists, ["a", "c"], ks=(5,), valid_items=catalogue)["invalid_rate"] == pytest.approx(2 / 5)
-    assert ranking_metrics(lists, ["a", "c"], ks=(5,))["invalid_rate"] == pytest.approx(1 / 5)  # repeats only
-    # entries past the largest cut-off are not judged
-    assert ranking_metrics([["a", "b", "zz"]], ["a"], ks=(2,), valid_items=catalogue)["invalid_rate"] == 0.0
+def test_evaluator_metrics_reach_the_loggers_without_an_eval_dataset(tiny, tmp_path):
+    split, tokenizer, dataset = tiny
+    model = tiny_model(tokenizer)
+    recorder = Recorder()
+    evaluator = RecommendationEvaluator(tokenizer, split["validation"], ks=(5, 10))
+    args = quiet_args(tmp_path, num_train_epochs=2, per_device_train_batch_size=8, eval_strategy="epoch")
+    trainer = build_trainer(model, tokenizer, dataset, args, evaluator=evaluator, callbacks=[recorder])
+    assert trainer.eval_dataset is None and trainer.args.eval_strategy == "epoch"
+    trainer.train()
+    logged = [entry for entry in recorder.logs if "eval_hr@10" in entry]
+    assert [entry["epoch"] for entry in logged] == [1.0, 2.0]
+    assert {"eval_hr@5", "eval_ndcg@10", "eval_mrr@10", "eval_invalid_rate", "eval_num_users"} <= set(logged[-1])
+    assert "eval_loss" not in logged[-1]  # no eval_dataset: no loss pass
+    assert [entry["eval_hr@10"] for entry in recorder.evaluations] == [entry["eval_hr@10"] for entry in logged]
+    direct = hm.evaluate_recommender(model, tokenizer, split["validation"], ks=(5, 10), progress=False)
+    assert logged[-1]["eval_hr@10"] == direct["hr@10"] and logged[-1]["eval_ndcg@5"] == direct["ndcg@5"]
+    assert [entry for entry in trainer.state.log_history if "eval_hr@10" in entry][-1]["eval_hr@10"] == direct["hr@10"]
+
+    again = trainer.evaluate(metric_key_prefix="test")
+    assert again["test_hr@10"] == direct["hr@10"] and recorder.logs[-1]["test_hr@10"] == direct["hr@10"]
 
 
-@pytest.mark.parametrize("ks", [(), (0,), (5, -1), (2.5,)])
-def test_bad_ks_raise(ks):
-    with pytest.raises(ValueError, match="ks"):
-        ranking_metrics([["a"]], ["a"], ks=ks)
+def test_evaluator_metrics_join_the_loss_in_one_log(tiny, tmp_path):
+    split, tokenizer, dataset = tiny
+    recorder = Recorder()
+    evaluator = RecommendationEvaluator(tokenizer, split["validation"], ks=(5,))
+    args = quiet_args(tmp_path, per_device_eval_batch_size=8)
+    trainer = build_trainer(
+        tiny_model(tokenizer), tokenizer, dataset, args, eval_dataset=dataset, evaluator=evaluator, callbacks=[recorder]
+    )
+    metrics = trainer.evaluate()
+    assert {"eval_loss", "eval_hr@5", "eval_ndcg@5"} <= set(metrics)
+    assert len(recorder.logs) == 1 and {"eval_loss", "eval_hr@5"} <= set(recorder.logs[0])
+    assert recorder.evaluations[0]["eval_hr@5"] == metrics["eval_hr@5"]
+    assert not any(name.startswith("test_hr") for name in trainer.predict(dataset).metrics)  # predict: loss only
 
 
-def test_length_mismatch_and_empty_raise():
-    with pytest.raises(ValueError, match="one entry per user"):
-        ranking_metrics([["a"], ["b"]], ["a"])
-    with pytest.raises(ValueError, match="no users"):
-        ranking_metrics([], [])
+def test_best_checkpoint_is_chosen_by_hit_rate(tiny, tmp_path):
+    split, tokenizer, dataset = tiny
+    evaluator = RecommendationEvaluator(tokenizer, split["validation"], ks=(10,))
+    args = quiet_args(
+        tmp_path,
+        num_train_epochs=3,
+        per_device_train_batch_size=8,
+        learning_rate=3e-3,  # here the hit rate peaks at the second epoch, so loading the best is visible
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        save_total_limit=1,
+        load_best_model_at_end=True,
+        metric_for_best_model="eval_hr@10",
+    )
+    trainer = build_trainer(tiny_model(tokenizer), tokenizer, dataset, args, evaluator=evaluator)
+    trainer.train()
+    scores = [(entry["step"], entry["eval_hr@10"]) for entry in trainer.state.log_history if "eval_hr@10" in entry]
+    assert len(scores) == 3
+    best = max(score for _, score in scores)
+    first_best_step = next(step for step, score in scores if score == best)
+    assert trainer.state.best_metric == best
+    assert Path(trainer.state.best_model_checkpoint).name == f"checkpoint-{first_best_step}"
+    assert trainer.evaluate()["eval_hr@10"] == best  # the best checkpoint was loaded back at the end
 
 
-def test_exclude_seen():
-    recommended = [["a", "b", "c", "d"], ["x", "y"]]
-    histories = [["b", "zz"], []]
-    assert exclude_seen(recommended, histories, k=2) == [["a", "c"], ["x", "y"]]
-    assert exclude_seen(recommended, histories, k=10) == [["a", "c", "d"], ["x", "y"]]
-    with pytest.raises(ValueError):
-        exclude_seen(recommended, histories[:1], k=2)
-    with pytest.raises(ValueError):
-        exclude_seen(recommended, histories, k=0)
+def test_evaluator_names_and_checks_its_options(tiny):
+    split, tokenizer, _ = tiny
+    model = tiny_model(tokenizer)
+    evaluator = RecommendationEvaluator(tokenizer, split["validation"], ks=(1, 5), limit=6)
+    direct = hm.evaluate_recommender(model, tokenizer, split["validation"], ks=(1, 5), limit=6, progress=False)
+    prefixed = evaluator(model, "valid")
+    assert set(prefixed) == {f"valid_{name}" for name in direct}
+    assert prefixed["valid_hr@5"] == direct["hr@5"] and prefixed["valid_num_users"] == 6
+    assert set(evaluator(model, "")) == set(direct)
+    assert set(evaluator(model)) == {f"eval_{name}" for name in direct}
+    with pytest.raises(TypeError):
+        RecommendationEvaluator(tokenizer, split["validation"], kss=(5,))
 
 
-def test_accumulator_equals_one_shot():
-    catalogue = {"a", "b", "c", "d", "e", "f", "p", "q", "r", "s", "x", "y", "z"}
-    accumulator = MetricAccumulator(ks=(5, 10), valid_items=catalogue)
-    accumulator.add(RECOMMENDED[:1], TARGETS[:1]).add(RECOMMENDED[1:3], TARGETS[1:3])
-    accumulator.add(RECOMMENDED[3:], TARGETS[3:])
-    assert accumulator.compute() == ranking_metrics(RECOMMENDED, TARGETS, ks=(5, 10), valid_items=catalogue)
-    accumulator.reset()
-    with pytest.raises(ValueError, match="no users"):
-        accumulator.compute()
-
-
-# ------------------------------------------------------------------------------------------------------ diversity
-def test_diversity_hand_computed_and_mean_of_tokens():
-    # softmax([0, 0]) = (1/2, 1/2), softmax([ln 3, 0]) = (3/4, 1/4): KL + reverse KL = (1/4) ln 3.
-    table = np.array([[0.0, 0.0], [math.log(3), 0.0], [2 * math.log(3), 0.0]])
-    assert diversity_score(table[:2], np.array([[0], [1]])) == pytest.approx(0.25 * math.log(3))
-    # an item spelled by tokens 0 and 2 has ID embedding (ln 3, 0), the mean of the two rows
-    assert item_id_embeddings(table, np.array([[0, 2]])) == pytest.approx(np.array([[math.log(3), 0.0]]))
-    assert diversity_score(table, np.array([[0, 0], [0, 2]])) == pytest.approx(0.25 * math.log(3))
-
-
-def test_diversity_identical_zero_different_positive_and_seeded():
-    rng = np.random.default_rng(0)
-    same = np.tile(rng.standard_normal(8), (50, 1))
-    ids = np.arange(50)[:, None]
-    assert diversity_score(same, ids, num_pairs=200) == pytest.approx(0.0, abs=1e-12)
-    distinct = rng.standard_normal((50, 8))
-    score = diversity_score(distinct, ids, num_pairs=200, seed=3)
-    assert score > 0.1
-    assert diversity_score(distinct, ids, num_pairs=200, seed=3) == score
-    assert diversity_score(distinct, ids, num_pairs=200, seed=4) != score
-    # 50 items spelled by only two distinct tokens collapse onto two ID embeddings: a lower score
-    collapsed = (np.arange(50) % 2)[:, None]
-    assert diversity_score(distinct, collapsed, num_pairs=200) < score
-
-
-# --------------------------------------------------------------------------------------------------- memorization
-def _rated_fixture(num_users: int = 40, num_items: int = 15):
-    """Users and items in three taste groups; users rate items of their own group higher."""
-    rng = np.random.default_rng(7)
-    user_group = np.arange(num_users) % 3
-    item_group = np.arange(num_items) % 3
-    ratings: dict[str, dict[str, float]] = {}
-    for u in range(num_users):
-        rated = rng.choice(num_items, size=8, replace=False)
-        ratings[f"u{u}"] = {f"i{i}": float(5 if item_group[i] == user_group[u] else rng.integers(1, 3)) for i in rated}
-    items = [f"i{i}" for i in range(num_items)]
-    # the items' rating vectors over users, so embedding similarity agrees with rating similarity by construction
-    vectors = np.array([[ratings[f"u{u}"].get(item, 0.0) for u in range(num_users)] for item in items])
-    return items, vectors, ratings
-
-
-def test_memorization_agreeing_embeddings_score_high():
-    items, vectors, ratings = _rated_fixture()
-    agreeing = {item: vector for item, vector in zip(items, vectors, strict=True)}
-    assert memorization_score(agreeing, ratings, num_pairs=1000) == pytest.approx(1.0)
-    noisy = {item: v + np.random.default_rng(1).normal(0, 0.3, v.shape) for item, v in agreeing.items()}
-    high = memorization_score(noisy, ratings, num_pairs=1000, seed=0)
-    assert high > 0.8
-    shuffled_vectors = vectors[np.random.default_rng(2).permutation(len(items))]
-    shuffled = {item: vector for item, vector in zip(items, shuffled_vectors, strict=True)}
-    assert memorization_score(shuffled, ratings, num_pairs=1000) < high - 0.3
-
-
-def test_memorization_sampled_pairs_are_seeded_and_unrated_items_skipped():
-    items, vectors, ratings = _rated_fixture(num_items=60)
-    embeddings = {item: vector for item, vector in zip(items, vectors, strict=True)}
-    embeddings["never_rated"] = np.ones(vectors.shape[1])
-    first = memorization_score(embeddings, ratings, num_pairs=300, seed=5)
-    assert first == memorization_score(embeddings, ratings, num_pairs=300, seed=5)
-    assert first > 0.9
-    with pytest.raises(ValueError, match="two items"):
-        memorization_score({"i0": vectors[0]}, ratings)
-
-
-# --------------------------------------------------------------------------------------------- evaluate interface
-def test_evaluate_metric_matches_ranking_metrics():
-    from hf_metaid.metric import MetaIDRankingMetric, load_metric
-
-    metric = load_metric()
-    assert isinstance(metric, MetaIDRankingMetric)
-    metric.add_batch(predictions=RECOMMENDED[:2], references=TARGETS[:2])
-    metric.add_batch(predictions=RECOMMENDED[2:], references=TARGETS[2:])
-    assert metric.compute(ks=(5, 10)) == ranking_metrics(RECOMMENDED, TARGETS, ks=(5, 10))
-    one_shot = load_metric().compute(predictions=RECOMMENDED, references=TARGETS, ks=(1, 3), valid_items={"a"})
-    assert one_shot == ranking_metrics(RECOMMENDED, TARGETS, ks=(1, 3), valid_items={"a"})
+def test_old_callback_needs_a_trainer_that_runs_it(tiny, tmp_path):
+    split, tokenizer, dataset = tiny
+    model = tiny_model(tokenizer)
+    callback = RecommendationEvalCallback(tokenizer, split["validation"], every_epoch=True, ks=(5,))
+    with pytest.raises(TypeError, match="evaluator="):
+        Seq2SeqTrainer(model=model, args=quiet_args(tmp_path), train_dataset=dataset, callbacks=[callback])
+    evaluator = RecommendationEvaluator(tokenizer, split["validation"])
+    with pytest.raises(ValueError, match="one recommendation evaluator"):
+        MetaIDTrainer(model, quiet_args(tmp_path), evaluator=evaluator, callbacks=[callback])
+    with pytest.raises(ValueError, match="eval_dataset"):  # nothing to evaluate: the Trainer's own check stands
+        MetaIDTrainer(model, quiet_args(tmp_path, eval_strategy="epoch"), train_dataset=dataset)

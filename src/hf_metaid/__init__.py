@@ -2,6 +2,7 @@
 
 from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
 
+from .collator import MetaIDDataCollator
 from .configuration_metaid import MetaIDConfig
 from .data import (
     build_eval_prompts,
@@ -17,6 +18,7 @@ from .data import (
 )
 from .entity_vocabulary import EntityVocabulary
 from .errors import InteractionFormatError, MetaIDError, UnknownEntityError, VocabularyMismatchError
+from .evaluation import RecommendationEvaluator, evaluate_recommender
 from .generation import ItemTree, decode_items
 from .indexing import (
     BaseIndexer,
@@ -29,16 +31,9 @@ from .indexing import (
 )
 from .modeling_metaid import MetaIDForConditionalGeneration
 from .pipeline import DEMO, ModelSettings, Recipe, TrainingSettings, tiny_t5_config
-from .protocol import evaluate_recommender
+from .saving import load_for_inference, save_for_inference
 from .tokenization_metaid import MetaIDTokenizer
-from .training import (
-    RecommendationEvalCallback,
-    build_trainer,
-    load_for_inference,
-    lora_config,
-    save_for_inference,
-    training_arguments,
-)
+from .training import MetaIDTrainer, RecommendationEvalCallback, build_trainer, lora_config, training_arguments
 
 # The Auto classes learn "metaid" at import; register_for_auto_class makes saved folders carry `auto_map` and the
 # code files, so they also load with trust_remote_code=True where hf_metaid is not installed (the Hub case).
@@ -59,18 +54,21 @@ __all__ = [
     "InteractionFormatError",
     "ItemTree",
     "MetaIDConfig",
+    "MetaIDDataCollator",
     "MetaIDError",
     "MetaIDForConditionalGeneration",
     "MetaIDIndexer",
     "MetaIDIndexerConfig",
     "MetaIDTokenizer",
+    "MetaIDTrainer",
     "ModelSettings",
     "RandomIndexer",
     "Recipe",
     "RecommendationEvalCallback",
+    "RecommendationEvaluator",
     "SequentialIndexer",
-    "TrainingSettings",
     "SkipGramConfig",
+    "TrainingSettings",
     "UnknownEntityError",
     "VocabularyMismatchError",
     "build_eval_prompts",

@@ -16,10 +16,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import MetaIDError
-from .metrics import DEFAULT_KS
 from .config_arguments import add_config_arguments, config_from_arguments
+from .errors import MetaIDError
 from .indexing import MetaIDIndexerConfig
+from .metrics import DEFAULT_KS
 from .pipeline import DEMO, SCHEMES, ModelSettings, Recipe, TrainingSettings
 
 

@@ -9,7 +9,11 @@
     metric.compute(ks=(5, 10))  # {"hr@5": 1.0, "ndcg@5": 0.63..., ...}
 
 Each prediction is one user's ranked list of item ids and each reference that user's held-out item. The numbers
-are those of :func:`hf_metaid.evaluation.ranking_metrics`.
+are those of :func:`hf_metaid.metrics.ranking_metrics`.
+
+``evaluate`` is an optional extra (``pip install hf-metaid[evaluate]``): :func:`~hf_metaid.metrics.ranking_metrics`
+gives the same numbers without it, and it would add to every install a dozen packages the rest of the library never
+imports (requests and aiohttp with their dependencies), for the sake of code already written for ``evaluate``.
 """
 
 from __future__ import annotations
@@ -17,9 +21,13 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Sequence
 
 import datasets
-import evaluate
 
-from .evaluation import DEFAULT_KS, ranking_metrics
+from .metrics import DEFAULT_KS, ranking_metrics
+
+try:
+    import evaluate
+except ImportError as err:
+    raise ImportError("hf_metaid.metric needs the evaluate library: pip install hf-metaid[evaluate]") from err
 
 __all__ = ["MetaIDRankingMetric", "load_metric"]
 
@@ -45,7 +53,7 @@ _CITATION = """@inproceedings{huang2025metaid,
 
 
 class MetaIDRankingMetric(evaluate.Metric):
-    """``evaluate.Metric`` over ranked item lists; delegates to :func:`~hf_metaid.evaluation.ranking_metrics`."""
+    """``evaluate.Metric`` over ranked item lists; delegates to :func:`~hf_metaid.metrics.ranking_metrics`."""
 
     def _info(self) -> evaluate.MetricInfo:
         return evaluate.MetricInfo(

@@ -23,11 +23,11 @@ from pathlib import Path
 import datasets
 from transformers import Seq2SeqTrainer
 
+from .config_arguments import validate_fields
 from .configuration_metaid import MetaIDConfig
 from .data import build_training_prompts, catalogue, leave_one_out, load_interactions
 from .entity_vocabulary import EntityVocabulary
 from .errors import MetaIDError
-from .config_arguments import validate_fields
 from .indexing import (
     BaseIndexer,
     BlockIndexerConfig,
@@ -129,7 +129,7 @@ class Recipe:
     of the ranking."""
 
     scheme: str = "metaid"
-    index: MetaIDIndexerConfig = MetaIDIndexerConfig()
+    index: MetaIDIndexerConfig = field(default_factory=MetaIDIndexerConfig)
     model: ModelSettings = ModelSettings()
     training: TrainingSettings = TrainingSettings()
     exclude_seen: bool = False
@@ -163,8 +163,10 @@ def split_data(data: str | os.PathLike | datasets.Dataset | None = "beauty"):
     return leave_one_out(interactions), catalogue(interactions)
 
 
-def build_indexer(scheme: str = "metaid", config: MetaIDIndexerConfig = MetaIDIndexerConfig()) -> BaseIndexer:
-    """The indexer of ``scheme``; the block baselines take the seed and vector size of ``config``."""
+def build_indexer(scheme: str = "metaid", config: MetaIDIndexerConfig | None = None) -> BaseIndexer:
+    """The indexer of ``scheme`` (``config``: the META ID settings, default ones when ``None``); the block baselines
+    take its seed and vector size."""
+    config = MetaIDIndexerConfig() if config is None else config
     if scheme == "metaid":
         return MetaIDIndexer(config)
     if scheme in ("sequential", "random"):
@@ -176,7 +178,7 @@ def build_indexer(scheme: str = "metaid", config: MetaIDIndexerConfig = MetaIDIn
 def build_vocabulary(
     train: datasets.Dataset,
     names: dict | None = None,
-    config: MetaIDIndexerConfig = MetaIDIndexerConfig(),
+    config: MetaIDIndexerConfig | None = None,
     scheme: str = "metaid",
 ) -> EntityVocabulary:
     """The ID vocabulary of the training split (``names``: the catalogue, whose unseen entities get cold-start IDs)."""
@@ -287,7 +289,9 @@ def train(
         disable_tqdm=False,
         bf16={"on": True, "off": False}.get(settings.bf16, settings.bf16),
     )
-    trainer = build_trainer(model, tokenizer, prompts, arguments, lora=True if settings.lora else None, **trainer_kwargs)
+    trainer = build_trainer(
+        model, tokenizer, prompts, arguments, lora=True if settings.lora else None, **trainer_kwargs
+    )
     started = time.perf_counter()
     result = trainer.train()
     return TrainingRun(trainer.model, tokenizer, trainer, time.perf_counter() - started, result.training_loss)

@@ -1,4 +1,4 @@
-"""Training META ID models with the Hugging Face ``Seq2SeqTrainer``, fully or with LoRA, and saving them for use.
+"""Training META ID models with the Hugging Face ``Seq2SeqTrainer``, fully or with LoRA.
 
 The defaults here encode what is easy to get wrong with this model:
 
@@ -6,80 +6,27 @@ The defaults here encode what is easy to get wrong with this model:
   would be pulled toward 0;
 * LoRA trains the new rows of the *shared* table (one parameter for encoder, decoder and the tied ``lm_head``, the
   old rows stay bit-identical) and saves the augmentation F as a full module;
-* the collator keeps only the model inputs, so the Trainer never has to guess columns from a ``forward`` signature;
+* the collator (:class:`~hf_metaid.collator.MetaIDDataCollator`) keeps only the model inputs, so the Trainer never
+  has to guess columns from a ``forward`` signature;
 * checkpoints keep optimizer, scheduler and RNG state, so ``trainer.train(resume_from_checkpoint=...)`` continues
   the run exactly.
 """
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Sequence
 
 import datasets
 import torch
-from transformers import (
-    AutoModelForSeq2SeqLM,
-    AutoTokenizer,
-    PreTrainedModel,
-    Seq2SeqTrainer,
-    Seq2SeqTrainingArguments,
-    TrainerCallback,
-)
+from accelerate.utils import broadcast_object_list
+from transformers import PreTrainedModel, Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback
+from transformers.trainer_utils import EvalLoopOutput, IntervalStrategy
 
+from .collator import MetaIDDataCollator
 from .data.prompts import tokenize_prompts
-from .errors import VocabularyMismatchError
-from .modeling_metaid import MetaIDForConditionalGeneration
-from .protocol import evaluate_recommender
-
-AUGMENTATION_MODULE = "metaid_augmentation"
-MODEL_INPUTS = ("input_ids", "attention_mask", "labels", "decoder_input_ids", "decoder_attention_mask")
-ADAPTER_CONFIG = "adapter_config.json"
-LABEL_PAD = -100
-
-
-# ---------------------------------------------------------------------------------------------------- collator
-@dataclass
-class MetaIDDataCollator:
-    """Pads ``input_ids`` (pad id), ``attention_mask`` (0) and ``labels`` (-100) and drops every other column.
-
-    Dropping extra columns here (``user``, ``history``...) is what lets ``remove_unused_columns=False`` be safe,
-    including for PEFT-wrapped models whose ``forward`` signature hides ``labels``. ``decoder_input_ids`` are left to
-    the model, which shifts the labels itself (-100 becomes the pad id).
-    """
-
-    tokenizer: object
-    pad_to_multiple_of: int | None = None
-    label_pad_token_id: int = LABEL_PAD
-
-    def __call__(self, features: Sequence[Mapping]) -> dict[str, torch.Tensor]:
-        if not features:
-            raise ValueError("empty batch")
-        pads = {
-            "input_ids": self.tokenizer.pad_token_id,
-            "attention_mask": 0,
-            "labels": self.label_pad_token_id,
-            "decoder_input_ids": self.tokenizer.pad_token_id,
-            "decoder_attention_mask": 0,
-        }
-        batch = {}
-        for key in MODEL_INPUTS:
-            if key not in features[0]:
-                continue
-            rows = [list(feature[key]) for feature in features]
-            width = max(len(row) for row in rows)
-            if self.pad_to_multiple_of:
-                width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
-            left = key in ("input_ids", "attention_mask") and getattr(self.tokenizer, "padding_side", "") == "left"
-            fill = pads[key]
-            padded = [[fill] * (width - len(row)) + row if left else row + [fill] * (width - len(row)) for row in rows]
-            batch[key] = torch.tensor(padded, dtype=torch.long)
-        if "input_ids" not in batch:
-            raise ValueError("features need 'input_ids' (tokenize the prompts with tokenize_prompts first)")
-        return batch
+from .evaluation import RecommendationEvaluator
+from .peft_utils import AUGMENTATION_MODULE, is_peft, unwrap
 
 
 # ------------------------------------------------------------------------------------------------- configuration
@@ -114,14 +61,21 @@ def lora_config(
     return LoraConfig(**fields)
 
 
-def training_arguments(output_dir: str | os.PathLike, **overrides) -> Seq2SeqTrainingArguments:
+def training_arguments(
+    output_dir: str | os.PathLike, bf16: bool | str = False, **overrides
+) -> Seq2SeqTrainingArguments:
     """``Seq2SeqTrainingArguments`` with the paper's recipe as defaults (AdamW, lr 1e-3, linear decay, warmup).
 
     Defaults that matter: ``weight_decay=0`` (decay pulls new rows to 0), ``remove_unused_columns=False`` (the
     collator selects the inputs), ``dataloader_pin_memory=False``, ``report_to="none"``, ``use_cpu`` when no GPU is
     visible, ``ddp_find_unused_parameters=False`` (every trainable parameter, F included, takes part in each step).
     Any keyword overrides them.
+
+    ``bf16``: ``True`` / ``False`` for bf16 mixed precision or not, ``"auto"`` for bf16 where the device that trains
+    runs it natively (:func:`has_native_bf16`); elsewhere it is emulated and slower than float32.
     """
+    if not isinstance(bf16, bool) and bf16 != "auto":
+        raise ValueError(f"bf16 must be True, False or 'auto', got {bf16!r}")
     defaults = {
         "learning_rate": 1e-3,
         "optim": "adamw_torch",
@@ -146,10 +100,115 @@ def training_arguments(output_dir: str | os.PathLike, **overrides) -> Seq2SeqTra
         "seed": 0,
     }
     defaults.update(overrides)
+    defaults["bf16"] = has_native_bf16(defaults["use_cpu"]) if bf16 == "auto" else bf16
     return Seq2SeqTrainingArguments(output_dir=str(output_dir), **defaults)
 
 
+def has_native_bf16(use_cpu: bool = False) -> bool:
+    """Whether bf16 runs natively where training runs: on a GPU that supports it, or (``use_cpu``, or no GPU) on a
+    CPU with AMX tiles. Elsewhere bf16 is emulated, and mixed precision would be slower than float32."""
+    if not use_cpu and torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
+
+
 # ------------------------------------------------------------------------------------------------------ trainer
+class MetaIDTrainer(Seq2SeqTrainer):
+    """A ``Seq2SeqTrainer`` whose evaluation also scores the recommender with the paper's full-ranking protocol.
+
+    With ``evaluator=`` (a :class:`~hf_metaid.evaluation.RecommendationEvaluator`), every ``evaluate()`` (those that
+    ``eval_strategy`` triggers and explicit calls) runs it and merges its metrics (``eval_hr@10`` ...) into the
+    evaluation output before the Trainer logs it. So they reach ``Trainer.log`` and with it every ``report_to``
+    integration and callback, and ``metric_for_best_model="eval_hr@10"`` can choose the best checkpoint. Without an
+    ``eval_dataset`` only the recommendation metrics are computed (no loss pass), and ``eval_strategy`` may still be
+    set. In a multi-process run the main process decodes and shares the metrics, so that every process takes the
+    same best-checkpoint and saving decisions. A dict of eval datasets gets the metrics under each dataset's prefix.
+
+    ``data_collator`` defaults to :class:`~hf_metaid.collator.MetaIDDataCollator` on ``processing_class``. The first
+    six arguments are those of ``Seq2SeqTrainer``; the others (``callbacks``, ``compute_metrics`` ...) are keywords.
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel | None = None,
+        args: Seq2SeqTrainingArguments | None = None,
+        data_collator=None,
+        train_dataset: datasets.Dataset | None = None,
+        eval_dataset: datasets.Dataset | None = None,
+        processing_class=None,
+        *,
+        evaluator: RecommendationEvaluator | None = None,
+        callbacks: Sequence[TrainerCallback] | None = None,
+        **kwargs,
+    ) -> None:
+        legacy = [callback for callback in callbacks or () if isinstance(callback, RecommendationEvalCallback)]
+        if legacy:
+            if evaluator is not None or len(legacy) > 1:
+                raise ValueError("give one recommendation evaluator: evaluator= or one RecommendationEvalCallback")
+            evaluator = legacy[0].evaluator
+            legacy[0]._adopted = True
+        self.evaluator = evaluator
+        if data_collator is None and processing_class is not None:
+            data_collator = MetaIDDataCollator(processing_class)
+        strategy = None if args is None else args.eval_strategy
+        if evaluator is not None and eval_dataset is None and args is not None:
+            # The Trainer refuses an eval_strategy without an eval_dataset; here the evaluator is what it evaluates.
+            args.eval_strategy = IntervalStrategy.NO
+        try:
+            super().__init__(
+                model,
+                args,
+                data_collator,
+                train_dataset,
+                eval_dataset,
+                processing_class,
+                callbacks=None if callbacks is None else list(callbacks),
+                **kwargs,
+            )
+        finally:
+            if args is not None:
+                args.eval_strategy = strategy
+
+    def evaluate(
+        self,
+        eval_dataset: datasets.Dataset | None = None,
+        ignore_keys: list[str] | None = None,
+        metric_key_prefix: str = "eval",
+        **gen_kwargs,
+    ) -> dict[str, float]:
+        """``Seq2SeqTrainer.evaluate`` with the evaluator's metrics merged in; without any eval dataset, those only."""
+        if self.evaluator is None or eval_dataset is not None or self.eval_dataset is not None:
+            return super().evaluate(
+                eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix, **gen_kwargs
+            )
+        metrics = self._recommendation_metrics(metric_key_prefix)
+        self.log(metrics)  # as Trainer.evaluate does: loggers first, then the callbacks' on_evaluate
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+    def evaluation_loop(
+        self,
+        dataloader,
+        description: str,
+        prediction_loss_only: bool | None = None,
+        ignore_keys: list[str] | None = None,
+        metric_key_prefix: str = "eval",
+    ) -> EvalLoopOutput:
+        """The loss pass of ``evaluate()`` (not ``predict()``), plus the evaluator's metrics, merged here because
+        ``Trainer.evaluate`` logs this output and hands it to ``on_evaluate`` (early stopping reads it there)."""
+        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
+        if self.evaluator is not None and description == "Evaluation":
+            output.metrics.update(self._recommendation_metrics(metric_key_prefix))
+        return output
+
+    def _recommendation_metrics(self, metric_key_prefix: str) -> dict[str, float]:
+        """The evaluator's metrics, decoded by the main process and shared with the others."""
+        metrics = [self.evaluator(self.model, metric_key_prefix) if self.is_world_process_zero() else None]
+        if self.args.world_size > 1:
+            broadcast_object_list(metrics, from_process=0)
+        return metrics[0]
+
+
 def build_trainer(
     model: PreTrainedModel,
     tokenizer,
@@ -158,23 +217,25 @@ def build_trainer(
     eval_dataset: datasets.Dataset | None = None,
     lora=None,
     max_source_length: int = 512,
+    evaluator: RecommendationEvaluator | None = None,
     **trainer_kwargs,
-) -> Seq2SeqTrainer:
-    """A ``Seq2SeqTrainer`` for a META ID model, after checking that model and tokenizer share an ID vocabulary.
+) -> MetaIDTrainer:
+    """A :class:`MetaIDTrainer` for a META ID model, after checking that model and tokenizer share an ID vocabulary.
 
     Args:
         model: a :class:`MetaIDForConditionalGeneration` (or a PEFT model around one).
         train_dataset, eval_dataset: tokenized (``input_ids``/``labels``) or raw prompt datasets (``source``/
             ``target``), which are tokenized here with :func:`tokenize_prompts`.
         lora: ``None`` (full fine-tuning), ``True`` (:func:`lora_config` defaults) or a ``peft.LoraConfig``.
-        trainer_kwargs: passed to ``Seq2SeqTrainer`` (callbacks, compute_metrics, ...).
+        evaluator: a :class:`~hf_metaid.evaluation.RecommendationEvaluator` run at each evaluation (HR/NDCG@k).
+        trainer_kwargs: passed to :class:`MetaIDTrainer` (callbacks, compute_metrics, ...).
     """
-    base = _unwrap(model)
+    base = unwrap(model)
     if not hasattr(base, "check_tokenizer"):
         raise TypeError(f"expected a MetaIDForConditionalGeneration, got {type(base).__name__}")
     base.check_tokenizer(tokenizer)
     if lora is not None and lora is not False:
-        if _is_peft(model):
+        if is_peft(model):
             raise ValueError("the model is already a PEFT model; pass lora=None")
         from peft import get_peft_model
 
@@ -184,13 +245,13 @@ def build_trainer(
         train_dataset = _with_lengths(train_dataset, args.length_column_name)
     if eval_dataset is not None:
         eval_dataset = _tokenized(eval_dataset, tokenizer, max_source_length)
-    trainer_kwargs.setdefault("data_collator", MetaIDDataCollator(tokenizer))
-    return Seq2SeqTrainer(
+    return MetaIDTrainer(
         model=model,
         args=args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
+        evaluator=evaluator,
         **trainer_kwargs,
     )
 
@@ -211,177 +272,44 @@ def _with_lengths(dataset: datasets.Dataset, column: str) -> datasets.Dataset:
     )
 
 
-def _is_peft(model) -> bool:
-    try:
-        from peft import PeftModel
-    except ImportError:  # pragma: no cover - peft is a dependency
-        return False
-    return isinstance(model, PeftModel)
-
-
-def _unwrap(model):
-    """The plain transformers model under DDP / accelerate / PEFT wrappers."""
-    while hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
-        model = model.module
-    if _is_peft(model):
-        model = model.get_base_model()
-    return model
-
-
 # --------------------------------------------------------------------------------------- evaluation in training
 class RecommendationEvalCallback(TrainerCallback):
-    """Full-ranking HR/NDCG/MRR@k on a held-out split, logged by the Trainer like any other metric.
+    """HR/NDCG/MRR@k during training, the earlier way: ``evaluator=`` is the way now
+    (``build_trainer(..., evaluator=RecommendationEvaluator(tokenizer, split, ...))``, or the same on
+    :class:`MetaIDTrainer`).
 
-    Token-level ``compute_metrics`` cannot score a recommender (a hit needs decoding over every item), so this runs
-    the paper's protocol (:func:`evaluate_recommender`) whenever the Trainer evaluates (``eval_strategy``), or at
-    every epoch end with ``every_epoch=True``. Metrics appear as ``eval_hr@10`` etc. in ``trainer.state.log_history``.
+    Passed in ``callbacks=`` to :func:`build_trainer` or :class:`MetaIDTrainer`, it becomes the trainer's evaluator:
+    whenever the Trainer evaluates (``eval_strategy``), and at every epoch end with ``every_epoch=True``, the metrics
+    are logged as ``eval_hr@10`` etc. through ``Trainer.log``. Another Trainer cannot run it and refuses it at
+    construction.
 
     Args:
         tokenizer: the model's :class:`MetaIDTokenizer`.
         split: rows with ``user``, ``history``, ``target`` (``leave_one_out(...)["validation"]``).
         every_epoch: also evaluate at each epoch end, without an ``eval_dataset``.
-        **protocol: options of :func:`evaluate_recommender` (``ks``, ``template``, ``limit``, ``mode`` ...).
+        **protocol: options of :func:`~hf_metaid.evaluation.evaluate_recommender` (``ks``, ``template``, ``limit``,
+            ``mode`` ...).
+
+    Attributes:
+        history: the metrics of every evaluation, with its ``epoch`` and ``step``.
     """
 
     def __init__(self, tokenizer, split: datasets.Dataset, every_epoch: bool = False, **protocol) -> None:
-        self.tokenizer = tokenizer
-        self.split = split
+        self.evaluator = RecommendationEvaluator(tokenizer, split, **protocol)
         self.every_epoch = every_epoch
-        self.protocol = {"progress": False, **protocol}
         self.history: list[dict[str, float]] = []
+        self._adopted = False
 
-    def _run(self, args, state, model) -> None:
-        if not state.is_world_process_zero or model is None:
-            return
-        metrics = evaluate_recommender(_unwrap(model), self.tokenizer, self.split, **self.protocol)
-        logged = {f"eval_{name}": value for name, value in metrics.items()}
-        logged["epoch"] = state.epoch
-        logged["step"] = state.global_step
-        self.history.append(logged)
-        state.log_history.append(logged)
-
-    def on_evaluate(self, args, state, control, model=None, **kwargs):
-        self._run(args, state, model)
-
-    def on_epoch_end(self, args, state, control, model=None, **kwargs):
-        if self.every_epoch:
-            self._run(args, state, model)
-
-
-# ----------------------------------------------------------------------------------------------- save / load
-def save_for_inference(trainer_or_model, tokenizer, output_dir: str | os.PathLike) -> Path:
-    """Write everything needed to recommend into ONE folder.
-
-    Full model: ``config.json`` + weights + tokenizer (loads with the Auto classes). LoRA model: the adapter
-    (LoRA weights, the ID-token rows, F), the base model's ``config.json`` (so the base can be rebuilt and checked)
-    and the tokenizer; reload with :func:`load_for_inference`.
-    """
-    trainer = trainer_or_model if isinstance(trainer_or_model, Seq2SeqTrainer) else None
-    model = trainer_or_model.model if trainer is not None else trainer_or_model
-    if trainer is not None:
-        model = trainer.accelerator.unwrap_model(model)
-    while hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
-        model = model.module
-    if trainer is not None and not trainer.is_world_process_zero():
-        return Path(output_dir)
-    _unwrap(model).check_tokenizer(tokenizer)
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    if _is_peft(model):
-        model.save_pretrained(output_dir)
-        model.get_base_model().config.save_pretrained(output_dir)
-    else:
-        model.save_pretrained(output_dir)
-    tokenizer.save_pretrained(output_dir)
-    return output_dir
-
-
-def load_for_inference(
-    folder: str | os.PathLike, base=None, **from_pretrained_kwargs
-) -> tuple[PreTrainedModel, object]:
-    """``(model, tokenizer)`` from a folder written by :func:`save_for_inference`, in eval mode.
-
-    Args:
-        folder: the saved folder.
-        base: LoRA folders only. ``None`` rebuilds the base from the adapter's ``base_model_name_or_path`` (a T5
-            checkpoint such as ``"t5-small"`` or a saved META ID model); a string names another checkpoint; a
-            model object is used as is (e.g. a base built from a configuration with the same seed, which has no
-            checkpoint to reload). The base is resized to the tokenizer and checked against the saved config.
-    """
-    folder = Path(folder)
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    if not (folder / ADAPTER_CONFIG).is_file():
-        if base is not None:
-            raise ValueError(f"{folder} holds a full model; base= is only for LoRA adapters")
-        model = AutoModelForSeq2SeqLM.from_pretrained(folder, **from_pretrained_kwargs)
-        _unwrap(model).check_tokenizer(tokenizer)
-        model.eval()
-        return model, tokenizer
-
-    from peft import PeftModel
-
-    saved = MetaIDForConditionalGeneration.config_class.from_pretrained(folder)
-    adapter = json.loads((folder / ADAPTER_CONFIG).read_text())
-    if base is None:
-        base = adapter.get("base_model_name_or_path") or None
-        if base is None:
-            raise ValueError(
-                f"{folder}: the adapter was trained on a base built from a configuration (no checkpoint name); "
-                "pass the same base model object as base="
+    def on_init_end(self, args, state, control, **kwargs):
+        if not self._adopted:
+            raise TypeError(
+                "RecommendationEvalCallback runs through MetaIDTrainer or build_trainer; with another Trainer its "
+                "metrics would be lost. Use MetaIDTrainer(..., evaluator=RecommendationEvaluator(...))"
             )
-    if isinstance(base, (str, os.PathLike)):
-        base = _rebuild_base(str(base), tokenizer, saved, **from_pretrained_kwargs)
-    if not isinstance(base, MetaIDForConditionalGeneration):
-        raise TypeError(f"base must be a checkpoint name/path or a MetaIDForConditionalGeneration, got {type(base)}")
-    base.check_tokenizer(tokenizer)
-    if base.get_input_embeddings().weight.shape[0] < len(tokenizer):
-        base.resize_token_embeddings(len(tokenizer))
-    for field in ("metaid_alpha", "metaid_first_new_id", "metaid_num_new_tokens", "d_model", "metaid_vector_dim"):
-        if getattr(base.config, field) != getattr(saved, field):
-            mine, theirs = getattr(base.config, field), getattr(saved, field)
-            raise VocabularyMismatchError(f"base model {field}={mine!r} differs from the adapter's {theirs!r}")
-    # The adapter was trained with the saved prompt format and output rule: recommend and evaluation must match.
-    base.set_prompt_format(saved.metaid_prompt_templates, saved.metaid_max_history)
-    if base.config.metaid_tree_softmax != saved.metaid_tree_softmax:
-        base.set_tree_softmax(tokenizer, saved.metaid_tree_softmax)
-    model = PeftModel.from_pretrained(base, folder, is_trainable=False)
-    _check_augmentation_loaded(model, folder, adapter)
-    model.eval()
-    return model, tokenizer
 
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if self.every_epoch:
+            control.should_evaluate = True
 
-def _rebuild_base(name: str, tokenizer, saved, **from_pretrained_kwargs) -> MetaIDForConditionalGeneration:
-    """A saved META ID model loads as is; a plain T5 checkpoint gets the ID tokens and F first."""
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(name)
-    if getattr(config, "model_type", None) == MetaIDForConditionalGeneration.config_class.model_type:
-        return AutoModelForSeq2SeqLM.from_pretrained(name, **from_pretrained_kwargs)
-    return MetaIDForConditionalGeneration.from_base(
-        name,
-        tokenizer,
-        alpha=saved.metaid_alpha,
-        augment_generation=saved.metaid_augment_generation,
-        **from_pretrained_kwargs,
-    )
-
-
-def _check_augmentation_loaded(model, folder: Path, adapter: Mapping) -> None:
-    """PEFT silently skips ``modules_to_save`` entries whose module is missing: make sure F really was loaded."""
-    if AUGMENTATION_MODULE not in (adapter.get("modules_to_save") or []):
-        return
-    from safetensors.torch import load_file
-
-    weights_file = folder / "adapter_model.safetensors"
-    if not weights_file.is_file():
-        return  # a .bin adapter: nothing cheap to compare against
-    saved = {k: v for k, v in load_file(str(weights_file)).items() if AUGMENTATION_MODULE in k and k.endswith("weight")}
-    wrapper = getattr(_unwrap(model).encoder, AUGMENTATION_MODULE)
-    active = getattr(wrapper, "modules_to_save", None)
-    if not saved or active is None:
-        raise RuntimeError(
-            f"{folder}: the augmentation F was not restored from the adapter (saved keys: {list(saved)})"
-        )
-    loaded = next(iter(active.values())).weight
-    if not any(torch.equal(tensor.to(loaded), loaded) for tensor in saved.values()):
-        raise RuntimeError(f"{folder}: the augmentation F in the adapter differs from the loaded one")
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        self.history.append({**metrics, "step": state.global_step})
