@@ -159,3 +159,30 @@ def test_old_callback_needs_a_trainer_that_runs_it(tiny, tmp_path):
         MetaIDTrainer(model, quiet_args(tmp_path), evaluator=evaluator, callbacks=[callback])
     with pytest.raises(ValueError, match="eval_dataset"):  # nothing to evaluate: the Trainer's own check stands
         MetaIDTrainer(model, quiet_args(tmp_path, eval_strategy="epoch"), train_dataset=dataset)
+
+
+@pytest.mark.parametrize("task", ["sequential", "direct"])
+def test_exclude_seen_leaves_the_history_out_for_every_task(tiny, task):
+    """The direct task's prompt shows no history, but the user's items must still be left out of the ranking
+    (evaluation once dropped the histories before they reached the decoder, and excluded nothing)."""
+    split, tokenizer, _ = tiny
+    model = tiny_model(tokenizer).eval()
+    rows = split["test"]
+    histories = {user: set(history) for user, history in zip(rows["user"], rows["history"], strict=True)}
+    lists = []
+    original = model.recommend_batch
+
+    def recorded(tokenizer, users, *args, **kwargs):
+        results = original(tokenizer, users, *args, **kwargs)
+        lists.extend(zip(users, results, strict=True))
+        return results
+
+    model.recommend_batch = recorded
+    shown = {}
+    for exclude_seen in (False, True):
+        lists.clear()
+        hm.evaluate_recommender(model, tokenizer, rows, task=task, ks=(10,), exclude_seen=exclude_seen, progress=False)
+        shown[exclude_seen] = sum(len({item for item, _ in recs} & histories[user]) for user, recs in lists)
+        assert len(lists) == rows.num_rows and all(len(recs) == 10 for _, recs in lists)
+    assert shown[False] > 0  # the model does rank history items when allowed to, so the check below can fail
+    assert shown[True] == 0

@@ -150,3 +150,61 @@ def test_default_prompts_have_no_unknown_words(beauty_data):
         if tokenizer.unk_token_id in ids
     }
     assert not unknown, sorted(unknown)[:3]
+
+
+# ------------------------------------------------------------------------------------- choosing and writing prompts
+def test_resolve_template_is_the_one_place_a_template_is_chosen():
+    from hf_metaid.prompt_templates import (
+        COLD_USER_SEQUENTIAL,
+        COMPACT_TEMPLATES,
+        DIRECT_UNSEEN,
+        TEMPLATES,
+        resolve_template,
+    )
+
+    assert resolve_template("sequential") == SEQUENTIAL_SEEN[0]
+    assert resolve_template("direct", "unseen") == DIRECT_UNSEEN
+    assert resolve_template("sequential", "seen", COMPACT_TEMPLATES) == "user {user} items {history}"
+    assert resolve_template("sequential", "seen", None, cold_user=True) == COLD_USER_SEQUENTIAL
+    # recorded templates are the model's own words, for a user without an ID too
+    assert resolve_template("sequential", "seen", COMPACT_TEMPLATES, cold_user=True) == "user {user} items {history}"
+    assert resolve_template("direct", "mine {user}", TEMPLATES) == "mine {user}"
+    with pytest.raises(ValueError, match="unknown task 'other'"):
+        resolve_template("other")
+    with pytest.raises(ValueError, match="'seen', 'unseen' or a string"):
+        resolve_template("sequential", "no placeholders")
+    with pytest.raises(ValueError, match="no 'unseen' templates for task 'direct'"):
+        resolve_template("direct", "unseen", {"direct": {"seen": ["{user}"]}})
+    with pytest.raises(TypeError, match="template must be a string"):
+        resolve_template("direct", 3)
+
+
+def test_format_prompt_cuts_the_history_and_checks_its_length():
+    from hf_metaid.prompt_templates import format_prompt
+
+    tokens = ["<CT1><R1>", "<CT2><R2>", "<CT3><R3>"]
+    assert format_prompt("u {user} h {history}", "<CT0><R0>", tokens, 2) == "u <CT0><R0> h <CT2><R2> , <CT3><R3>"
+    assert format_prompt("h {history} u {user}", None, tokens[:1], 5) == "h <CT1><R1> u "
+    for bad in (0, 2.0, True, "3"):
+        with pytest.raises(ValueError, match="max_history must be an integer >= 1"):
+            format_prompt("{history}", None, tokens, bad)
+
+
+def test_training_evaluation_and_recommend_write_the_same_prompt(beauty_data):
+    """The three writers share format_prompt: a user's last training prompt, its validation prompt (same history
+    cut) and what recommend writes are one string."""
+    tokenizer, split = beauty_data["tokenizer"], beauty_data["split"]
+    templates = {"sequential": {"seen": ["u {user} h {history}"], "unseen": ["u {user} h {history}"]}}
+    train = build_training_prompts(split["train"], tokenizer, tasks=("sequential",), templates=templates, max_history=3)
+    row = split["validation"][0]
+    evaluation = build_eval_prompts(split["validation"].select([0]), tokenizer, template="seen", max_history=3,
+                                    templates=templates)  # fmt: skip
+    model = tiny_model(tokenizer)
+    model.set_prompt_format(templates, 3)
+    written = model._prompt(tokenizer, row["user"], row["history"], None, 3)
+    assert evaluation[0]["source"] == written
+    user_rows = [
+        i for i, source in enumerate(train["source"]) if source.startswith(f"u {tokenizer.user_tokens(row['user'])} ")
+    ]
+    last_history = row["history"][:-1]  # the validation history minus its last item is the last training prefix
+    assert train[user_rows[-1]]["source"] == model._prompt(tokenizer, row["user"], last_history, None, 3)
