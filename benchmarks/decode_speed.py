@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 import hf_metaid as hm
-from hf_metaid.generation import decode_items, trie_prefix_allowed_tokens_fn
+from hf_metaid.decoding import decode_items
+from hf_metaid.item_tree import trie_prefix_allowed_tokens_fn
 from hf_metaid.prompt_templates import TEMPLATE_SETS, fill_template
 
 RESULTS = Path(__file__).resolve().parent / "results" / "decode_speed.md"

@@ -8,7 +8,8 @@ import torch
 from transformers import AutoModelForSeq2SeqLM
 
 import hf_metaid as hm
-from hf_metaid.generation import _encoder_states, decode_items, trie_prefix_allowed_tokens_fn
+from hf_metaid.decoding import _encoder_states, decode_items
+from hf_metaid.item_tree import trie_prefix_allowed_tokens_fn
 from hf_metaid.prompt_templates import SEQUENTIAL_SEEN, fill_template
 
 # (seed, users, items, clusters, ranks per cluster, clusters reserved for users only)

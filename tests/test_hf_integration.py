@@ -262,7 +262,7 @@ def test_remote_code_load_without_the_package(tmp_path, model, tokenizer, tree_s
     tokenizer.save_pretrained(tmp_path)
     auto_map = json.loads((tmp_path / "config.json").read_text())["auto_map"]
     assert auto_map["AutoModelForSeq2SeqLM"] == "modeling_metaid.MetaIDForConditionalGeneration"
-    for code in ("modeling_metaid.py", "generation.py", "tree_softmax.py"):
+    for code in ("modeling_metaid.py", "decoding.py", "item_tree.py", "t5_fast_path.py", "tree_softmax.py"):
         assert (tmp_path / code).is_file()
     text = prompt(tokenizer)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}

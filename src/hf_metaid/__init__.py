@@ -15,10 +15,11 @@ from .data import (
     tokenize_prompts,
     user_sequences,
 )
+from .decoding import decode_items
 from .entity_vocabulary import EntityVocabulary
 from .errors import InteractionFormatError, MetaIDError, UnknownEntityError, VocabularyMismatchError
-from .generation import ItemTree, decode_items
 from .indexing import BaseIndexer, MetaIDIndexer, RandomIndexer, SequentialIndexer
+from .item_tree import ItemTree
 from .modeling_metaid import MetaIDForConditionalGeneration
 from .protocol import evaluate_recommender
 from .tokenization_metaid import MetaIDTokenizer

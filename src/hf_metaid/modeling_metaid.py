@@ -22,8 +22,9 @@ from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.generic import can_return_tuple
 
 from .configuration_metaid import MetaIDConfig
+from .decoding import decode_items
 from .errors import UnknownEntityError, VocabularyMismatchError
-from .generation import ItemTree, decode_items
+from .item_tree import ItemTree
 from .prompt_templates import COLD_USER_SEQUENTIAL, TEMPLATES, check_templates, fill_template, first_template
 from .tree_softmax import check_labels, next_token_table
 
