@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+import warnings
+
 import numpy as np
 import pytest
 import torch
 from transformers import AutoModelForSeq2SeqLM
 
 import hf_metaid as hm
+from hf_metaid import t5_fast_path
 from hf_metaid.decoding import _encoder_states, decode_items
 from hf_metaid.item_tree import trie_prefix_allowed_tokens_fn
 from hf_metaid.prompt_templates import SEQUENTIAL_SEEN, fill_template
@@ -462,3 +466,99 @@ def test_tree_softmax_closes_a_cluster_without_items():
     with torch.no_grad():
         allowed = torch.isfinite(model(**batch, decoder_input_ids=decoder_input_ids).logits[:, 1])
     assert allowed.sum(-1).tolist() == [1] * len(user_only)
+
+
+# ---------------------------------------------------------------------------------- fast path and generic path
+@pytest.mark.parametrize("tree_softmax", [False, True], ids=["plain", "tree"])
+@pytest.mark.parametrize("mode", ["beam", "exact"])
+def test_generic_path_decodes_what_the_fast_path_decodes(mode, tree_softmax):
+    """The public-forward path (forced) and the T5 fast path give the same lists, with and without exclusion. Scores
+    agree to 1e-4: sums of log-probabilities of order 10 in float32, which the two paths add up in other orders."""
+    tokenizer, model = make_pair(SHAPES[3], tree_softmax=tree_softmax)  # three clusters hold users only
+    batch = prompts(tokenizer, seed=3)
+    tree = model.item_tree(tokenizer)
+    plain = top_items_of_plain_decoding(model, tokenizer, batch, k=5)
+    called = []  # the model's and the encoder's own forward: the generic path calls them, the fast path never does
+    for module in (model, model.get_encoder()):
+        module.register_forward_hook(lambda module, args, output: called.append(module))
+    for exclude in (None, [row[: 1 + n % 3] for n, row in enumerate(plain)]):
+        decode = functools.partial(
+            decode_items, model, batch["input_ids"], batch["attention_mask"], tree, k=5, mode=mode, exclude=exclude
+        )
+        fast = decode()
+        assert called == []
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)  # a path asked for is not a failed check: no warning
+            generic = decode(fast_path=False)
+        assert model in called and model.get_encoder() in called
+        called.clear()
+        assert torch.equal(generic[0], fast[0])
+        torch.testing.assert_close(generic[1], fast[1], rtol=0, atol=1e-4)
+
+
+def rename_n_heads(model):
+    """As if transformers renamed an attribute: ``n_heads`` of every decoder self-attention (which T5's own forward
+    does not read there: the first layer computes the position bias, the others reuse it)."""
+    for block in model.decoder.block:
+        attention = block.layer[0].SelfAttention
+        attention.num_heads = attention.n_heads
+        del attention.n_heads
+
+
+T5_CHANGES = {
+    "eager-encoder": (
+        lambda model: setattr(model.get_encoder().config, "_attn_implementation", "eager"),
+        r"encoder\.config\._attn_implementation == 'sdpa' \(it is 'eager'\)",
+    ),
+    "renamed-attribute": (rename_n_heads, r"needs decoder\.block\[0\]\.layer\[0\]\.SelfAttention\.n_heads;"),
+    "scaled-cross-attention": (  # the fast decoder, which takes T5's unscaled scores, would decode something else
+        lambda model: setattr(model.decoder.block[1].layer[1].EncDecAttention, "scaling", 0.5),
+        r"decoder\.block\[1\]\.layer\[1\]\.EncDecAttention\.scaling == 1\.0 \(it is 0\.5\)",
+    ),
+}
+
+
+@pytest.mark.parametrize("change", T5_CHANGES)
+def test_fast_path_checks_what_it_reads_and_falls_back_to_the_models_forward(change, monkeypatch):
+    """A T5 unlike the one the fast path knows (as after a transformers upgrade) decodes through its own forward: one
+    warning per model class names the missing piece, and the lists are still those of ``generate`` + trie."""
+    monkeypatch.setattr(t5_fast_path, "_WARNED", set())  # another test may have warned about this class already
+    tokenizer, model = make_pair(SHAPES[0])
+    batch = prompts(tokenizer)
+    alter, missing = T5_CHANGES[change]
+    alter(model)
+    with pytest.warns(UserWarning, match=missing) as caught:
+        assert_beam_parity(model, tokenizer, batch)
+        assert_beam_parity(model, tokenizer, batch, exclude=[[n] for n in range(len(batch["input_ids"]))])
+    assert len([w for w in caught if "fast decoding path" in str(w.message)]) == 1
+
+
+def lora(model):
+    peft = pytest.importorskip("peft")
+    config = peft.LoraConfig(r=4, target_modules=["q", "k", "v", "o", "wi", "wo"], task_type="SEQ_2_SEQ_LM")
+    return peft.get_peft_model(model, config)
+
+
+@pytest.mark.parametrize(
+    ("config", "wrap"),
+    [
+        ({}, None),
+        ({"feed_forward_proj": "gated-gelu", "tie_word_embeddings": False}, None),
+        ({"num_layers": 3, "num_decoder_layers": 1, "relative_attention_num_buckets": 8}, None),
+        ({}, lora),
+    ],
+    ids=["relu", "gated-untied", "asymmetric", "lora"],
+)
+def test_fast_path_takes_t5_as_installed(config, wrap, monkeypatch):
+    """The installed transformers' T5 passes every check, adapters or not; were one to fail after an upgrade, decoding
+    would stay right but slow, and this test names the piece that moved. In training mode the encoder takes its own
+    forward (dropout), without a warning: nothing is missing."""
+    monkeypatch.setattr(t5_fast_path, "_WARNED", set())
+    tokenizer = hm.MetaIDTokenizer.from_base(None, make_vocabulary(*SHAPES[0]))
+    model = hm.MetaIDForConditionalGeneration.from_base(hm.tiny_t5_config(**config), tokenizer).eval()
+    model = wrap(model) if wrap else model
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        assert t5_fast_path.check_fast_path(model) == t5_fast_path.FastPath(encoder=True, decoder=True)
+        model.train()
+        assert t5_fast_path.check_fast_path(model) == t5_fast_path.FastPath(encoder=False, decoder=True)

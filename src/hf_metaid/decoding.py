@@ -16,30 +16,68 @@ decoding, so a beam search of width k ranks the other items and no decoding widt
 a finite score is what ``generate`` returns with a trie that lacks the excluded items; where fewer items are left
 than beams, the list ends in -1 (score -inf) where ``generate`` repeats a beam at about -1e9.
 
-Only torch is imported: the file travels with a saved model for ``trust_remote_code`` loading.
+The algorithm asks the model for two things only: the prompts' encoder states, and a step decoder
+(:class:`StepDecoder`) that gives the next-token logits of one more token per beam. ``t5_fast_path`` provides both
+for T5, written with T5's own modules for speed, once it has checked the modules it reads; where a check fails (a
+transformers upgrade, another attention implementation), that half runs through the model's public forward
+instead: the encoder's own forward and :class:`GenericStepDecoder`. ``decode_items(..., fast_path=False)`` takes the
+public forward throughout.
+
+Only torch, transformers and the standard library are imported: the file travels with a saved model for
+``trust_remote_code`` loading.
 """
 
 from __future__ import annotations
 
 import contextlib
+from typing import Protocol
 
 import torch
+from transformers.modeling_outputs import BaseModelOutput
 
 from .item_tree import ItemTree
-from .t5_fast_path import BeamDecoder, EncodedPrompts, encode, fast_encoder_applies
+from .t5_fast_path import GENERIC, BeamDecoder, EncodedPrompts, check_fast_path, encode
 
 
-def _encoder_states(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> EncodedPrompts:
-    """The encoder output ``generate`` would see (without F where the config reproduces the research code)."""
-    encoder = model.get_encoder()
-    skip_f = getattr(model.config, "metaid_augment_generation", True) is False
-    context = encoder.augmentation_disabled() if skip_f and hasattr(encoder, "augmentation_disabled") else None
-    index = attention_mask.flatten().nonzero().flatten()
-    with context if context is not None else contextlib.nullcontext():
-        if fast_encoder_applies(encoder):
-            return EncodedPrompts(encode(encoder, input_ids, attention_mask, index), index, attention_mask)
-        states = encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-    return EncodedPrompts(states.flatten(0, 1)[index], index, attention_mask)
+class StepDecoder(Protocol):
+    """What the algorithm asks of a decoder over a chunk of N encoded prompts."""
+
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Feed one token per beam, ``tokens`` (N, B); return the next-token logits (N, B, V), float32, contiguous
+        and the caller's to overwrite. After a step with one beam per prompt, each prompt may branch into B beams."""
+
+    def select(self, parents: torch.Tensor) -> None:
+        """Keep the beams ``parents`` ((N, B') indices into the last step's beams) for the next step."""
+
+
+class GenericStepDecoder:
+    """A :class:`StepDecoder` through the model's public forward only, for any seq2seq model that takes
+    ``encoder_outputs``: each step re-runs the decoder on every beam's whole prefix (three tokens at most, so no
+    cache is worth depending on its API), the prompt's encoder states repeated per beam. The logits are the
+    forward's own, whatever it adds to them (the tree softmax's bias included), as ``generate`` sees them."""
+
+    def __init__(self, model, encoded: EncodedPrompts) -> None:
+        self.model = model
+        self.states = encoded.padded(encoded.states)  # (N, L, d); the zeros at padding are masked out
+        self.mask = encoded.mask
+        self.prefix: torch.Tensor | None = None  # (N, B, T): the tokens fed so far, per beam
+
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        n, beams = tokens.shape
+        fed = tokens.unsqueeze(-1)
+        if self.prefix is not None:
+            fed = torch.cat([self.prefix.expand(n, beams, -1), fed], dim=-1)
+        self.prefix = fed
+        logits = self.model(
+            encoder_outputs=BaseModelOutput(last_hidden_state=self.states.repeat_interleave(beams, dim=0)),
+            attention_mask=self.mask.repeat_interleave(beams, dim=0),
+            decoder_input_ids=fed.flatten(0, 1),
+            use_cache=False,
+        ).logits
+        return logits[:, -1].to(torch.float32).contiguous().view(n, beams, -1)
+
+    def select(self, parents: torch.Tensor) -> None:
+        self.prefix = self.prefix.gather(1, parents.unsqueeze(-1).expand(-1, -1, self.prefix.shape[-1]))
 
 
 @torch.no_grad()
@@ -53,6 +91,7 @@ def decode_items(
     mode: str = "beam",
     chunk_rows: int = 2048,
     exclude: list[list[int]] | None = None,
+    fast_path: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-``k`` items per prompt: ``(item numbers (N, k), scores (N, k))``, best first; -1 where fewer exist.
 
@@ -66,6 +105,8 @@ def decode_items(
         chunk_rows: decoder beams (prompts × clusters expanded) per pass; bounds memory in ``exact`` mode.
         exclude: per prompt, item numbers (positions in ``tree.items``) that must not come out, e.g. the history;
             they are removed from that prompt's tree before decoding.
+        fast_path: take T5's fast encoder and decoder where their checks pass (see ``t5_fast_path``); ``False``:
+            the model's public forward throughout (slower; the same items, scores to float rounding).
     """
     if mode not in ("beam", "exact"):
         raise ValueError(f"mode must be 'beam' or 'exact', got {mode!r}")
@@ -83,20 +124,25 @@ def decode_items(
     else:
         width = min(num_beams, tree.num_clusters)
     step = max(1, chunk_rows // max(width, 1))
+    path = check_fast_path(model) if fast_path else GENERIC
     parts = []
     for start in range(0, input_ids.shape[0], step):
-        encoded = _encoder_states(model, input_ids[start : start + step], attention_mask[start : start + step])
-        banned = None if exclude is None else tree.exclusion_mask(exclude[start : start + step], input_ids.device)
-        parts.append(_decode_chunk(model, encoded, tree, k, num_beams, mode, banned))
+        rows = slice(start, start + step)
+        encoded = _encoder_states(model, input_ids[rows], attention_mask[rows], fast=path.encoder)
+        decoder = BeamDecoder(model, encoded) if path.decoder else GenericStepDecoder(model, encoded)
+        first = torch.full_like(input_ids[rows, :1], model.config.decoder_start_token_id, dtype=torch.long)
+        banned = None if exclude is None else tree.exclusion_mask(exclude[rows], input_ids.device)
+        parts.append(_decode_chunk(decoder, first, tree, k, num_beams, mode, banned))
     items, scores = (torch.cat(values) for values in zip(*parts, strict=True))
     return items, scores
 
 
-def _decode_chunk(model, encoded: EncodedPrompts, tree: ItemTree, k: int, num_beams: int, mode: str, banned=None):
-    """One chunk of prompts; ``banned`` ((N, num_items) bool or None) marks the items cut from each prompt's tree."""
-    n, device = encoded.mask.shape[0], encoded.states.device
-    decoder = BeamDecoder(model, encoded)
-    start = torch.full((n, 1), model.config.decoder_start_token_id, dtype=torch.long, device=device)
+def _decode_chunk(
+    decoder: StepDecoder, start: torch.Tensor, tree: ItemTree, k: int, num_beams: int, mode: str, banned=None
+):
+    """One chunk of N prompts, ``start`` (N, 1) their decoder start tokens; ``banned`` ((N, num_items) bool or None)
+    marks the items cut from each prompt's tree."""
+    n, device = start.shape[0], start.device
 
     # Level 1: every cluster scored in one decoder step.
     cluster_tokens = slice(tree.first_cluster_token, tree.first_cluster_token + tree.num_clusters)
@@ -135,7 +181,7 @@ def _decode_chunk(model, encoded: EncodedPrompts, tree: ItemTree, k: int, num_be
     return _pad(items, k, -1), _pad(best_scores, k, float("-inf"))
 
 
-def _rank_every_item(decoder: BeamDecoder, tree: ItemTree, cluster_scores: torch.Tensor, k: int, banned=None):
+def _rank_every_item(decoder: StepDecoder, tree: ItemTree, cluster_scores: torch.Tensor, k: int, banned=None):
     """Exact mode: log p(cluster) + log p(rank | cluster) of every item, read straight from the logits of every
     cluster that holds an item (no dense cluster x rank table), then the top ``k``."""
     n = cluster_scores.shape[0]
@@ -149,6 +195,20 @@ def _rank_every_item(decoder: BeamDecoder, tree: ItemTree, cluster_scores: torch
     best_scores, items = item_scores.topk(min(k, item_scores.shape[1]), dim=-1)
     items = items.masked_fill(torch.isinf(best_scores), -1)
     return _pad(items, k, -1), _pad(best_scores, k, float("-inf"))
+
+
+def _encoder_states(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, fast: bool = True) -> EncodedPrompts:
+    """The encoder output ``generate`` would see (without F where the config reproduces the research code), for the
+    real tokens: by T5's fast encoder (``fast``, once :func:`check_fast_path` passed it) or the encoder's forward."""
+    encoder = model.get_encoder()
+    skip_f = getattr(model.config, "metaid_augment_generation", True) is False
+    context = encoder.augmentation_disabled() if skip_f and hasattr(encoder, "augmentation_disabled") else None
+    index = attention_mask.flatten().nonzero().flatten()
+    with context if context is not None else contextlib.nullcontext():
+        if fast:
+            return EncodedPrompts(encode(encoder, input_ids, attention_mask, index), index, attention_mask)
+        states = encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    return EncodedPrompts(states.flatten(0, 1)[index], index, attention_mask)
 
 
 def _pad(values: torch.Tensor, k: int, fill) -> torch.Tensor:

@@ -6,16 +6,130 @@ on the real tokens only (padding is about a quarter of a batch of prompts) and g
 bit for bit.
 
 This is the code that knows T5's internals (``block[i].layer[j]``, the attention projections, the relative position
-bias); ``decoding`` holds the algorithm that calls it.
+bias), so it is the code a transformers upgrade can break. :func:`check_fast_path` checks what it reads in a model,
+and what it takes for granted, before any use; where something is missing or differs, that half (encoder or decoder)
+runs through the model's own forward instead (``decoding``), and one warning per model class names the missing piece.
 
-Only torch is imported: the file travels with a saved model for ``trust_remote_code`` loading.
+Only torch and the standard library are imported: the file travels with a saved model for ``trust_remote_code``
+loading.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
+
+
+@dataclass(frozen=True)
+class FastPath:
+    """Which halves of the fast path a model takes; the other runs through the model's own forward."""
+
+    encoder: bool
+    decoder: bool
+
+
+GENERIC = FastPath(encoder=False, decoder=False)
+_WARNED: set[type] = set()  # model classes already told that the fast path does not fit them
+# What the fast code reads in every T5Attention it uses.
+_ATTENTION = ("q", "k", "v", "o", "n_heads", "key_value_proj_dim", "scaling")
+
+
+def check_fast_path(model) -> FastPath:
+    """Check what :func:`encode` and :class:`BeamDecoder` read in ``model``'s T5 modules, and what they take for
+    granted (SDPA attention in the encoder, T5's unscaled scores in the decoder), before any use.
+
+    A half whose check fails is not taken, and the first time a model class fails one, a warning names what is
+    missing: results stay right through the model's forward, only slower. An encoder in training mode takes its
+    forward too, silently (dropout is part of it there, and nothing is missing).
+    """
+    encoder = model.get_encoder()
+    encoder_gap, decoder_gap = _encoder_gap(encoder), _decoder_gap(model)
+    gaps = {half: gap for half, gap in (("encoder", encoder_gap), ("decoder", decoder_gap)) if gap is not None}
+    if gaps and type(model) not in _WARNED:
+        _WARNED.add(type(model))
+        warnings.warn(
+            f"{type(model).__name__}: the T5 fast decoding path needs {' and '.join(gaps.values())}; decoding "
+            f"uses the model's own forward for the {' and '.join(gaps)} instead (same items, slower)",
+            stacklevel=2,
+        )
+    return FastPath(encoder=encoder_gap is None and not encoder.training, decoder=decoder_gap is None)
+
+
+def _encoder_gap(encoder) -> str | None:
+    """What :func:`encode` needs and ``encoder`` lacks (None: nothing)."""
+    config = encoder.config
+    implementation = getattr(config, "_attn_implementation", None)
+    if implementation != "sdpa":  # encode reproduces the SDPA kernel's output bit for bit, not another's
+        return f"encoder.config._attn_implementation == 'sdpa' (it is {implementation!r})"
+    if getattr(config, "is_decoder", True):
+        return "encoder.config.is_decoder == False"
+    return _stack_gap(encoder, "encoder", ("SelfAttention",))
+
+
+def _decoder_gap(model) -> str | None:
+    """What :class:`BeamDecoder` needs and ``model`` lacks or has otherwise than T5 (None: nothing)."""
+    attentions = ("SelfAttention", "EncDecAttention")
+    tree_bias = ("next_token_bias",) if getattr(model.config, "metaid_tree_softmax", False) else ()
+    gap = _lacks(model, "model", ("decoder", "lm_head", *tree_bias)) or _stack_gap(model.decoder, "decoder", attentions)
+    if gap is not None:
+        return gap
+    first = model.decoder.block[0].layer[0].SelfAttention
+    for i, block in enumerate(model.decoder.block):
+        for j, name in enumerate(attentions):
+            attention, where = getattr(block.layer[j], name), f"decoder.block[{i}].layer[{j}].{name}"
+            # One head layout for every layer, unscaled scores (T5 folds the scale into its weights) and no position
+            # bias in cross-attention: what the beam decoder computes.
+            if (attention.n_heads, attention.key_value_proj_dim) != (first.n_heads, first.key_value_proj_dim):
+                return f"{where} with block 0's head layout"
+            if attention.scaling != 1.0:
+                return f"{where}.scaling == 1.0 (it is {attention.scaling})"
+            if j == 1 and getattr(attention, "has_relative_attention_bias", False):
+                return f"{where} without a relative position bias"
+    return None
+
+
+def _stack_gap(stack, path: str, attentions: tuple[str, ...]) -> str | None:
+    """What the fast code needs in a T5 stack and ``stack`` lacks: the embeddings, the final layer norm and, per block,
+    the sub-layers ``attentions`` in that order (each with its layer norm and T5's attention attributes) then the
+    feed-forward one; the first block's self-attention computes the relative position bias of every layer."""
+    gap = _lacks(stack, path, ("embed_tokens", "block", "final_layer_norm"))
+    if gap is not None:
+        return gap
+    if len(stack.block) == 0:
+        return f"{path}.block with at least one block"
+    for i, block in enumerate(stack.block):
+        layers = getattr(block, "layer", ())
+        if len(layers) != len(attentions) + 1:
+            return f"{path}.block[{i}].layer of {len(attentions) + 1} sub-layers (it has {len(layers)})"
+        for j, name in enumerate(attentions):
+            where = f"{path}.block[{i}].layer[{j}]"
+            gap = _lacks(layers[j], where, ("layer_norm", name)) or _lacks(
+                getattr(layers[j], name), f"{where}.{name}", _ATTENTION
+            )
+            if gap is not None:
+                return gap
+        gap = _feed_forward_gap(layers[-1], f"{path}.block[{i}].layer[{len(attentions)}]")
+        if gap is not None:
+            return gap
+    first = stack.block[0].layer[0].SelfAttention
+    return _lacks(first, f"{path}.block[0].layer[0].SelfAttention", ("compute_bias", "relative_attention_bias"))
+
+
+def _feed_forward_gap(ff_layer, where: str) -> str | None:
+    """T5LayerFF's parts that :func:`_add_feed_forward` reads (its in-place shortcut for T5DenseActDense reads that
+    block's own layers too)."""
+    gap = _lacks(ff_layer, where, ("layer_norm", "DenseReluDense"))
+    dense = getattr(ff_layer, "DenseReluDense", None)
+    if gap is None and type(dense).__name__ == "T5DenseActDense":
+        gap = _lacks(dense, f"{where}.DenseReluDense", ("wi", "wo", "act"))
+    return gap
+
+
+def _lacks(module, path: str, names: tuple[str, ...]) -> str | None:
+    """``path.name`` of the first of ``names`` that ``module`` lacks (None: it has them all)."""
+    return next((f"{path}.{name}" for name in names if not hasattr(module, name)), None)
 
 
 class BeamDecoder:
@@ -161,12 +275,6 @@ def _unpack(rows: torch.Tensor, index: torch.Tensor, shape: torch.Size) -> torch
     full = rows.new_zeros(shape[0] * shape[1], rows.shape[-1])
     full[index] = rows
     return full.view(*shape, -1)
-
-
-def fast_encoder_applies(encoder) -> bool:
-    """The T5 encoder in eval mode with SDPA attention: what :func:`encode` reproduces bit for bit."""
-    config = encoder.config
-    return not encoder.training and getattr(config, "_attn_implementation", None) == "sdpa" and not config.is_decoder
 
 
 def encode(encoder, input_ids: torch.Tensor, attention_mask: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
