@@ -85,7 +85,7 @@ def assert_beam_parity(model, tokenizer, batch, beams=5, exclude=None):
     items, scores = decode_items(
         model, batch["input_ids"], batch["attention_mask"], tree, k=beams, num_beams=beams, exclude=exclude
     )
-    expected = np.array(tokenizer.decode_items(generated.sequences), dtype=object).reshape(-1, beams).tolist()
+    expected = np.array(tokenizer.token_ids_to_items(generated.sequences), dtype=object).reshape(-1, beams).tolist()
     assert names(tree, items) == expected
     torch.testing.assert_close(scores, generated.sequences_scores.view(-1, beams) * 3, rtol=0, atol=1e-4)
     return generated, items
@@ -246,7 +246,7 @@ def test_excluded_items_are_cut_from_each_prompts_tree_as_generate_does(shape):
     # a beam wider than k: the first k of generate's beams
     tree = model.item_tree(tokenizer)
     generated = hf_beam(model, tokenizer, batch, beams=7, exclude=exclude)
-    expected = np.array(tokenizer.decode_items(generated.sequences), dtype=object).reshape(-1, 7)[:, :3].tolist()
+    expected = np.array(tokenizer.token_ids_to_items(generated.sequences), dtype=object).reshape(-1, 7)[:, :3].tolist()
     narrow, _ = decode_items(
         model, batch["input_ids"], batch["attention_mask"], tree, k=3, num_beams=7, exclude=exclude
     )
@@ -269,7 +269,7 @@ def test_fewer_items_left_than_beams():
     kept = [3, 17, 30]
     exclude = [[item for item in range(len(tree.items)) if item not in kept], []]
     generated = hf_beam(model, tokenizer, batch, beams=5, exclude=exclude)
-    expected = np.array(tokenizer.decode_items(generated.sequences), dtype=object).reshape(-1, 5).tolist()
+    expected = np.array(tokenizer.token_ids_to_items(generated.sequences), dtype=object).reshape(-1, 5).tolist()
     items, scores = decode_items(model, batch["input_ids"], batch["attention_mask"], tree, k=5, exclude=exclude)
     assert sorted(items[0, :3].tolist()) == kept and items[0, 3:].tolist() == [-1, -1]
     assert torch.isinf(scores[0, 3:]).all() and torch.isfinite(scores[0, :3]).all()
@@ -412,7 +412,7 @@ def test_tree_softmax_decodes_as_generate_and_brute_force(shape):
     assert_beam_parity(model, tokenizer, batch)
     # generate without any trie stays inside the items: the model cannot spell anything else
     free = model.generate(**batch, num_beams=5, num_return_sequences=5, max_new_tokens=3)
-    assert None not in tokenizer.decode_items(free)
+    assert None not in tokenizer.token_ids_to_items(free)
 
     exact_items, exact_scores = decode_items(
         model, batch["input_ids"], batch["attention_mask"], tree, k=7, mode="exact"

@@ -60,6 +60,8 @@ class ItemTree:
     @classmethod
     def from_tokenizer(cls, tokenizer) -> ItemTree:
         vocab = tokenizer.entity_vocabulary
+        # A tensor layout for decoding, not a second code -> item map: raw ids are read back through the vocabulary's
+        # (EntityVocabulary.item_at); this table gives item numbers, for whole batches at once, on the model's device.
         item_of_code = torch.full((vocab.num_clusters, vocab.num_ranks), -1, dtype=torch.long)
         codes = torch.as_tensor(vocab.item_codes, dtype=torch.long).reshape(-1, 2)
         item_of_code[codes[:, 0], codes[:, 1]] = torch.arange(len(vocab.items))
