@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 import hf_metaid as hm
-from hf_metaid.generation import decode_items, trie_prefix_allowed_tokens_fn
+from hf_metaid.decoding import decode_items
+from hf_metaid.item_tree import trie_prefix_allowed_tokens_fn
 from hf_metaid.prompt_templates import TEMPLATE_SETS, fill_template
 
 RESULTS = Path(__file__).resolve().parent / "results" / "decode_speed.md"
@@ -162,7 +163,7 @@ def main() -> None:
         outputs["(c) decode_items exact"],
         strict=True,
     ):
-        lists_a = np.array(tokenizer.decode_items(sequences_a), dtype=object).reshape(-1, k)
+        lists_a = np.array(tokenizer.token_ids_to_items(sequences_a), dtype=object).reshape(-1, k)
         scores_a = scores_a.reshape(-1, k) * 3  # sequences_scores = sum / generated length (cluster, rank, eos)
         for row in range(lists_a.shape[0]):
             list_b = [tree.items[i] if i >= 0 else None for i in items_b[row].tolist()]

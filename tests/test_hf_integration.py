@@ -77,8 +77,20 @@ def test_id_tokens_are_single_tokens_and_decode_back(tokenizer, vocab):
     ids = tokenizer(tokenizer.item_tokens("i5"), add_special_tokens=False)["input_ids"]
     assert ids == tokenizer.item_token_ids("i5")
     assert len(tokenizer.id_token_range) == vocab.num_clusters + vocab.num_ranks
-    assert tokenizer.decode_items([[0, *ids, 1], [0, 5, 1]]) == ["i5", None]
-    assert tokenizer.decode_items(ids) == ["i5"]
+    assert tokenizer.token_ids_to_items([[0, *ids, 1], [0, 5, 1]]) == ["i5", None]
+    assert tokenizer.token_ids_to_items(ids) == ["i5"]
+
+
+def test_codes_read_back_through_the_vocabulary_and_the_old_tokenizer_name_still_works(tokenizer, vocab):
+    assert vocab.item_at(*vocab.item_code("i5")) == "i5"
+    assert vocab.item_at(*vocab.user_code("u3")) is None  # a user's code spells no item
+    codes = vocab.item_for_code()
+    assert codes[vocab.item_code("i7")] == "i7" and len(codes) == len(vocab.items)
+    with pytest.raises(TypeError):  # the vocabulary's own map: read-only
+        codes[(0, 0)] = "i0"
+    sequences = [[0, *tokenizer.item_token_ids("i5"), 1], [0, 5, 1]]
+    with pytest.warns(FutureWarning, match="renamed token_ids_to_items"):
+        assert tokenizer.decode_items(sequences) == tokenizer.token_ids_to_items(sequences) == ["i5", None]
 
 
 def test_unknown_ids_name_the_id(tokenizer):
@@ -262,7 +274,7 @@ def test_remote_code_load_without_the_package(tmp_path, model, tokenizer, tree_s
     tokenizer.save_pretrained(tmp_path)
     auto_map = json.loads((tmp_path / "config.json").read_text())["auto_map"]
     assert auto_map["AutoModelForSeq2SeqLM"] == "modeling_metaid.MetaIDForConditionalGeneration"
-    for code in ("modeling_metaid.py", "generation.py", "tree_softmax.py"):
+    for code in ("modeling_metaid.py", "decoding.py", "item_tree.py", "t5_fast_path.py", "tree_softmax.py"):
         assert (tmp_path / code).is_file()
     text = prompt(tokenizer)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}

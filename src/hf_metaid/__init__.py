@@ -16,10 +16,10 @@ from .data import (
     tokenize_prompts,
     user_sequences,
 )
+from .decoding import decode_items
 from .entity_vocabulary import EntityVocabulary
 from .errors import InteractionFormatError, MetaIDError, UnknownEntityError, VocabularyMismatchError
 from .evaluation import RecommendationEvaluator, evaluate_recommender
-from .generation import ItemTree, decode_items
 from .indexing import (
     BaseIndexer,
     BlockIndexerConfig,
@@ -29,6 +29,7 @@ from .indexing import (
     SequentialIndexer,
     SkipGramConfig,
 )
+from .item_tree import ItemTree
 from .modeling_metaid import MetaIDForConditionalGeneration
 from .pipeline import DEMO, ModelSettings, Recipe, TrainingSettings, tiny_t5_config
 from .saving import load_for_inference, save_for_inference

@@ -9,10 +9,12 @@ It is a flat file with no package imports because it travels with a saved tokeni
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 
 import numpy as np
 
@@ -170,8 +172,18 @@ class EntityVocabulary:
         """The token string of an item, e.g. ``<CT8><R2>``."""
         return self.spell(self.item_code(raw_id))
 
-    def item_for_code(self) -> dict[tuple[int, int], str]:
-        """``{(cluster, rank): raw item id}``, to map decoded IDs back to items."""
+    def item_at(self, cluster: int, rank: int) -> str | None:
+        """The raw id of the item whose code is (cluster, rank); ``None`` where no item has it (a user's code, or a
+        free one), which is how a decoded ID that spells no item reads back."""
+        return self._items_by_code.get((cluster, rank))
+
+    def item_for_code(self) -> Mapping[tuple[int, int], str]:
+        """``{(cluster, rank): raw item id}``, to map decoded IDs back to items: the vocabulary's own map, read-only."""
+        return MappingProxyType(self._items_by_code)
+
+    @functools.cached_property
+    def _items_by_code(self) -> dict[tuple[int, int], str]:
+        # Built on first use and kept: the one code -> item map, which the tokenizer reads too.
         return {(int(c), int(r)): item for item, (c, r) in zip(self.items, self.item_codes.tolist(), strict=True)}
 
     # ------------------------------------------------------------------------------------------ serialisation

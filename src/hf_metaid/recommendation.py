@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from .decoding import decode_items
 from .errors import UnknownEntityError
-from .generation import ItemTree, decode_items
+from .item_tree import ItemTree
 from .prompt_templates import TEMPLATES, check_max_history, check_templates, format_prompt, resolve_template
 
 

@@ -7,6 +7,7 @@ never silently rebuild a different ID map: whoever has the tokenizer folder has 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable, Sequence
 
 from tokenizers import AddedToken
@@ -138,7 +139,7 @@ class MetaIDTokenizer(TokenizersBackend):
         cluster, rank = self.entity_vocabulary.item_code(raw_id)
         return [self.cluster_token_ids[cluster], self.rank_token_ids[rank]]
 
-    def decode_items(self, token_ids: Sequence[int] | Sequence[Sequence[int]]) -> list[str | None]:
+    def token_ids_to_items(self, token_ids: Sequence[int] | Sequence[Sequence[int]]) -> list[str | None]:
         """Map generated token ids back to raw item ids (``None`` where a sequence spells no item).
 
         Accepts one sequence or a batch (list of lists, or a 1-D/2-D tensor); always returns one entry per sequence.
@@ -146,8 +147,18 @@ class MetaIDTokenizer(TokenizersBackend):
         if hasattr(token_ids, "tolist"):
             token_ids = token_ids.tolist()
         sequences = [token_ids] if token_ids and isinstance(token_ids[0], int) else list(token_ids)
-        lookup = self._code_lookup()
-        return [lookup.get(self._code_of(seq)) for seq in sequences]
+        codes = (self._code_of(sequence) for sequence in sequences)
+        return [None if code is None else self.entity_vocabulary.item_at(*code) for code in codes]
+
+    def decode_items(self, token_ids: Sequence[int] | Sequence[Sequence[int]]) -> list[str | None]:
+        """Deprecated name of :meth:`token_ids_to_items`, kept so that older code runs (``decode_items`` is now only
+        the decoder, ``hf_metaid.decode_items``, which does something else)."""
+        warnings.warn(
+            "MetaIDTokenizer.decode_items is renamed token_ids_to_items (hf_metaid.decode_items is the decoder)",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return self.token_ids_to_items(token_ids)
 
     def _code_of(self, sequence: Iterable[int]) -> tuple[int, int] | None:
         clusters, ranks = self.cluster_token_ids, self.rank_token_ids
@@ -155,13 +166,6 @@ class MetaIDTokenizer(TokenizersBackend):
         if len(ids) != 2 or ids[0] not in clusters or ids[1] not in ranks:
             return None
         return ids[0] - clusters.start, ids[1] - ranks.start
-
-    def _code_lookup(self) -> dict[tuple[int, int], str]:
-        cache = getattr(self, "_item_code_cache", None)
-        if cache is None or cache[0] is not self.entity_vocabulary:
-            cache = (self.entity_vocabulary, self.entity_vocabulary.item_for_code())
-            self._item_code_cache = cache
-        return cache[1]
 
     # ----------------------------------------------------------------------------------------------- saving
     def _save_pretrained(self, save_directory, file_names, legacy_format=None, filename_prefix=None):

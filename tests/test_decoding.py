@@ -1,6 +1,9 @@
-"""Decoding: ``decode_items`` against HF ``generate`` + trie and brute force, and the ``recommend`` API around it."""
+"""Decoding: ``decode_items`` against HF ``generate`` + trie and brute force, and the tree softmax both read."""
 
 from __future__ import annotations
+
+import functools
+import warnings
 
 import numpy as np
 import pytest
@@ -8,7 +11,9 @@ import torch
 from transformers import AutoModelForSeq2SeqLM
 
 import hf_metaid as hm
-from hf_metaid.generation import _encoder_states, decode_items, trie_prefix_allowed_tokens_fn
+from hf_metaid import t5_fast_path
+from hf_metaid.decoding import _encoder_states, decode_items
+from hf_metaid.item_tree import trie_prefix_allowed_tokens_fn
 from hf_metaid.prompt_templates import SEQUENTIAL_SEEN, fill_template
 
 # (seed, users, items, clusters, ranks per cluster, clusters reserved for users only)
@@ -80,7 +85,7 @@ def assert_beam_parity(model, tokenizer, batch, beams=5, exclude=None):
     items, scores = decode_items(
         model, batch["input_ids"], batch["attention_mask"], tree, k=beams, num_beams=beams, exclude=exclude
     )
-    expected = np.array(tokenizer.decode_items(generated.sequences), dtype=object).reshape(-1, beams).tolist()
+    expected = np.array(tokenizer.token_ids_to_items(generated.sequences), dtype=object).reshape(-1, beams).tolist()
     assert names(tree, items) == expected
     torch.testing.assert_close(scores, generated.sequences_scores.view(-1, beams) * 3, rtol=0, atol=1e-4)
     return generated, items
@@ -241,7 +246,7 @@ def test_excluded_items_are_cut_from_each_prompts_tree_as_generate_does(shape):
     # a beam wider than k: the first k of generate's beams
     tree = model.item_tree(tokenizer)
     generated = hf_beam(model, tokenizer, batch, beams=7, exclude=exclude)
-    expected = np.array(tokenizer.decode_items(generated.sequences), dtype=object).reshape(-1, 7)[:, :3].tolist()
+    expected = np.array(tokenizer.token_ids_to_items(generated.sequences), dtype=object).reshape(-1, 7)[:, :3].tolist()
     narrow, _ = decode_items(
         model, batch["input_ids"], batch["attention_mask"], tree, k=3, num_beams=7, exclude=exclude
     )
@@ -264,7 +269,7 @@ def test_fewer_items_left_than_beams():
     kept = [3, 17, 30]
     exclude = [[item for item in range(len(tree.items)) if item not in kept], []]
     generated = hf_beam(model, tokenizer, batch, beams=5, exclude=exclude)
-    expected = np.array(tokenizer.decode_items(generated.sequences), dtype=object).reshape(-1, 5).tolist()
+    expected = np.array(tokenizer.token_ids_to_items(generated.sequences), dtype=object).reshape(-1, 5).tolist()
     items, scores = decode_items(model, batch["input_ids"], batch["attention_mask"], tree, k=5, exclude=exclude)
     assert sorted(items[0, :3].tolist()) == kept and items[0, 3:].tolist() == [-1, -1]
     assert torch.isinf(scores[0, 3:]).all() and torch.isfinite(scores[0, :3]).all()
@@ -343,148 +348,6 @@ def test_decode_items_rejects_bad_arguments(model, tokenizer):
         decode_items(model, batch["input_ids"], batch["attention_mask"], tree, k=5, num_beams=3)
 
 
-# ------------------------------------------------------------------------------------------ recommend / batch
-def test_exclude_seen_drops_history_and_still_returns_k(model, tokenizer):
-    # A template without {history}: the prompt, hence the ranking, is the same whatever the history.
-    template = "What should we recommend for user {user} ?"
-    top = [item for item, _ in model.recommend(tokenizer, user="u1", history=["i0"], k=6, template=template)]
-    history = top[:3]
-    unfiltered = model.recommend(tokenizer, user="u1", history=history, k=6, template=template)
-    assert [item for item, _ in unfiltered] == top
-    kept = model.recommend(tokenizer, user="u1", history=history, k=6, exclude_seen=True, template=template)
-    assert len(kept) == 6
-    assert not {item for item, _ in kept} & set(history)
-    # the history is cut from the tree before decoding: the same as decode_items told to exclude it
-    tree = model.item_tree(tokenizer)
-    batch = tokenizer([template.format(user=tokenizer.user_tokens("u1"))], return_tensors="pt")
-    numbers = [[tree.item_numbers[item] for item in history]]
-    items, scores = decode_items(model, batch["input_ids"], batch["attention_mask"], tree, k=6, exclude=numbers)
-    assert kept == [(tree.items[i], s) for i, s in zip(items[0].tolist(), scores[0].tolist(), strict=True)]
-
-
-def test_recommend_batch_excludes_each_users_own_history_across_batches(model, tokenizer):
-    users = ["u1", "u2", "u3", "u4", "u5"]
-    histories = [["i0", "i1"], ["i2"], ["i3", "i4", "i5"], [], ["i1", "i6"]]
-    whole = model.recommend_batch(tokenizer, users, histories, k=5, exclude_seen=True, batch_size=64)
-    split = model.recommend_batch(tokenizer, users, histories, k=5, exclude_seen=True, batch_size=2)
-    assert [[item for item, _ in row] for row in whole] == [[item for item, _ in row] for row in split]
-    for row, history in zip(split, histories, strict=True):
-        assert len(row) == 5 and not {item for item, _ in row} & set(history)
-    # a beam narrower than k is widened to k, as before exclusion moved into the decoder
-    narrow = model.recommend_batch(tokenizer, users, histories, k=5, exclude_seen=True, num_beams=3)
-    assert [[item for item, _ in row] for row in narrow] == [[item for item, _ in row] for row in whole]
-
-
-def test_unknown_user_names_the_id(model, tokenizer):
-    with pytest.raises(hm.UnknownEntityError, match="nobody-42"):
-        model.recommend(tokenizer, user="nobody-42", history=["i1"], k=3)
-    with pytest.raises(hm.UnknownEntityError, match="nobody-42"):
-        model.recommend_batch(tokenizer, ["u1", "nobody-42"], k=3)
-
-
-def test_cold_start_user_with_history(model, tokenizer):
-    recommended = model.recommend(tokenizer, user=None, history=["i3", "i7"], k=5)
-    assert len(recommended) == 5
-    assert all(tokenizer.entity_vocabulary.has_item(item) for item, _ in recommended)
-    with pytest.raises(ValueError):
-        model.recommend(tokenizer, user=None, k=5)
-
-
-def test_exact_mode_through_recommend_batch(model, tokenizer):
-    users, histories = ["u1", "u2", "u3"], [["i3"], ["i1", "i2"], ["i9", "i8", "i7"]]
-    exact = model.recommend_batch(tokenizer, users, histories, k=5, mode="exact")
-    beam = model.recommend_batch(tokenizer, users, histories, k=5)
-    assert [len(row) for row in exact] == [5, 5, 5]
-    for exact_row, beam_row in zip(exact, beam, strict=True):
-        assert len({item for item, _ in exact_row}) == 5
-        assert exact_row[0][1] >= beam_row[0][1]  # no end token in exact scores, and no beam can beat it
-
-
-@pytest.mark.parametrize("mode", ["beam", "exact"])
-def test_k_larger_than_the_catalogue_returns_only_real_items(mode):
-    tokenizer, model = make_pair((5, 12, 6, 4, 8, 1))
-    recommended = model.recommend(tokenizer, user="u0", history=["i1"], k=20, mode=mode)
-    items = [item for item, _ in recommended]
-    assert sorted(items) == sorted(tokenizer.entity_vocabulary.items)
-    assert all(np.isfinite(score) for _, score in recommended)
-
-
-def test_tokenizer_of_another_vocabulary_is_refused(model, tokenizer):
-    other = hm.MetaIDTokenizer.from_base(None, make_vocabulary(9, 30, 50, 4, 30))
-    with pytest.raises(hm.VocabularyMismatchError) as caught:
-        model.recommend(other, user="u1", k=3)
-    message = str(caught.value)
-    assert tokenizer.entity_vocabulary.fingerprint in message
-    assert other.entity_vocabulary.fingerprint in message
-
-
-# -------------------------------------------------------------------------------- research-code reproduction
-def test_research_code_flag_changes_generation_but_not_training():
-    tokenizer, model = make_pair(SHAPES[0])
-    augmentation = model.encoder.metaid_augmentation
-    assert augmentation.weight.abs().sum() > 0 and augmentation.vectors.abs().sum() > 0
-    with torch.no_grad():
-        augmentation.bias.normal_()
-    batch = prompts(tokenizer)
-    labels = torch.tensor([[*tokenizer.item_token_ids("i1"), tokenizer.eos_token_id]] * batch["input_ids"].shape[0])
-    kwargs = {"output_hidden_states": True}
-
-    fixed = hf_beam(model, tokenizer, batch, beams=4, **kwargs)
-    fixed_loss = model(**batch, labels=labels).loss
-    fixed_recs = model.recommend(tokenizer, user="u1", history=["i2"], k=4)
-    model.config.metaid_augment_generation = False
-    buggy = hf_beam(model, tokenizer, batch, beams=4, **kwargs)
-    buggy_loss = model(**batch, labels=labels).loss
-    buggy_recs = model.recommend(tokenizer, user="u1", history=["i2"], k=4)
-
-    embeddings = model.shared(batch["input_ids"])
-    assert torch.equal(buggy.encoder_hidden_states[0], embeddings)  # F skipped at generation
-    torch.testing.assert_close(
-        fixed.encoder_hidden_states[0], embeddings + model.encoder.augmentation_for(batch["input_ids"])
-    )
-    assert not torch.allclose(fixed.encoder_hidden_states[-1], buggy.encoder_hidden_states[-1])
-    assert not torch.allclose(fixed.sequences_scores, buggy.sequences_scores)
-    assert fixed_recs != buggy_recs
-    # the training forward keeps F either way (that is the research code's train/inference mismatch)
-    assert torch.equal(fixed_loss, buggy_loss)
-    assert model.encoder.augmentation_active
-    with torch.no_grad():
-        augmentation.weight.zero_()
-        augmentation.bias.zero_()
-    assert not torch.allclose(model(**batch, labels=labels).loss, fixed_loss)
-
-
-# ------------------------------------------------------------------------------------- recorded prompt format
-def test_recorded_templates_drive_recommend_and_survive_save_load(model, tokenizer, tmp_path):
-    custom = {"sequential": {"seen": ["user {user} items {history}"]}, "direct": {"seen": ["user {user}"]}}
-    default = model.recommend(tokenizer, user="u1", history=["i3", "i7"], k=5)
-    model.set_prompt_format(custom, max_history=1)
-    assert model._prompt(tokenizer, "u1", ["i3", "i7"], None, 1) == fill_template(
-        "user {user} items {history}", tokenizer.user_tokens("u1"), [tokenizer.item_tokens("i7")]
-    )
-    assert model._prompt(tokenizer, "u1", None, None, 1) == "user " + tokenizer.user_tokens("u1")
-    recorded = model.recommend(tokenizer, user="u1", history=["i3", "i7"], k=5)
-    explicit = model.recommend(tokenizer, user="u1", history=["i7"], k=5, template=custom["sequential"]["seen"][0])
-    assert recorded == explicit and recorded != default
-    model.save_pretrained(tmp_path)
-    tokenizer.save_pretrained(tmp_path)
-    reloaded = AutoModelForSeq2SeqLM.from_pretrained(tmp_path).eval()
-    assert reloaded.config.metaid_prompt_templates == custom and reloaded.config.metaid_max_history == 1
-    assert reloaded.recommend(tokenizer, user="u1", history=["i3", "i7"], k=5) == recorded
-
-
-def test_recorded_templates_are_checked(model, tokenizer):
-    with pytest.raises(ValueError, match="needs a non-empty 'seen' list"):
-        model.set_prompt_format({"sequential": {"unseen": ["user {user}"]}})
-    with pytest.raises(ValueError, match="has neither"):
-        model.set_prompt_format({"sequential": {"seen": ["no slots here"]}})
-    with pytest.raises(ValueError, match="max_history"):
-        model.set_prompt_format(None, max_history=0)
-    model.set_prompt_format({"sequential": {"seen": ["items {history}"]}})
-    with pytest.raises(ValueError, match="no 'seen' templates for task 'direct'"):
-        model.recommend(tokenizer, user="u1")  # the direct task, which the recorded templates lack
-
-
 # ---------------------------------------------------------------------------------------------- tree softmax
 def every_item_step(tokenizer, model):
     """Decoder inputs [start, cluster, rank] and labels [cluster, rank, end] of every item, one row each."""
@@ -549,7 +412,7 @@ def test_tree_softmax_decodes_as_generate_and_brute_force(shape):
     assert_beam_parity(model, tokenizer, batch)
     # generate without any trie stays inside the items: the model cannot spell anything else
     free = model.generate(**batch, num_beams=5, num_return_sequences=5, max_new_tokens=3)
-    assert None not in tokenizer.decode_items(free)
+    assert None not in tokenizer.token_ids_to_items(free)
 
     exact_items, exact_scores = decode_items(
         model, batch["input_ids"], batch["attention_mask"], tree, k=7, mode="exact"
@@ -561,28 +424,6 @@ def test_tree_softmax_decodes_as_generate_and_brute_force(shape):
     every = brute_force_scores(model, tokenizer, batch).exp().sum(-1)
     torch.testing.assert_close(every, torch.ones_like(every), rtol=0, atol=1e-4)
     assert (brute_force_scores(plain, tokenizer, batch).exp().sum(-1) < 0.5).all()
-
-
-def test_tree_softmax_survives_auto_reload_and_can_be_switched_off(tmp_path):
-    tokenizer, model = make_pair(SHAPES[2], tree_softmax=True)
-    batch = prompts(tokenizer)
-    expected = model.recommend(tokenizer, user="u1", history=["i3", "i7"], k=5)
-    model.save_pretrained(tmp_path)
-    tokenizer.save_pretrained(tmp_path)
-    reloaded = AutoModelForSeq2SeqLM.from_pretrained(tmp_path).eval()
-    assert reloaded.config.metaid_tree_softmax
-    assert torch.equal(reloaded.metaid_item_mask, model.metaid_item_mask)
-    assert reloaded.recommend(tokenizer, user="u1", history=["i3", "i7"], k=5) == expected
-
-    decoder_input_ids = torch.zeros(batch["input_ids"].shape[0], 1, dtype=torch.long)
-    reloaded.set_tree_softmax(tokenizer, enabled=False)
-    _, plain = make_pair(SHAPES[2])
-    with torch.no_grad():
-        assert torch.equal(
-            reloaded(**batch, decoder_input_ids=decoder_input_ids).logits,
-            plain(**batch, decoder_input_ids=decoder_input_ids).logits,
-        )
-    assert "metaid_item_mask" not in reloaded.state_dict()
 
 
 @pytest.mark.parametrize("tree_softmax", [False, True], ids=["plain", "tree"])
@@ -625,4 +466,99 @@ def test_tree_softmax_closes_a_cluster_without_items():
     with torch.no_grad():
         allowed = torch.isfinite(model(**batch, decoder_input_ids=decoder_input_ids).logits[:, 1])
     assert allowed.sum(-1).tolist() == [1] * len(user_only)
-    assert allowed[:, tokenizer.eos_token_id].all()
+
+
+# ---------------------------------------------------------------------------------- fast path and generic path
+@pytest.mark.parametrize("tree_softmax", [False, True], ids=["plain", "tree"])
+@pytest.mark.parametrize("mode", ["beam", "exact"])
+def test_generic_path_decodes_what_the_fast_path_decodes(mode, tree_softmax):
+    """The public-forward path (forced) and the T5 fast path give the same lists, with and without exclusion. Scores
+    agree to 1e-4: sums of log-probabilities of order 10 in float32, which the two paths add up in other orders."""
+    tokenizer, model = make_pair(SHAPES[3], tree_softmax=tree_softmax)  # three clusters hold users only
+    batch = prompts(tokenizer, seed=3)
+    tree = model.item_tree(tokenizer)
+    plain = top_items_of_plain_decoding(model, tokenizer, batch, k=5)
+    called = []  # the model's and the encoder's own forward: the generic path calls them, the fast path never does
+    for module in (model, model.get_encoder()):
+        module.register_forward_hook(lambda module, args, output: called.append(module))
+    for exclude in (None, [row[: 1 + n % 3] for n, row in enumerate(plain)]):
+        decode = functools.partial(
+            decode_items, model, batch["input_ids"], batch["attention_mask"], tree, k=5, mode=mode, exclude=exclude
+        )
+        fast = decode()
+        assert called == []
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)  # a path asked for is not a failed check: no warning
+            generic = decode(fast_path=False)
+        assert model in called and model.get_encoder() in called
+        called.clear()
+        assert torch.equal(generic[0], fast[0])
+        torch.testing.assert_close(generic[1], fast[1], rtol=0, atol=1e-4)
+
+
+def rename_n_heads(model):
+    """As if transformers renamed an attribute: ``n_heads`` of every decoder self-attention (which T5's own forward
+    does not read there: the first layer computes the position bias, the others reuse it)."""
+    for block in model.decoder.block:
+        attention = block.layer[0].SelfAttention
+        attention.num_heads = attention.n_heads
+        del attention.n_heads
+
+
+T5_CHANGES = {
+    "eager-encoder": (
+        lambda model: setattr(model.get_encoder().config, "_attn_implementation", "eager"),
+        r"encoder\.config\._attn_implementation == 'sdpa' \(it is 'eager'\)",
+    ),
+    "renamed-attribute": (rename_n_heads, r"needs decoder\.block\[0\]\.layer\[0\]\.SelfAttention\.n_heads;"),
+    "scaled-cross-attention": (  # the fast decoder, which takes T5's unscaled scores, would decode something else
+        lambda model: setattr(model.decoder.block[1].layer[1].EncDecAttention, "scaling", 0.5),
+        r"decoder\.block\[1\]\.layer\[1\]\.EncDecAttention\.scaling == 1\.0 \(it is 0\.5\)",
+    ),
+}
+
+
+@pytest.mark.parametrize("change", T5_CHANGES)
+def test_fast_path_checks_what_it_reads_and_falls_back_to_the_models_forward(change, monkeypatch):
+    """A T5 unlike the one the fast path knows (as after a transformers upgrade) decodes through its own forward: one
+    warning per model class names the missing piece, and the lists are still those of ``generate`` + trie."""
+    monkeypatch.setattr(t5_fast_path, "_WARNED", set())  # another test may have warned about this class already
+    tokenizer, model = make_pair(SHAPES[0])
+    batch = prompts(tokenizer)
+    alter, missing = T5_CHANGES[change]
+    alter(model)
+    with pytest.warns(UserWarning, match=missing) as caught:
+        assert_beam_parity(model, tokenizer, batch)
+        assert_beam_parity(model, tokenizer, batch, exclude=[[n] for n in range(len(batch["input_ids"]))])
+    assert len([w for w in caught if "fast decoding path" in str(w.message)]) == 1
+
+
+def lora(model):
+    peft = pytest.importorskip("peft")
+    config = peft.LoraConfig(r=4, target_modules=["q", "k", "v", "o", "wi", "wo"], task_type="SEQ_2_SEQ_LM")
+    return peft.get_peft_model(model, config)
+
+
+@pytest.mark.parametrize(
+    ("config", "wrap"),
+    [
+        ({}, None),
+        ({"feed_forward_proj": "gated-gelu", "tie_word_embeddings": False}, None),
+        ({"num_layers": 3, "num_decoder_layers": 1, "relative_attention_num_buckets": 8}, None),
+        ({}, lora),
+    ],
+    ids=["relu", "gated-untied", "asymmetric", "lora"],
+)
+def test_fast_path_takes_t5_as_installed(config, wrap, monkeypatch):
+    """The installed transformers' T5 passes every check, adapters or not; were one to fail after an upgrade, decoding
+    would stay right but slow, and this test names the piece that moved. In training mode the encoder takes its own
+    forward (dropout), without a warning: nothing is missing."""
+    monkeypatch.setattr(t5_fast_path, "_WARNED", set())
+    tokenizer = hm.MetaIDTokenizer.from_base(None, make_vocabulary(*SHAPES[0]))
+    model = hm.MetaIDForConditionalGeneration.from_base(hm.tiny_t5_config(**config), tokenizer).eval()
+    model = wrap(model) if wrap else model
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        assert t5_fast_path.check_fast_path(model) == t5_fast_path.FastPath(encoder=True, decoder=True)
+        model.train()
+        assert t5_fast_path.check_fast_path(model) == t5_fast_path.FastPath(encoder=False, decoder=True)
