@@ -36,6 +36,25 @@ from .saving import load_for_inference, save_for_inference
 from .tokenization_metaid import MetaIDTokenizer
 from .training import MetaIDTrainer, RecommendationEvalCallback, build_trainer, lora_config, training_arguments
 
+# The files that travel with every saved model folder, so that it loads with trust_remote_code=True where hf_metaid
+# is not installed: they import only each other, the standard library, torch, transformers and transformers' own
+# requirements (numpy, tokenizers, huggingface_hub); datasets only inside EntityVocabulary.to_dataset/from_dataset.
+# tests/test_shipped_code.py holds them to that.
+SHIPPED_FILES = (
+    "configuration_metaid.py",
+    "modeling_metaid.py",
+    "recommendation.py",
+    "tokenization_metaid.py",
+    "offline_base_tokenizer.py",
+    "entity_vocabulary.py",
+    "prompt_templates.py",
+    "item_tree.py",
+    "decoding.py",
+    "t5_fast_path.py",
+    "tree_softmax.py",
+    "errors.py",
+)
+
 # The Auto classes learn "metaid" at import; register_for_auto_class makes saved folders carry `auto_map` and the
 # code files, so they also load with trust_remote_code=True where hf_metaid is not installed (the Hub case).
 AutoConfig.register("metaid", MetaIDConfig, exist_ok=True)
@@ -48,6 +67,7 @@ MetaIDForConditionalGeneration.register_for_auto_class("AutoModelForSeq2SeqLM")
 __version__ = "0.1.0"
 
 __all__ = [
+    "SHIPPED_FILES",
     "DEMO",
     "BaseIndexer",
     "BlockIndexerConfig",

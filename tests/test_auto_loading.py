@@ -1,0 +1,100 @@
+"""Saved folders through the Auto classes, and with trust_remote_code where hf_metaid is not installed (Hub)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
+
+import hf_metaid as hm
+
+
+def prompt(tok, user="u1", history=("i3", "i7")) -> str:
+    items = " , ".join(tok.item_tokens(i) for i in history)
+    return f"User {tok.user_tokens(user)} has interacted with items {items} . What is the next item ?"
+
+
+def logits(model, tok, text):
+    batch = tok([text], return_tensors="pt")
+    with torch.no_grad():
+        return model(**batch, decoder_input_ids=torch.tensor([[0, tok.cluster_token_ids[1]]])).logits
+
+
+def test_save_and_auto_load_give_identical_logits_and_recommendations(tmp_path, model, tokenizer):
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    assert AutoConfig.from_pretrained(tmp_path).model_type == "metaid"
+    loaded_tok = AutoTokenizer.from_pretrained(tmp_path)
+    loaded = AutoModelForSeq2SeqLM.from_pretrained(tmp_path)
+    assert type(loaded) is hm.MetaIDForConditionalGeneration
+    text = prompt(tokenizer)
+    assert torch.equal(logits(loaded, loaded_tok, text), logits(model, tokenizer, text))
+    assert loaded.recommend(loaded_tok, user="u1", history=["i3"], k=5) == model.recommend(
+        tokenizer, user="u1", history=["i3"], k=5
+    )
+
+
+REMOTE_SCRIPT = textwrap.dedent(
+    """
+    import importlib.abc, json, sys
+
+    class BlockPackage(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "hf_metaid" or name.startswith("hf_metaid."):
+                raise ImportError("hf_metaid is not installed here")
+
+    sys.meta_path.insert(0, BlockPackage())
+    sys.path = [p for p in sys.path if not p.endswith("src")]
+    try:
+        import hf_metaid  # noqa: F401
+        raise SystemExit("hf_metaid is importable: the test would prove nothing")
+    except ImportError:
+        pass
+    import torch
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    folder, text = sys.argv[1], sys.argv[2]
+    tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
+    model = AutoModelForSeq2SeqLM.from_pretrained(folder, trust_remote_code=True).eval()
+    batch = tok([text], return_tensors="pt")
+    with torch.no_grad():
+        out = model(**batch, decoder_input_ids=torch.tensor([[0, tok.cluster_token_ids[1]]])).logits
+    torch.save(out, folder + "/remote_logits.pt")
+    print(json.dumps({"ids": batch["input_ids"][0].tolist(), "recs": model.recommend(tok, user="u1", k=4),
+                      "module": type(model).__module__}))
+    """
+)
+
+
+@pytest.mark.parametrize("tree_softmax", [False, True], ids=["plain", "tree"])
+def test_remote_code_load_without_the_package(tmp_path, model, tokenizer, tree_softmax):
+    model.set_tree_softmax(tokenizer, tree_softmax)
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    auto_map = json.loads((tmp_path / "config.json").read_text())["auto_map"]
+    assert auto_map["AutoModelForSeq2SeqLM"] == "modeling_metaid.MetaIDForConditionalGeneration"
+    for code in ("modeling_metaid.py", "decoding.py", "item_tree.py", "t5_fast_path.py", "tree_softmax.py"):
+        assert (tmp_path / code).is_file()
+    text = prompt(tokenizer)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    result = subprocess.run(
+        [sys.executable, "-c", REMOTE_SCRIPT, str(tmp_path), text], capture_output=True, text=True, env=env, check=False
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    remote = json.loads(result.stdout.strip().splitlines()[-1])
+    assert remote["module"].startswith("transformers_modules")
+    assert remote["ids"] == tokenizer([text])["input_ids"][0]
+    # The subprocess may run with another thread count, which changes the order of float sums: items must agree
+    # exactly, scores and logits to float32 rounding of values of order 1 (1e-5), never bit for bit.
+    torch.testing.assert_close(
+        torch.load(tmp_path / "remote_logits.pt"), logits(model, tokenizer, text), rtol=1e-5, atol=1e-5
+    )
+    local = model.recommend(tokenizer, user="u1", k=4)
+    assert [item for item, _ in remote["recs"]] == [item for item, _ in local]
+    assert [score for _, score in remote["recs"]] == pytest.approx([score for _, score in local], abs=1e-5)
