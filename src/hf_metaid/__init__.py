@@ -67,8 +67,8 @@ MetaIDForConditionalGeneration.register_for_auto_class("AutoModelForSeq2SeqLM")
 __version__ = "0.1.0"
 
 __all__ = [
-    "SHIPPED_FILES",
     "DEMO",
+    "SHIPPED_FILES",
     "BaseIndexer",
     "BlockIndexerConfig",
     "EntityVocabulary",
