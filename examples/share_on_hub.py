@@ -58,12 +58,12 @@ def build_small_model(out: Path):
     return tokenizer, users[0]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="a folder written by 'hf-metaid train' (default: build a small one)")
     parser.add_argument("--out", default="shared-model", help="where to write the small model when --model is absent")
     parser.add_argument("--repo-id", help="Hub repository to push to, e.g. user/beauty-metaid (needs a login)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     if args.model:
         folder = Path(args.model)
