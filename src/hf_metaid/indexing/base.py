@@ -24,7 +24,7 @@ import numpy as np
 from ..entity_vocabulary import EntityVocabulary
 from ..errors import InteractionFormatError
 from .config import ConfigT, configure
-from .graph import check_training_table
+from .graph import BipartiteGraph, check_training_table
 
 COLD_START_RULE = "reserved cluster K (zero vector); ranks 0.. over cold users then cold items in catalogue order"
 
@@ -48,6 +48,19 @@ class IndexedEntities:
     cluster_vectors: np.ndarray
     entity_vectors: np.ndarray | None = None
     metadata: dict = field(default_factory=dict)
+
+    @classmethod
+    def of_graph(cls, graph: BipartiteGraph, codes: np.ndarray, cluster_vectors: np.ndarray, **rest) -> IndexedEntities:
+        """The entities of ``graph`` with ``codes`` for its nodes (users first, then items, as the graph numbers
+        them)."""
+        return cls(
+            users=graph.users,
+            items=graph.items,
+            user_codes=codes[: graph.num_users],
+            item_codes=codes[graph.num_users :],
+            cluster_vectors=cluster_vectors,
+            **rest,
+        )
 
 
 class BaseIndexer(ABC):

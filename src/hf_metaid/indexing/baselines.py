@@ -36,14 +36,7 @@ class _BlockIndexer(ConfiguredIndexer[BlockIndexerConfig]):
         num_clusters = -(-count // block)
         cluster_vectors = random_unit_vectors(num_clusters, self.config.dim, self.config.seed, stream=0x434C5553)
         metadata = {"params": self.get_params(), "block": block}
-        return IndexedEntities(
-            users=graph.users,
-            items=graph.items,
-            user_codes=codes[: graph.num_users],
-            item_codes=codes[graph.num_users :],
-            cluster_vectors=cluster_vectors,
-            metadata=metadata,
-        )
+        return IndexedEntities.of_graph(graph, codes, cluster_vectors, metadata=metadata)
 
 
 class SequentialIndexer(_BlockIndexer):

@@ -53,15 +53,7 @@ class MetaIDIndexer(ConfiguredIndexer[MetaIDIndexerConfig]):
         codes, centroids, used = self._cluster(vectors, graph.num_users, priority)
         self._lap("kmeans_s", clock)
         metadata = {"params": self.get_params(), "clusters": used}
-        return IndexedEntities(
-            users=graph.users,
-            items=graph.items,
-            user_codes=codes[: graph.num_users],
-            item_codes=codes[graph.num_users :],
-            cluster_vectors=centroids,
-            entity_vectors=vectors,
-            metadata=metadata,
-        )
+        return IndexedEntities.of_graph(graph, codes, centroids, entity_vectors=vectors, metadata=metadata)
 
     def _cluster(
         self, vectors: np.ndarray, num_users: int, priority: np.ndarray | None
