@@ -43,6 +43,25 @@ def test_lora_example_saves_an_adapter_that_reloads(tmp_path, capsys):
     assert "top-5 for user" in capsys.readouterr().out
 
 
+def test_paper_recipe_dry_run_trains_five_steps_and_reports(tmp_path):
+    import paper_recipe
+
+    report = paper_recipe.main(["--dry-run", "--output-dir", str(tmp_path)])
+    assert report["metrics"]["num_users"] == 10 and report["processes"] == 1
+    assert report["settings"]["lr"] == 1e-3 and report["settings"]["effective_batch"] == 2048
+    assert (tmp_path / "results.json").is_file() and (tmp_path / "model" / "config.json").is_file()
+
+
+def test_paper_recipe_keeps_the_effective_batch_for_any_number_of_processes(monkeypatch):
+    import paper_recipe
+
+    args = paper_recipe.parse_args([])
+    for processes, accumulation in ((1, 8), (2, 4), (8, 1)):
+        monkeypatch.setenv("WORLD_SIZE", str(processes))
+        assert args.per_device_batch * accumulation * processes == paper_recipe.EFFECTIVE_BATCH
+        assert paper_recipe.accumulation_steps(args) == accumulation
+
+
 @pytest.mark.slow
 def test_share_on_hub_folder_loads_without_the_package(tmp_path, capsys):
     import share_on_hub
