@@ -18,7 +18,17 @@ from .data import (
 )
 from .decoding import decode_items
 from .entity_vocabulary import EntityVocabulary
-from .errors import InteractionFormatError, MetaIDError, UnknownEntityError, VocabularyMismatchError
+from .errors import (
+    BaseModelMismatchError,
+    InteractionFormatError,
+    InvalidArgumentError,
+    MetaIDError,
+    OutputExistsError,
+    SavedFileError,
+    UnknownDataError,
+    UnknownEntityError,
+    VocabularyMismatchError,
+)
 from .evaluation import RecommendationEvaluator, evaluate_recommender
 from .indexing import (
     BaseIndexer,
@@ -50,9 +60,11 @@ __version__ = "0.1.0"
 __all__ = [
     "DEMO",
     "BaseIndexer",
+    "BaseModelMismatchError",
     "BlockIndexerConfig",
     "EntityVocabulary",
     "InteractionFormatError",
+    "InvalidArgumentError",
     "ItemTree",
     "MetaIDConfig",
     "MetaIDDataCollator",
@@ -63,13 +75,16 @@ __all__ = [
     "MetaIDTokenizer",
     "MetaIDTrainer",
     "ModelSettings",
+    "OutputExistsError",
     "RandomIndexer",
     "Recipe",
     "RecommendationEvalCallback",
     "RecommendationEvaluator",
+    "SavedFileError",
     "SequentialIndexer",
     "SkipGramConfig",
     "TrainingSettings",
+    "UnknownDataError",
     "UnknownEntityError",
     "VocabularyMismatchError",
     "build_eval_prompts",
