@@ -147,3 +147,28 @@ def test_adapter_saved_without_a_base_record_loads_with_a_warning(tiny, tmp_path
         load_for_inference(folder)
     with pytest.warns(UserWarning, match="records no fingerprint of its base model"):
         load_for_inference(folder, base=tiny_model(tokenizer))
+
+
+def test_lora_on_a_hub_base_records_its_name_and_revision(tiny, tmp_path, monkeypatch):
+    """A base from the Hub is named with the commit it was loaded at, and rebuilt from that commit (here from a local
+    cache laid out as the Hub's: no network)."""
+    import huggingface_hub
+
+    _, tokenizer, train = tiny
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    cache = tmp_path / "hub"
+    repo = cache / "models--org--base"
+    tiny_model(tokenizer).save_pretrained(repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # PEFT would ask the Hub for org/base
+    base = hm.MetaIDForConditionalGeneration.from_pretrained(repo / "snapshots" / commit)
+    base.config._name_or_path = "org/base"  # as from_pretrained("org/base") names it
+    trainer = _trained_lora(tokenizer, train, tmp_path, base)
+    folder = save_for_inference(trainer, tokenizer, tmp_path / "adapter")
+    record = json.loads((folder / "metaid_base.json").read_text())
+    assert (record["checkpoint"], record["revision"]) == ("org/base", commit)
+    loaded, _ = load_for_inference(folder)
+    batch = fixed_batch(tokenizer, train)
+    assert torch.equal(logits_of(loaded, batch), logits_of(trainer.model, batch))

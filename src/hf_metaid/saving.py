@@ -105,13 +105,22 @@ def _save_adapter(model, folder: Path) -> None:
     if source:
         # A local checkpoint is recorded by its absolute path, so the folder loads from any working directory.
         record["checkpoint"] = os.path.abspath(source) if os.path.isdir(source) else source
-        record["revision"] = getattr(base.config, "_commit_hash", None)
+        record["revision"] = None if os.path.isdir(source) else _cached_revision(source)
     else:
         # No checkpoint to rebuild it from: its weights travel with the adapter (a rebuild from the configuration
         # and seed would depend on torch's and transformers' initialisation code staying the same).
         base.save_pretrained(folder / BASE_FOLDER, state_dict=state)
         record["folder"] = BASE_FOLDER
     (folder / BASE_RECORD).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def _cached_revision(repository: str) -> str | None:
+    """The commit of the Hub checkpoint ``repository`` in the local cache (what ``from_pretrained`` loaded, which
+    transformers does not record on the model), or None where it is not cached."""
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(repository, "config.json")
+    return Path(cached).parent.name if isinstance(cached, str) else None  # .../snapshots/<commit>/config.json
 
 
 def base_fingerprint(
