@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import gzip
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +22,7 @@ import pytest
 import torch
 
 import hf_metaid as hm
-from conftest import random_vocabulary, tiny_model, tiny_setup, write_beauty_lines
+from conftest import random_vocabulary, subprocess_env, tiny_model, tiny_setup, write_beauty_lines
 from hf_metaid.cli import main
 from hf_metaid.data import build_training_prompts
 from hf_metaid.metrics import ranking_metrics
@@ -296,6 +298,15 @@ def test_command_refuses_with_one_line(case, made, tmp_path, capsys, monkeypatch
     if out is not None:
         assert snapshot(out) == before
         assert not list(out.parent.glob(f".{out.name}.*")), "a staging folder was left behind"
+
+
+def test_the_console_command_prints_one_line(made, tmp_path):
+    """The same rule through the real console entry, where library warnings and logging reach stderr too: a LoRA
+    folder is loaded (PEFT, transformers), then the data is refused."""
+    command = [sys.executable, "-m", "hf_metaid.cli", "evaluate", str(made.root / "lora"), "--data", str(made.other)]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=subprocess_env())
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.splitlines() == [done.stderr.strip()] and done.stderr.startswith("hf-metaid evaluate: error: ")
 
 
 # ------------------------------------------------------------------------------------------------- Python API

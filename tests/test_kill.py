@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import hf_metaid as hm
-from conftest import write_beauty_lines
+from conftest import subprocess_env, write_beauty_lines
 from hf_metaid.cli import main
 
 WORKER = Path(__file__).parent / "workers" / "kill_worker.py"
@@ -52,7 +52,8 @@ def killed(tmp_path_factory):
     }
     cases = {name: _case(root, name, *run, points=POINTS[name]) for name, run in runs.items()}
     (root / "cases.json").write_text(json.dumps(cases))
-    subprocess.run([sys.executable, str(WORKER), str(root / "cases.json"), str(root / "results.json")], check=True)
+    worker = [sys.executable, str(WORKER), str(root / "cases.json"), str(root / "results.json")]
+    subprocess.run(worker, check=True, env=subprocess_env())
     results = json.loads((root / "results.json").read_text())
     return {name: (Path(case["out"]), results[name]) for name, case in cases.items()}
 

@@ -17,6 +17,7 @@ import os
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -454,7 +455,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from transformers.utils import logging as transformers_logging
 
-    transformers_logging.disable_progress_bar()  # loading bars would come before a one-line error on stderr
+    # Loading bars, and a deprecation PEFT triggers inside transformers that no user can act on, would come before
+    # a one-line error on stderr.
+    transformers_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
     if getattr(args, "threads", 0):
         import torch
 
