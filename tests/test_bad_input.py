@@ -222,12 +222,17 @@ CLI_CASES = [
     Cli(
         "evaluate-cut-weights",
         _on("evaluate", "model", damage=lambda f: cut(f / "model.safetensors")),
-        "a file is damaged or unreadable",
+        "model.safetensors: damaged weights file",
     ),
     Cli(
         "evaluate-cut-config",
         _on("evaluate", "model", damage=lambda f: cut(f / "config.json")),
-        "a file is damaged or unreadable",
+        "config.json: damaged JSON file",
+    ),
+    Cli(
+        "evaluate-cut-tokenizer",
+        _on("evaluate", "model", damage=lambda f: cut(f / "tokenizer.json")),
+        "tokenizer.json: damaged JSON file",
     ),
     Cli(
         "evaluate-cut-tokenizer-vocabulary",
@@ -246,6 +251,11 @@ CLI_CASES = [
     ),
     Cli("evaluate-zero-cutoff", _on("evaluate", "model", "--k", "0"), "--k: cut-offs"),
     Cli(
+        "evaluate-lora-cut-base",
+        _on("evaluate", "lora", damage=lambda f: cut(f / "base" / "model.safetensors", keep=0.9)),
+        "base/model.safetensors: damaged weights file",
+    ),
+    Cli(
         "evaluate-lora-without-base",
         _on("evaluate", "lora", damage=lambda f: shutil.rmtree(f / "base")),
         "base is not a complete model folder written by hf_metaid: missing config.json",
@@ -253,7 +263,7 @@ CLI_CASES = [
     Cli(
         "recommend-cut-adapter",
         _on("recommend", "lora", "--user", "1", damage=lambda f: cut(f / "adapter_model.safetensors")),
-        "a file is damaged or unreadable",
+        "adapter_model.safetensors: damaged weights file",
     ),
     Cli(
         "recommend-other-vocabulary",

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer, PreTrainedModel, Seq2SeqTrainer
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, WEIGHTS_INDEX_NAME, WEIGHTS_NAME
 
@@ -190,7 +190,8 @@ def load_for_inference(
         )
     folder = model_folder(folder, {k: v for k, v in from_pretrained_kwargs.items() if k in HUB_OPTIONS})
     lora = (folder / ADAPTER_CONFIG).is_file()
-    _require(folder, ["config.json", *TOKENIZER_FILES], ADAPTER_WEIGHTS if lora else MODEL_WEIGHTS)
+    files = ["config.json", *TOKENIZER_FILES, *([ADAPTER_CONFIG] if lora else [])]
+    _require(folder, files, ADAPTER_WEIGHTS if lora else MODEL_WEIGHTS)
     if not lora and base is not None:
         raise InvalidArgumentError(f"{folder} holds a full model; base= is only for LoRA adapters")
     vocabulary = EntityVocabulary.load(folder / VOCAB_FILE)  # read here, so that a damaged one is named
@@ -264,6 +265,18 @@ def _require(folder: Path, files: Iterable[str], weights: Sequence[str]) -> None
         raise SavedFileError(
             f"{folder} is not a complete model folder written by hf_metaid: missing {', '.join(missing)}"
         )
+    for path in (folder / name for name in files if name.endswith(".json") and name != VOCAB_FILE):
+        try:  # a cut JSON file would otherwise surface deep in the loaders, without its name
+            json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as err:
+            raise SavedFileError(f"{path}: damaged JSON file ({_reason(err)})") from err
+    for path in (folder / name for name in weights if name.endswith(".safetensors")):
+        if path.is_file():
+            try:
+                with safe_open(path, "pt"):  # reads the header, which must cover the whole file
+                    pass
+            except SafetensorError as err:
+                raise SavedFileError(f"{path}: damaged weights file ({_reason(err)})") from err
 
 
 @contextlib.contextmanager
