@@ -1,7 +1,8 @@
 """LoRA fine-tuning of a META ID model on one process or several (accelerate / torchrun, GPUs or CPU).
 
 LoRA adapters on the attention projections, the new ID-token rows and the augmentation F are trained; every other
-weight stays frozen. The result is one folder (adapter + tokenizer + base config) that ``load_for_inference`` reads.
+weight stays frozen. The result is one folder (adapter + tokenizer + base config, and the base's weights when it is
+the random tiny T5, which no checkpoint names) that ``load_for_inference`` reads.
 
     python examples/lora_accelerate.py --use-cpu --max-steps 30
     accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no --dynamo_backend no \\
@@ -42,16 +43,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def base_model(args, tokenizer, training) -> hm.MetaIDForConditionalGeneration:
-    """The frozen base. A random tiny base is saved once, so the adapter can name a checkpoint to rebuild it from."""
+def base_model(args, tokenizer) -> hm.MetaIDForConditionalGeneration:
+    """The frozen base: a checkpoint, or a random tiny T5 (seeded, so every process builds the same one; the saved
+    folder carries its weights, since no checkpoint names it)."""
     if args.base != "tiny":
         return hm.MetaIDForConditionalGeneration.from_base(args.base, tokenizer)
-    folder = Path(args.output_dir) / "base"
-    with training.main_process_first(desc="saving the base model"):
-        if training.process_index == 0 and not (folder / "config.json").is_file():
-            torch.manual_seed(args.seed)
-            hm.MetaIDForConditionalGeneration.from_base(hm.tiny_t5_config(), tokenizer).save_pretrained(folder)
-        return hm.MetaIDForConditionalGeneration.from_pretrained(folder)
+    return hm.MetaIDForConditionalGeneration.from_base(hm.tiny_t5_config(), tokenizer, seed=args.seed)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -70,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
         save_strategy="no",
         seed=args.seed,
     )
-    model = base_model(args, tokenizer, training)
+    model = base_model(args, tokenizer)
     prompts = build_training_prompts(split["train"], tokenizer, seed=args.seed)
     trainer = build_trainer(model, tokenizer, prompts, training, lora=lora_config(model, r=args.r))
     if training.process_index == 0:
@@ -78,7 +75,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"world size {training.world_size}, {len(prompts)} prompts")
     trainer.train()
 
-    folder = save_for_inference(trainer, tokenizer, Path(args.output_dir) / "adapter")
+    # The run's own output folder: a rerun replaces the adapter it saved before.
+    folder = save_for_inference(trainer, tokenizer, Path(args.output_dir) / "adapter", overwrite=True)
     if training.process_index == 0:
         reloaded, reloaded_tokenizer = load_for_inference(folder)
         row = split["test"][0]

@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     lora = lora_config(model) if args.lora else None
     trainer = build_trainer(model, tokenizer, prompts, training, lora=lora)
     trainer.train(resume_from_checkpoint=args.resume)
-    folder = save_for_inference(trainer, tokenizer, output / "final")
+    folder = save_for_inference(trainer, tokenizer, output / "final", overwrite=True)  # a resumed run replaces it
     print(f"saved to {folder}")
 
     limit = args.eval_users if args.eval_users > 0 else None

@@ -4,6 +4,10 @@ tests/test_training.py launches in two processes)."""
 
 from __future__ import annotations
 
+import gzip
+import os
+from pathlib import Path
+
 import datasets
 import numpy as np
 import pytest
@@ -52,6 +56,19 @@ def model(tokenizer) -> hm.MetaIDForConditionalGeneration:
 @pytest.fixture(scope="session")
 def beauty():
     return hm.load_interactions()
+
+
+def subprocess_env() -> dict[str, str]:
+    """The environment for a child Python that must import this hf_metaid, whatever its working directory."""
+    package_root = str(Path(hm.__file__).resolve().parents[1])
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+
+
+def write_beauty_lines(path, count: int = 60):
+    """The first ``count`` users of the embedded Beauty file as a P5 text file: small real data for command runs."""
+    with gzip.open(hm.embedded_beauty_path(), "rt") as handle:
+        path.write_text("".join(next(handle) for _ in range(count)))
+    return path
 
 
 @pytest.fixture(scope="session")

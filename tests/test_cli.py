@@ -63,8 +63,15 @@ def test_index_train_evaluate_recommend_end_to_end(tiny_file, tmp_path, capsys):
     assert main([*train, "--max-steps", "3", "--batch-size", "16", "--d-model", "32", "--warmup", "0"]) == 0
     assert "train loss" in capsys.readouterr().out
     assert main(["evaluate", str(model_dir), "--data", str(tiny_file), "--k", "1,5", "--limit", "10"]) == 0
-    last = capsys.readouterr().out.strip().splitlines()[-1]
+    *_, counts, last = capsys.readouterr().out.strip().splitlines()
     assert last.startswith("HR@1=") and "NDCG@5=" in last
+    assert counts.startswith("users=10 known_users=10 known_targets=10 ")
+    other = tmp_path / "other.txt"  # data the model has never seen: refused, or evaluated with --force
+    other.write_text("".join(f"x{u} y1 y2 y3 y{u}\n" for u in range(4)))
+    assert main(["evaluate", str(model_dir), "--data", str(other)]) == 2
+    assert "knows 0 of the split's 4 target items and 0 of its 4 users" in capsys.readouterr().err
+    assert main(["evaluate", str(model_dir), "--data", str(other), "--force"]) == 0
+    assert "users=4 known_users=0 known_targets=0 " in capsys.readouterr().out
     assert main(["recommend", str(model_dir), "--user", "u3", "--k", "3"]) == 0
     assert len(capsys.readouterr().out.strip().splitlines()) == 2 + 3
     assert main(["recommend", str(model_dir), "--user", "nobody"]) == 2
@@ -73,6 +80,46 @@ def test_index_train_evaluate_recommend_end_to_end(tiny_file, tmp_path, capsys):
     capsys.readouterr()
     assert main(["recommend", str(model_dir), "--user", "u3", "--history", "i1,nope"]) == 2
     assert "unknown item id 'nope'" in capsys.readouterr().err
+
+
+def test_a_lora_model_serves_every_command(tiny_file, tmp_path, capsys):
+    """A LoRA folder from train carries what rebuilds its base (here, built from a configuration: its weights), so
+    recommend and evaluate take it as they take a full model."""
+    vocab_dir, lora = tmp_path / "vocab", tmp_path / "lora"
+    assert main(["index", str(tiny_file), "--out", str(vocab_dir), "--clusters", "4", "--embedding", "spectral"]) == 0
+    quick = ["--max-steps", "2", "--batch-size", "8", "--d-model", "32", "--warmup", "0"]
+    assert main(["train", str(tiny_file), "--vocab", str(vocab_dir), "--out", str(lora), "--lora", *quick]) == 0
+    assert (lora / "adapter_config.json").is_file() and (lora / "base" / "model.safetensors").is_file()
+    capsys.readouterr()
+    assert main(["recommend", str(lora), "--user", "u3", "--k", "3"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 2 + 3
+    assert main(["evaluate", str(lora), "--data", str(tiny_file), "--limit", "5"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("HR@5=")
+
+
+def test_out_is_replaced_only_with_overwrite(tiny_file, tmp_path, capsys):
+    """index and train refuse a non-empty --out; with --overwrite the new folder replaces the old one whole."""
+    vocab_dir, model_dir = tmp_path / "vocab", tmp_path / "model"
+    index = ["index", str(tiny_file), "--out", str(vocab_dir), "--clusters", "4", "--embedding", "spectral"]
+    assert main(index) == 0
+    first = (vocab_dir / "metaid_vocab.json").read_bytes()
+    assert main([*index, "--seed", "1"]) == 2
+    assert "is not empty; pass --overwrite" in capsys.readouterr().err
+    assert (vocab_dir / "metaid_vocab.json").read_bytes() == first
+    assert main([*index, "--seed", "1", "--overwrite"]) == 0
+    assert (vocab_dir / "metaid_vocab.json").read_bytes() != first
+    train = ["train", str(tiny_file), "--vocab", str(vocab_dir), "--out", str(model_dir), "--max-steps", "1"]
+    quick = ["--batch-size", "8", "--d-model", "32", "--warmup", "0"]
+    assert main([*train, *quick]) == 0
+    (model_dir / "notes.txt").write_text("kept until replaced")
+    weights = (model_dir / "model.safetensors").read_bytes()
+    assert main([*train, *quick, "--seed", "1"]) == 2
+    assert "is not empty; pass --overwrite" in capsys.readouterr().err
+    assert (model_dir / "model.safetensors").read_bytes() == weights and (model_dir / "notes.txt").is_file()
+    assert main([*train, *quick, "--seed", "1", "--overwrite"]) == 0
+    assert (model_dir / "model.safetensors").read_bytes() != weights and not (model_dir / "notes.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # nothing left beside it
+    assert main(["recommend", str(model_dir), "--user", "u3", "--k", "2"]) == 0
 
 
 def train_on_a_degree_ranked_spectral_vocabulary(tiny_file, tmp_path) -> list[str]:

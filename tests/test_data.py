@@ -111,3 +111,30 @@ def test_leave_one_out_on_beauty_sizes(beauty):
 def test_catalogue_lists_every_entity(tmp_path):
     table = hm.load_interactions(write(tmp_path / "d.txt", "u1 a b c d\nu2 e f a\n"))
     assert hm.catalogue(table) == {"users": ["u1", "u2"], "items": ["a", "b", "c", "d", "e", "f"]}
+
+
+@pytest.mark.parametrize("name", ["bom.txt", "bom.txt.gz", "bom.csv", "bom.jsonl"])
+def test_a_byte_order_mark_is_not_part_of_the_first_id(tmp_path, name):
+    """Editors on Windows start UTF-8 files with a byte-order mark; it must neither become part of the first user id
+    (P5 text) nor hide the first column's name (CSV)."""
+    bodies = {
+        "txt": "1 a b c\n2 d e f\n",
+        "csv": "user,item\n1,a\n1,b\n1,c\n2,d\n2,e\n2,f\n",
+        "jsonl": "".join(f'{{"user": "{u}", "item": "{i}"}}\n' for u, i in zip("111222", "abcdef", strict=True)),
+    }
+    body = "\ufeff" + bodies[name.split(".")[1]]
+    path = tmp_path / name
+    if name.endswith(".gz"):
+        with gzip.open(path, "wt", encoding="utf-8") as handle:
+            handle.write(body)
+    else:
+        write(path, body)
+    table = hm.load_interactions(path)
+    assert sorted(set(table["user"][:])) == ["1", "2"] and table["item"][:3] == ["a", "b", "c"]
+
+
+def test_bytes_that_are_not_utf8_name_the_file_and_line(tmp_path):
+    path = tmp_path / "latin1.txt"
+    path.write_bytes("1 a b c\n2 d caf\u00e9 f\n".encode("latin-1"))
+    with pytest.raises(hm.InteractionFormatError, match=f"{path}: line 2: character 8 is not UTF-8"):
+        hm.load_interactions(path)

@@ -171,8 +171,10 @@ def test_resolve_template_is_the_one_place_a_template_is_chosen():
     assert resolve_template("direct", "mine {user}", TEMPLATES) == "mine {user}"
     with pytest.raises(ValueError, match="unknown task 'other'"):
         resolve_template("other")
-    with pytest.raises(ValueError, match="'seen', 'unseen' or a string"):
-        resolve_template("sequential", "no placeholders")
+    with pytest.raises(ValueError, match=r"'seen', 'unseen' or a sequential template with \{history\}"):
+        resolve_template("sequential", "user {user} only")  # would ask without the history it is about
+    with pytest.raises(ValueError, match=r"a direct template with \{user\}"):
+        resolve_template("direct", "items {history}")  # would ask every user the same question
     with pytest.raises(ValueError, match="no 'unseen' templates for task 'direct'"):
         resolve_template("direct", "unseen", {"direct": {"seen": ["{user}"]}})
     with pytest.raises(TypeError, match="template must be a string"):

@@ -15,18 +15,21 @@ from test_decoding import SHAPES, hf_beam, make_pair, make_vocabulary, prompts
 
 # ------------------------------------------------------------------------------------------ recommend / batch
 def test_exclude_seen_drops_history_and_still_returns_k(model, tokenizer):
-    # A template without {history}: the prompt, hence the ranking, is the same whatever the history.
-    template = "What should we recommend for user {user} ?"
-    top = [item for item, _ in model.recommend(tokenizer, user="u1", history=["i0"], k=6, template=template)]
-    history = top[:3]
-    unfiltered = model.recommend(tokenizer, user="u1", history=history, k=6, template=template)
+    # The prompt shows the last history item only (max_history=1), so for any history ending in i0 it is the same
+    # prompt, hence the same ranking.
+    template = "user {user} items {history}"
+    ask = {"k": 6, "template": template, "max_history": 1}
+    top = [item for item, _ in model.recommend(tokenizer, user="u1", history=["i0"], **ask)]
+    history = [*[item for item in top if item != "i0"][:3], "i0"]
+    unfiltered = model.recommend(tokenizer, user="u1", history=history, **ask)
     assert [item for item, _ in unfiltered] == top
-    kept = model.recommend(tokenizer, user="u1", history=history, k=6, exclude_seen=True, template=template)
+    kept = model.recommend(tokenizer, user="u1", history=history, exclude_seen=True, **ask)
     assert len(kept) == 6
     assert not {item for item, _ in kept} & set(history)
     # the history is cut from the tree before decoding: the same as decode_items told to exclude it
     tree = model.item_tree(tokenizer)
-    batch = tokenizer([template.format(user=tokenizer.user_tokens("u1"))], return_tensors="pt")
+    prompt = template.format(user=tokenizer.user_tokens("u1"), history=tokenizer.item_tokens("i0"))
+    batch = tokenizer([prompt], return_tensors="pt")
     numbers = [[tree.item_numbers[item] for item in history]]
     items, scores = decode_items(model, batch["input_ids"], batch["attention_mask"], tree, k=6, exclude=numbers)
     assert kept == [(tree.items[i], s) for i, s in zip(items[0].tolist(), scores[0].tolist(), strict=True)]
@@ -146,8 +149,12 @@ def test_recorded_templates_drive_recommend_and_survive_save_load(model, tokeniz
 def test_recorded_templates_are_checked(model, tokenizer):
     with pytest.raises(ValueError, match="needs a non-empty 'seen' list"):
         model.set_prompt_format({"sequential": {"unseen": ["user {user}"]}})
-    with pytest.raises(ValueError, match="has neither"):
-        model.set_prompt_format({"sequential": {"seen": ["no slots here"]}})
+    with pytest.raises(ValueError, match=r"lacks \{history\}, which a sequential prompt must show"):
+        model.set_prompt_format({"sequential": {"seen": ["user {user} only"]}})
+    with pytest.raises(ValueError, match="unknown task 'sequentail'"):  # a misspelt task would never be used
+        model.set_prompt_format({"sequentail": {"seen": ["{history}"]}})
+    with pytest.raises(ValueError, match="unknown kind 'unsen'"):
+        model.set_prompt_format({"sequential": {"seen": ["{history}"], "unsen": ["{history}"]}})
     with pytest.raises(ValueError, match="max_history"):
         model.set_prompt_format(None, max_history=0)
     model.set_prompt_format({"sequential": {"seen": ["items {history}"]}})

@@ -18,7 +18,17 @@ from .data import (
 )
 from .decoding import decode_items
 from .entity_vocabulary import EntityVocabulary
-from .errors import InteractionFormatError, MetaIDError, UnknownEntityError, VocabularyMismatchError
+from .errors import (
+    BaseModelMismatchError,
+    InteractionFormatError,
+    InvalidArgumentError,
+    MetaIDError,
+    OutputExistsError,
+    SavedFileError,
+    UnknownDataError,
+    UnknownEntityError,
+    VocabularyMismatchError,
+)
 from .evaluation import RecommendationEvaluator, evaluate_recommender
 from .indexing import (
     BaseIndexer,
@@ -53,6 +63,7 @@ SHIPPED_FILES = (
     "t5_fast_path.py",
     "tree_softmax.py",
     "errors.py",
+    "checks.py",
 )
 
 # The Auto classes learn "metaid" at import; register_for_auto_class makes saved folders carry `auto_map` and the
@@ -70,9 +81,11 @@ __all__ = [
     "DEMO",
     "SHIPPED_FILES",
     "BaseIndexer",
+    "BaseModelMismatchError",
     "BlockIndexerConfig",
     "EntityVocabulary",
     "InteractionFormatError",
+    "InvalidArgumentError",
     "ItemTree",
     "MetaIDConfig",
     "MetaIDDataCollator",
@@ -83,13 +96,16 @@ __all__ = [
     "MetaIDTokenizer",
     "MetaIDTrainer",
     "ModelSettings",
+    "OutputExistsError",
     "RandomIndexer",
     "Recipe",
     "RecommendationEvalCallback",
     "RecommendationEvaluator",
+    "SavedFileError",
     "SequentialIndexer",
     "SkipGramConfig",
     "TrainingSettings",
+    "UnknownDataError",
     "UnknownEntityError",
     "VocabularyMismatchError",
     "build_eval_prompts",

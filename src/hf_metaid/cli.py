@@ -1,8 +1,11 @@
 """The ``hf-metaid`` command: index | train | evaluate | recommend | demo.
 
 Each subcommand parses its options into the settings of :mod:`hf_metaid.pipeline` (whose fields carry the help
-texts), calls the pipeline or the public API, and prints a results table at the end. User mistakes (bad files,
-unknown ids, bad arguments) become a one-line error and exit status 2 instead of a traceback.
+texts), calls the pipeline or the public API, and prints a results table at the end. User mistakes (bad options,
+files, folders and ids: every :class:`~hf_metaid.errors.MetaIDError`, and the file system's own errors) become one
+line, ``hf-metaid <command>: error: ...``, and exit status 2; any other exception is a bug and keeps its traceback.
+Commands that write refuse a non-empty ``--out`` unless ``--overwrite`` is given, and write it atomically
+(:mod:`hf_metaid.output_folders`).
 """
 
 from __future__ import annotations
@@ -12,14 +15,18 @@ import dataclasses
 import json
 import os
 import sys
+import tempfile
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 from .config_arguments import add_config_arguments, config_from_arguments
-from .errors import MetaIDError
+from .errors import InvalidArgumentError, MetaIDError
+from .evaluation import MIN_KNOWN_TARGETS
 from .indexing import MetaIDIndexerConfig
 from .metrics import DEFAULT_KS
+from .output_folders import atomic_folder, check_output_folder
 from .pipeline import DEMO, SCHEMES, ModelSettings, Recipe, TrainingSettings
 
 
@@ -74,14 +81,23 @@ def _layers(text: str) -> tuple[int, int]:
     return counts[0], counts[1]
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text!r}")
-    return value
+def _int_from(minimum: int):
+    """argparse ``type=``: an integer >= ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {text!r}")
+        return value
+
+    return parse
+
+
+_positive_int = _int_from(1)
+_non_negative_int = _int_from(0)
 
 
 # ----------------------------------------------------------------------------------- settings <-> options
@@ -101,6 +117,10 @@ TRAINING_FIELDS = (
     "lora",
     "logging_steps",
     "bf16",
+)
+MODEL_HELP = (
+    "model folder written by 'hf-metaid train' (full or LoRA), or a Hub repository namespace/name holding one; "
+    "a path that does not exist fails at once"
 )
 ALIASES = {"num_clusters": "--clusters", "learning_rate": "--lr", "warmup_steps": "--warmup"}
 
@@ -136,13 +156,14 @@ def _model_and_training(args: argparse.Namespace, preset: Recipe) -> tuple[Model
 def run_index(args: argparse.Namespace) -> int:
     from .pipeline import build_indexer, split_data
 
+    out = check_output_folder(args.out, args.overwrite)
+    config = _index_config(args, Recipe())
     splits, names = split_data(args.data)
     started = time.perf_counter()
-    vocabulary = build_indexer(args.scheme, _index_config(args, Recipe())).fit(splits["train"], catalogue=names)
+    vocabulary = build_indexer(args.scheme, config).fit(splits["train"], catalogue=names)
     seconds = time.perf_counter() - started
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    vocabulary.save(out / "metaid_vocab.json")
+    with atomic_folder(out, args.overwrite) as staging:
+        vocabulary.save(staging / "metaid_vocab.json")
     rows = [
         ["scheme", vocabulary.scheme],
         ["users", len(vocabulary.users)],
@@ -159,25 +180,36 @@ def run_index(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------------------ train
-def _train_and_save(settings: tuple[ModelSettings, TrainingSettings], train_split, vocabulary, out: Path):
-    """The pipeline's training run, saved as one folder for inference."""
+def _train_and_save(
+    settings: tuple[ModelSettings, TrainingSettings], train_split, vocabulary, out: Path, overwrite: bool
+):
+    """The pipeline's training run, saved as one folder for inference. The Trainer's own folder is a scratch one:
+    nothing is checkpointed, and ``out`` only appears once the saved folder is complete."""
     from .pipeline import train
     from .saving import save_for_inference
 
-    run = train(train_split, vocabulary, out, *settings)
-    save_for_inference(run.trainer, run.tokenizer, out)
+    with tempfile.TemporaryDirectory(prefix="hf-metaid-run-") as scratch:
+        run = train(train_split, vocabulary, scratch, *settings)
+        save_for_inference(run.trainer, run.tokenizer, out, overwrite=overwrite)
     return run
+
+
+def _vocabulary_file(path: str) -> Path:
+    """``--vocab``: a vocabulary file, or a folder holding one (what ``index`` writes, or a model folder)."""
+    from .tokenization_metaid import VOCAB_FILE
+
+    return Path(path) / VOCAB_FILE if Path(path).is_dir() else Path(path)
 
 
 def run_train(args: argparse.Namespace) -> int:
     from .entity_vocabulary import EntityVocabulary
     from .pipeline import split_data
 
-    splits, _ = split_data(args.data)
-    vocabulary = EntityVocabulary.load(args.vocab)
-    out = Path(args.out)
+    out = check_output_folder(args.out, args.overwrite)
     settings = _model_and_training(args, Recipe())
-    run = _train_and_save(settings, splits["train"], vocabulary, out)
+    vocabulary = EntityVocabulary.load(_vocabulary_file(args.vocab))
+    splits, _ = split_data(args.data)
+    run = _train_and_save(settings, splits["train"], vocabulary, out, args.overwrite)
     rows = [["mode", "LoRA" if settings[1].lora else "full"], ["train loss", run.loss]]
     rows += [["seconds", f"{run.seconds:.1f}"], ["written", str(out)]]
     print(format_table(["training", "value"], rows))
@@ -198,6 +230,7 @@ def evaluate_split(model, tokenizer, split, args: argparse.Namespace) -> dict:
         exclude_seen=args.exclude_seen,
         limit=args.limit,
         batch_size=args.batch_size,
+        min_known_targets=0.0 if getattr(args, "force", False) else MIN_KNOWN_TARGETS,
     )
 
 
@@ -210,7 +243,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     metrics = evaluate_split(model, tokenizer, splits[args.split], args)
     print(metrics_table(metrics, args.k))
     users, invalid, seconds = int(metrics["num_users"]), metrics["invalid_rate"], metrics["seconds"]
-    print(f"users={users} invalid_rate={invalid:.4f} seconds={seconds:.1f}")
+    known = f"known_users={int(metrics['known_users'])} known_targets={int(metrics['known_targets'])}"
+    print(f"users={users} {known} invalid_rate={invalid:.4f} seconds={seconds:.1f}")
     print(metrics_line(metrics, args.k))
     return 0
 
@@ -219,8 +253,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def run_recommend(args: argparse.Namespace) -> int:
     from .saving import load_for_inference
 
+    history = [h.strip() for h in args.history.split(",") if h.strip()] or None
+    if args.user is None and history is None:
+        raise InvalidArgumentError("give --user, --history or both (--history alone: a user the model does not know)")
     model, tokenizer = load_for_inference(args.model)
-    history = [h for h in args.history.split(",") if h] if args.history else None
     recommendations = model.recommend(
         tokenizer, user=args.user, history=history, k=args.k, exclude_seen=args.exclude_seen, mode=args.mode
     )
@@ -238,11 +274,8 @@ def run_demo(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     index_config = _index_config(args, DEMO)
     model_settings, training_settings = _model_and_training(args, DEMO)
+    out = check_output_folder(args.out, args.overwrite)
     splits, names = split_data(args.data)
-    out = Path(args.out)
-    if out.exists() and any(out.iterdir()) and not args.overwrite:
-        raise MetaIDError(f"{out} is not empty; pass --overwrite or another --out")
-    out.mkdir(parents=True, exist_ok=True)
     embedding = index_config.embedding
     print(f"[1/4] indexing {len(names['users'])} users and {len(names['items'])} items ({embedding})", flush=True)
     vocabulary = build_vocabulary(splits["train"], names, index_config)
@@ -253,7 +286,7 @@ def run_demo(args: argparse.Namespace) -> int:
         f"{encoder_layers}+{decoder_layers} layers"
     )
     print(f"[2/4] training a small T5 ({shape})", flush=True)
-    run = _train_and_save((model_settings, training_settings), splits["train"], vocabulary, out)
+    run = _train_and_save((model_settings, training_settings), splits["train"], vocabulary, out, args.overwrite)
     ranking = "history items left out" if args.exclude_seen else "history items kept, the paper's protocol"
     print(f"[3/4] evaluating on the {args.split} split ({splits[args.split].num_rows} users; {ranking})", flush=True)
     metrics = evaluate_split(run.model, run.tokenizer, splits[args.split], args)
@@ -277,9 +310,10 @@ def run_demo(args: argparse.Namespace) -> int:
     ]
     print(format_table(["demo", "value"], summary))
     print(metrics_table(metrics, args.k))
-    (out / "demo_results.json").write_text(
-        json.dumps({**metrics, "exclude_seen": args.exclude_seen, "total_seconds": total}, indent=2, sort_keys=True)
-    )
+    results = {**metrics, "exclude_seen": args.exclude_seen, "total_seconds": total}
+    partial = out / ".demo_results.json.partial"
+    partial.write_text(json.dumps(results, indent=2, sort_keys=True), encoding="utf-8")
+    os.replace(partial, out / "demo_results.json")  # the file is whole or absent
     print(metrics_line(metrics, args.k))
     return 0
 
@@ -294,7 +328,9 @@ def _add_training_options(parser: argparse.ArgumentParser, preset: Recipe) -> No
         help="layers of the tiny T5: N (N encoder + N decoder) or E+D, e.g. 1+3",
     )
     _add_settings(parser, "training", preset.training, TRAINING_FIELDS)
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default, one per core)")
+    parser.add_argument(
+        "--threads", type=_non_negative_int, default=0, help="torch CPU threads (0: torch's default, one per core)"
+    )
 
 
 def _add_eval_options(parser: argparse.ArgumentParser, exclude_seen: bool = False) -> None:
@@ -315,18 +351,38 @@ def _add_eval_options(parser: argparse.ArgumentParser, exclude_seen: bool = Fals
 
 
 def _add_seed(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--seed", type=int, default=0, help="seed of every random choice (indexing and training)")
+    parser.add_argument(
+        "--seed", type=_non_negative_int, default=0, help="seed of every random choice (indexing and training)"
+    )
+
+
+def _add_output(parser: argparse.ArgumentParser, default: str | None, what: str) -> None:
+    parser.add_argument("--out", required=default is None, default=default, help=f"folder for {what}")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace --out if it holds a folder hf-metaid wrote (the new folder is written beside it and swapped "
+        "in when complete); without it a non-empty --out is refused",
+    )
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose mistakes are one line, ``hf-metaid <command>: error: ...``, like every other
+    user mistake (argparse would print the usage first)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hf-metaid", description="META ID recommendation with Hugging Face models.")
+    parser = _Parser(prog="hf-metaid", description="META ID recommendation with Hugging Face models.")
     commands = parser.add_subparsers(dest="command", required=True)
     data_help = "interactions: a file (P5/OpenP5 text, CSV, TSV, Parquet, JSONL) or 'beauty' (embedded, default)"
     defaults = Recipe()
 
     index = commands.add_parser("index", help="build an ID vocabulary from the training split")
     index.add_argument("data", nargs="?", default="beauty", help=data_help)
-    index.add_argument("--out", required=True, help="folder for metaid_vocab.json")
+    _add_output(index, None, "metaid_vocab.json")
     index.add_argument("--scheme", choices=SCHEMES, default=defaults.scheme)
     index.add_argument("--separate", action="store_true", help="cluster users and items separately")
     _add_seed(index)
@@ -335,20 +391,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="fine-tune a model on the training prompts")
     train.add_argument("data", nargs="?", default="beauty", help=data_help)
-    train.add_argument("--vocab", required=True, help="metaid_vocab.json written by 'hf-metaid index'")
-    train.add_argument("--out", required=True, help="folder for the model (or adapter) and tokenizer")
+    train.add_argument(
+        "--vocab", required=True, help="metaid_vocab.json written by 'hf-metaid index', or the folder holding it"
+    )
+    _add_output(train, None, "the model (or adapter) and tokenizer")
     _add_seed(train)
     _add_training_options(train, defaults)
     train.set_defaults(func=run_train)
 
     evaluate = commands.add_parser("evaluate", help="full-ranking HR/NDCG/MRR of a saved model")
-    evaluate.add_argument("model", help="folder written by 'hf-metaid train'")
+    evaluate.add_argument("model", help=MODEL_HELP)
     evaluate.add_argument("--data", default="beauty", help=data_help)
     _add_eval_options(evaluate)
+    evaluate.add_argument(
+        "--force",
+        action="store_true",
+        help=f"evaluate even when the model's vocabulary knows under {MIN_KNOWN_TARGETS * 100:g}%% of the split's "
+        "target items (refused otherwise: that is other data than the model's, and its HR would read as a bad model)",
+    )
     evaluate.set_defaults(func=run_evaluate)
 
     recommend = commands.add_parser("recommend", help="top-k items for one user")
-    recommend.add_argument("model", help="folder written by 'hf-metaid train'")
+    recommend.add_argument("model", help=MODEL_HELP)
     recommend.add_argument("--user", default=None, help="raw user id (omit for a new user with --history)")
     recommend.add_argument("--history", default="", help="comma-separated raw item ids, oldest first")
     recommend.add_argument("--k", type=_positive_int, default=10)
@@ -360,8 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="the whole pipeline on the embedded Beauty data, offline")
     demo.add_argument("--data", default="beauty", help=data_help)
-    demo.add_argument("--out", default="metaid-demo", help="folder for the trained model and tokenizer")
-    demo.add_argument("--overwrite", action="store_true", help="reuse a non-empty --out folder")
+    _add_output(demo, "metaid-demo", "the trained model and tokenizer")
     _add_seed(demo)
     # The defaults are the DEMO recipe (hf_metaid.pipeline), chosen on the validation split.
     _add_settings(demo, "indexing", DEMO.index, INDEX_FIELDS)
@@ -390,15 +453,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         _reexec_with_passive_threads()
     parser = build_parser()
     args = parser.parse_args(argv)
+    from transformers.utils import logging as transformers_logging
+
+    # Loading bars, and a deprecation PEFT triggers inside transformers that no user can act on, would come before
+    # a one-line error on stderr.
+    transformers_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
     if getattr(args, "threads", 0):
         import torch
 
         torch.set_num_threads(args.threads)
     try:
         return args.func(args)
-    except (MetaIDError, OSError, ValueError) as err:
-        message = str(err) or type(err).__name__
-        print(f"hf-metaid {args.command}: error: {message}", file=sys.stderr)
+    except (MetaIDError, OSError) as err:  # the user's mistakes and the file system's refusals, not bugs
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        print(f"hf-metaid {args.command}: error: {' '.join(lines) or type(err).__name__}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -5,7 +5,7 @@ PEFT's ``LoraConfig`` does: ``help`` (the text of the command-line option), and 
 (allowed strings), ``minimum`` (inclusive bound) or ``exclusive_minimum``. The annotation gives the type. From that:
 
 * :func:`validate_fields` (called from the class's ``__post_init__``) and :func:`check_field` accept a value or
-  raise ``ValueError`` naming the field, the value and the rule;
+  raise :class:`~hf_metaid.errors.InvalidArgumentError` (a ``ValueError``) naming the field, the value and the rule;
 * :func:`add_config_arguments` adds one ``--field-name`` option per field to an ``argparse`` parser, with the
   field's type, default, help text and rule, and :func:`config_from_arguments` builds the settings object back.
 
@@ -27,6 +27,8 @@ from collections.abc import Callable, Iterable, Mapping
 from numbers import Integral, Real
 from typing import Any, Protocol, TypeVar
 
+from .errors import InvalidArgumentError
+
 ConfigT = TypeVar("ConfigT")
 _UNIONS = (typing.Union, types.UnionType)
 
@@ -41,14 +43,15 @@ def check_field(config_class: type, name: str, value: Any) -> Any:
     """``value`` as field ``name`` of ``config_class`` stores it (ints as ``int``, lists as tuples, ...).
 
     Raises:
-        ValueError: the value breaks the field's type or limits; the message names the field, value and rule.
+        InvalidArgumentError: the value breaks the field's type or limits; the message names the field, value and
+            rule.
         TypeError: ``config_class`` has no field ``name``.
     """
     field, hint = _field(config_class, name)
     try:
         return _conform(hint, field.metadata, value)
     except _Refused:
-        raise ValueError(f"{name} must be {_describe(hint, field.metadata)}, got {value!r}") from None
+        raise InvalidArgumentError(f"{name} must be {_describe(hint, field.metadata)}, got {value!r}") from None
 
 
 def validate_fields(config: Any) -> None:

@@ -35,6 +35,8 @@ from typing import Protocol
 import torch
 from transformers.modeling_outputs import BaseModelOutput
 
+from .checks import check_choice, check_int
+from .errors import InvalidArgumentError
 from .item_tree import ItemTree
 from .t5_fast_path import GENERIC, BeamDecoder, EncodedPrompts, check_fast_path, encode
 
@@ -108,11 +110,12 @@ def decode_items(
         fast_path: take T5's fast encoder and decoder where their checks pass (see ``t5_fast_path``); ``False``:
             the model's public forward throughout (slower; the same items, scores to float rounding).
     """
-    if mode not in ("beam", "exact"):
-        raise ValueError(f"mode must be 'beam' or 'exact', got {mode!r}")
-    num_beams = num_beams or k
+    check_choice("mode", mode, ("beam", "exact"))
+    check_int("k", k, minimum=1)
+    check_int("chunk_rows", chunk_rows, minimum=1)
+    num_beams = k if num_beams is None else check_int("num_beams", num_beams, minimum=1)
     if mode == "beam" and num_beams < k:
-        raise ValueError(f"num_beams ({num_beams}) must be at least k ({k})")
+        raise InvalidArgumentError(f"num_beams ({num_beams}) must be at least k ({k})")
     if exclude is not None and len(exclude) != input_ids.shape[0]:
         raise ValueError(f"exclude has {len(exclude)} rows for {input_ids.shape[0]} prompts")
     tree = tree.to(input_ids.device)

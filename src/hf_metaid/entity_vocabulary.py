@@ -18,7 +18,8 @@ from types import MappingProxyType
 
 import numpy as np
 
-from .errors import UnknownEntityError
+from .checks import check_int
+from .errors import InvalidArgumentError, SavedFileError, UnknownEntityError
 
 FORMAT_VERSION = 1
 ENTITY_TYPES = ("user", "item")
@@ -57,13 +58,26 @@ class EntityVocabulary:
         cluster_prefix: str = "CT",
         rank_prefix: str = "R",
     ) -> None:
-        self.users = [str(u) for u in users]
-        self.items = [str(i) for i in items]
-        self.user_codes = np.asarray(user_codes, dtype=np.int64).reshape(len(self.users), 2)
-        self.item_codes = np.asarray(item_codes, dtype=np.int64).reshape(len(self.items), 2)
+        self.users = _raw_ids(users, "users")
+        self.items = _raw_ids(items, "items")
+        self.user_codes = _codes(user_codes, len(self.users), "user_codes")
+        self.item_codes = _codes(item_codes, len(self.items), "item_codes")
         self.cluster_vectors = np.ascontiguousarray(cluster_vectors, dtype=np.float32)
+        if self.cluster_vectors.ndim != 2:
+            raise InvalidArgumentError(
+                f"cluster_vectors must be 2-D (clusters, dim), got shape {self.cluster_vectors.shape}"
+            )
+        if not isinstance(scheme, str) or not scheme:
+            raise InvalidArgumentError(f"scheme must be a non-empty string, got {scheme!r}")
+        for name, prefix in (("cluster_prefix", cluster_prefix), ("rank_prefix", rank_prefix)):
+            if not isinstance(prefix, str) or not prefix.isalpha():
+                raise InvalidArgumentError(
+                    f"{name} must be letters only (tokens read <{{prefix}}{{number}}>), got {prefix!r}"
+                )
+        if cluster_prefix == rank_prefix:
+            raise InvalidArgumentError(f"cluster_prefix and rank_prefix must differ, got {cluster_prefix!r} for both")
         self.scheme = scheme
-        self.seed = int(seed)
+        self.seed = check_int("seed", seed, minimum=0)
         self.metadata = dict(metadata or {})
         self.cluster_prefix = cluster_prefix
         self.rank_prefix = rank_prefix
@@ -206,6 +220,8 @@ class EntityVocabulary:
 
     @classmethod
     def from_dict(cls, data: dict, entity_vectors: np.ndarray | None = None) -> EntityVocabulary:
+        if not isinstance(data, Mapping):
+            raise InvalidArgumentError(f"a vocabulary is a dict (to_dict's output), got {type(data).__name__}")
         if data.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"unsupported vocabulary format_version {data.get('format_version')!r}")
         dim = len(data["cluster_vectors"][0]) if data["cluster_vectors"] else 0
@@ -237,8 +253,21 @@ class EntityVocabulary:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> EntityVocabulary:
-        with open(path, encoding="utf-8") as handle:
-            return cls.from_dict(json.load(handle))
+        """The vocabulary :meth:`save` wrote to ``path``.
+
+        Raises:
+            SavedFileError: the file is missing, unreadable, or not a whole vocabulary (cut short, edited, another
+                file); the message names the path.
+        """
+        if not os.path.isfile(path):
+            raise SavedFileError(f"{path}: no such vocabulary file")
+        try:
+            with open(path, encoding="utf-8-sig") as handle:  # a byte-order mark an editor may have added is no harm
+                return cls.from_dict(json.load(handle))
+        except (OSError, ValueError, KeyError, TypeError, IndexError) as err:
+            # json's errors are ValueErrors; missing or malformed fields give the others, inside from_dict.
+            reason = f"missing field {err}" if isinstance(err, KeyError) else str(err).splitlines()[0]
+            raise SavedFileError(f"{path}: not a valid vocabulary file ({reason})") from err
 
     def to_dataset(self):
         """One row per entity (type, id, cluster, rank, tokens, vector) plus one per token (type ``cluster_token`` /
@@ -322,6 +351,30 @@ class EntityVocabulary:
 
     def _header(self) -> dict:
         return {"scheme": self.scheme, "seed": self.seed, "metadata": self.metadata}
+
+
+def _raw_ids(ids: Sequence, name: str) -> list[str]:
+    """Raw ids as strings; a bare string is refused (it would be read as one id per character)."""
+    if isinstance(ids, (str, bytes)) or not isinstance(ids, (Sequence, np.ndarray)):
+        raise InvalidArgumentError(f"{name} must be a list of raw ids, got {type(ids).__name__} {ids!r:.80}")
+    for index, raw in enumerate(ids):
+        if isinstance(raw, (bool, np.bool_)) or not isinstance(raw, (str, int, np.integer)):
+            raise InvalidArgumentError(
+                f"{name}[{index}] must be a raw id (str or int), got {type(raw).__name__} {raw!r}"
+            )
+    return [str(raw) for raw in ids]
+
+
+def _codes(codes, count: int, name: str) -> np.ndarray:
+    """``(count, 2)`` int64 (cluster, rank) codes, one row per entity."""
+    array = np.asarray(codes)
+    if array.size and not np.issubdtype(array.dtype, np.integer):
+        raise InvalidArgumentError(f"{name} must hold integers, got {array.dtype}")
+    if array.size != 2 * count:
+        raise InvalidArgumentError(
+            f"{name} must have shape ({count}, 2): one (cluster, rank) per entity, got {array.shape}"
+        )
+    return array.astype(np.int64).reshape(count, 2)
 
 
 def random_unit_vectors(count: int, dim: int, seed: int, stream: int = 0x52414E4B) -> np.ndarray:

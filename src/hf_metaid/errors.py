@@ -1,5 +1,9 @@
 """Exceptions users can catch by name.
 
+Every error hf_metaid raises on purpose is a :class:`MetaIDError`, and also the built-in exception a caller would
+expect for its kind (``ValueError``, ``KeyError``, ``OSError`` ...), so code written against either keeps working.
+The ``hf-metaid`` command prints these as one line; anything else is a bug and keeps its traceback.
+
 Kept dependency-free and flat beside the model files, because a saved model folder carries its code files (and the
 files they import) to the Hub for ``trust_remote_code`` loading.
 """
@@ -7,6 +11,13 @@ files they import) to the Hub for ``trust_remote_code`` loading.
 
 class MetaIDError(Exception):
     """Base class of every error hf_metaid raises on purpose."""
+
+
+class InvalidArgumentError(MetaIDError, TypeError, ValueError):
+    """An argument of a public function has the wrong type or a value out of range; the message names it.
+
+    Both a ``TypeError`` and a ``ValueError``, so callers that catch either for bad arguments still catch it.
+    """
 
 
 class InteractionFormatError(MetaIDError, ValueError):
@@ -22,3 +33,22 @@ class UnknownEntityError(MetaIDError, KeyError):
 
 class VocabularyMismatchError(MetaIDError, ValueError):
     """A tokenizer and a model built for different ID vocabularies were paired."""
+
+
+class BaseModelMismatchError(MetaIDError, ValueError):
+    """A LoRA adapter met a base model other than the one it was trained on; the message shows both fingerprints."""
+
+
+class UnknownDataError(MetaIDError, ValueError):
+    """Evaluation data whose target items the model's ID vocabulary mostly does not know (another data set): its
+    hit rate would read as a bad model rather than as the wrong data."""
+
+
+class SavedFileError(MetaIDError, OSError, ValueError):
+    """A model folder or vocabulary file is missing, incomplete or damaged; the message names the path and what is
+    wrong with it. An ``OSError`` (what a missing file raises) and a ``ValueError`` (what a damaged one raised)."""
+
+
+class OutputExistsError(MetaIDError, FileExistsError):
+    """An output folder already holds files and replacing it was not asked for (``overwrite=True``,
+    ``--overwrite``)."""

@@ -3,7 +3,9 @@
 This module ties the decoder (``model.recommend_batch``) to the metrics (``metrics``): for each row of a
 leave-one-out ``validation`` or ``test`` split, the prompt shows the latest history items with a seen or unseen
 template, the constrained decoder returns k real items, and HR/NDCG/MRR@k are computed. A target item the ID
-vocabulary does not know (never seen in training and absent from the catalogue) simply counts as a miss.
+vocabulary does not know (never seen in training and absent from the catalogue) counts as a miss; a split whose
+targets the vocabulary mostly does not know is refused (:data:`MIN_KNOWN_TARGETS`), since that is other data than the
+model's, and its near-zero hit rate would read as a bad model.
 
 :class:`RecommendationEvaluator` packs the protocol's options with a split, so a Trainer
 (:class:`~hf_metaid.training.MetaIDTrainer`) can run it each time it evaluates and log the metrics it returns.
@@ -18,11 +20,17 @@ from collections.abc import Sequence
 import datasets
 from tqdm.auto import tqdm
 
+from .checks import check_bool, check_choice, check_int, check_number
+from .errors import InvalidArgumentError, UnknownDataError
 from .metrics import DEFAULT_KS, MetricAccumulator
 from .peft_utils import unwrap
-from .prompt_templates import resolve_template
+from .prompt_templates import TASKS, check_max_history, resolve_template
 
-__all__ = ["RecommendationEvaluator", "evaluate_recommender"]
+__all__ = ["MIN_KNOWN_TARGETS", "RecommendationEvaluator", "evaluate_recommender"]
+
+# The share of a split's target items the vocabulary must know for evaluate_recommender to run by default.
+MIN_KNOWN_TARGETS = 0.5
+SPLIT_COLUMNS = ("user", "history", "target")
 
 
 def evaluate_recommender(
@@ -40,6 +48,7 @@ def evaluate_recommender(
     batch_size: int = 64,
     limit: int | None = None,
     progress: bool = True,
+    min_known_targets: float = MIN_KNOWN_TARGETS,
 ) -> dict[str, float]:
     """HR@k / NDCG@k / MRR@k (and the invalid-ID rate) of ``model`` on a leave-one-out split.
 
@@ -53,15 +62,34 @@ def evaluate_recommender(
         exclude_seen: leave history items out of the decoding tree (off in the paper's protocol).
         max_history: history items per prompt (default: the training value recorded in the model's config).
         limit: evaluate only the first ``limit`` rows (quick checks).
+        min_known_targets: refuse a split when the vocabulary knows less than this share of its target items
+            (another data set than the model's); 0 evaluates anything.
     Returns:
-        ``{"hr@5": ..., "ndcg@5": ..., "mrr@5": ..., ..., "invalid_rate": ..., "num_users": ..., "seconds": ...}``
+        ``{"hr@5": ..., "ndcg@5": ..., "mrr@5": ..., ..., "invalid_rate": ..., "num_users": ..., "known_users": ...,
+        "known_targets": ..., "seconds": ...}``; ``known_users`` / ``known_targets``: how many of the split's users
+        and target items the vocabulary knows (an unknown user is asked about as a new user, an unknown target is a
+        miss).
+
+    Raises:
+        UnknownDataError: the vocabulary knows less than ``min_known_targets`` of the target items.
     """
+    _check_protocol(model, tokenizer, split, task, mode, num_beams, exclude_seen, max_history, batch_size, limit)
+    check_bool("progress", progress)
+    check_number("min_known_targets", min_known_targets, 0.0, 1.0)
     text = resolve_template(task, template, getattr(model, "prompt_templates", None))  # PEFT forwards attributes
     if limit is not None:
         split = split.select(range(min(limit, split.num_rows)))
     users, histories, targets = split["user"][:], split["history"][:], split["target"][:]
     vocabulary = tokenizer.entity_vocabulary
     accumulator = MetricAccumulator(ks=ks, valid_items=set(vocabulary.items))
+    known_users = sum(vocabulary.has_user(user) for user in users)
+    known_targets = sum(vocabulary.has_item(target) for target in targets)
+    if known_targets < min_known_targets * len(targets):
+        raise UnknownDataError(
+            f"the model's ID vocabulary knows {known_targets} of the split's {len(targets)} target items and "
+            f"{known_users} of its {len(users)} users: this is not the data the model was trained for (each unknown "
+            f"target is a miss); evaluate anyway with min_known_targets=0 (hf-metaid evaluate --force)"
+        )
     k = max(ks)
     started = time.perf_counter()
     bar = tqdm(total=len(users), desc="evaluating", unit="user", disable=not progress)
@@ -69,24 +97,55 @@ def evaluate_recommender(
         stop = start + batch_size
         batch_users = [u if vocabulary.has_user(u) else None for u in users[start:stop]]
         batch_histories = [[i for i in h if vocabulary.has_item(i)] for h in histories[start:stop]]
-        results = model.recommend_batch(
+        # A user the vocabulary does not know is asked about as a new user, from the known history; with neither,
+        # there is nothing to ask, and the row is a miss.
+        asked = [i for i, u in enumerate(batch_users) if u is not None or (task == "sequential" and batch_histories[i])]
+        shown = None if task == "direct" else [batch_histories[i] for i in asked]  # direct prompts show the user only
+        ranked = model.recommend_batch(
             tokenizer,
-            batch_users,
-            None if task == "direct" else batch_histories,  # the direct task's prompt shows the user only
+            [batch_users[i] for i in asked],
+            shown,
             k=k,
-            exclude=batch_histories if exclude_seen else None,  # whatever the prompt shows
+            exclude=[batch_histories[i] for i in asked] if exclude_seen else None,  # whatever the prompt shows
             mode=mode,
             num_beams=num_beams,
             template=text,
             max_history=max_history,
             batch_size=batch_size,
         )
-        accumulator.add([[item for item, _ in row] for row in results], targets[start:stop])
+        results: list[list[str]] = [[] for _ in batch_users]
+        for i, row in zip(asked, ranked, strict=True):
+            results[i] = [item for item, _ in row]
+        accumulator.add(results, targets[start:stop])
         bar.update(len(results))
     bar.close()
     metrics = accumulator.compute()
+    metrics["known_users"] = float(known_users)
+    metrics["known_targets"] = float(known_targets)
     metrics["seconds"] = time.perf_counter() - started
     return metrics
+
+
+def _check_protocol(model, tokenizer, split, task, mode, num_beams, exclude_seen, max_history, batch_size, limit):
+    """The arguments of :func:`evaluate_recommender`, checked before any decoding."""
+    if not hasattr(model, "recommend_batch"):
+        raise InvalidArgumentError(f"model must be a META ID model (with recommend_batch), got {type(model).__name__}")
+    if getattr(tokenizer, "entity_vocabulary", None) is None:
+        raise InvalidArgumentError(f"tokenizer must be a MetaIDTokenizer, got {type(tokenizer).__name__}")
+    if not isinstance(split, datasets.Dataset) or not set(SPLIT_COLUMNS) <= set(split.column_names):
+        found = split.column_names if isinstance(split, datasets.Dataset) else type(split).__name__
+        raise InvalidArgumentError(
+            f"split must be a datasets.Dataset with columns {SPLIT_COLUMNS} (leave_one_out(...)['test']), got {found}"
+        )
+    check_choice("task", task, TASKS)
+    check_choice("mode", mode, ("beam", "exact"))
+    check_bool("exclude_seen", exclude_seen)
+    check_int("batch_size", batch_size, minimum=1)
+    for name, value in (("num_beams", num_beams), ("limit", limit)):
+        if value is not None:
+            check_int(name, value, minimum=1)
+    if max_history is not None:
+        check_max_history(max_history)
 
 
 class RecommendationEvaluator:
@@ -104,7 +163,10 @@ class RecommendationEvaluator:
     """
 
     def __init__(self, tokenizer, split: datasets.Dataset, **protocol) -> None:
-        inspect.signature(evaluate_recommender).bind(None, tokenizer, split, **protocol)
+        try:
+            inspect.signature(evaluate_recommender).bind(None, tokenizer, split, **protocol)
+        except TypeError as err:  # a misspelt option
+            raise InvalidArgumentError(f"RecommendationEvaluator: {err}") from None
         self.tokenizer = tokenizer
         self.split = split
         self.protocol = {"progress": False, **protocol}

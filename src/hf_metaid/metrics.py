@@ -14,8 +14,11 @@ each averaged over users.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Sequence
+from numbers import Integral
 
 import numpy as np
+
+from .errors import InvalidArgumentError
 
 __all__ = ["DEFAULT_KS", "MetricAccumulator", "exclude_seen", "rank_of_target", "ranking_metrics"]
 
@@ -52,6 +55,8 @@ class MetricAccumulator:
 
     def __init__(self, ks: Iterable[int] = DEFAULT_KS, valid_items: Collection[str] | None = None) -> None:
         self.ks = _check_ks(ks)
+        if isinstance(valid_items, (str, bytes)):  # set() would make it a set of characters
+            raise InvalidArgumentError(f"valid_items must be a collection of item ids, got {valid_items!r:.80}")
         self.valid_items = None if valid_items is None else set(valid_items)
         self.reset()
 
@@ -132,8 +137,8 @@ def exclude_seen(recommended: Sequence[Sequence[str]], histories: Sequence[Itera
     first, so that ``k`` remain).
     """
     _check_same_length(recommended, histories, "recommended", "histories")
-    if int(k) != k or k <= 0:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
+    if isinstance(k, bool) or not isinstance(k, Integral) or k <= 0:
+        raise InvalidArgumentError(f"k must be a positive integer, got {k!r}")
     filtered = []
     for items, history in zip(recommended, histories, strict=True):
         seen = set(history)
@@ -143,19 +148,24 @@ def exclude_seen(recommended: Sequence[Sequence[str]], histories: Sequence[Itera
 
 # ---------------------------------------------------------------------------------------------------- internals
 def _check_same_length(first: Sequence, second: Sequence, first_name: str, second_name: str) -> None:
+    for name, value in ((first_name, first), (second_name, second)):
+        if isinstance(value, (str, bytes)):  # it would be read one character per user
+            raise InvalidArgumentError(f"{name} must have one entry per user, got the string {value!r:.80}")
     if len(first) != len(second):
-        raise ValueError(
+        raise InvalidArgumentError(
             f"{first_name} and {second_name} must have one entry per user, got {len(first)} and {len(second)}"
         )
 
 
 def _check_ks(ks: Iterable[int]) -> tuple[int, ...]:
-    values = (ks,) if isinstance(ks, int) else tuple(ks)
+    if isinstance(ks, (str, bytes)) or not isinstance(ks, (Integral, Iterable)):
+        raise InvalidArgumentError(f"ks must be a cut-off or a list of them, e.g. ks=(5, 10), got {ks!r}")
+    values = (ks,) if isinstance(ks, Integral) else tuple(ks)
     if not values:
-        raise ValueError("ks must hold at least one cut-off, e.g. ks=(5, 10)")
+        raise InvalidArgumentError("ks must hold at least one cut-off, e.g. ks=(5, 10)")
     for k in values:
-        if isinstance(k, bool) or int(k) != k or k <= 0:
-            raise ValueError(f"every cut-off in ks must be a positive integer, got {k!r}")
+        if isinstance(k, bool) or not isinstance(k, Integral) or k <= 0:
+            raise InvalidArgumentError(f"every cut-off in ks must be a positive integer, got {k!r}")
     return tuple(sorted({int(k) for k in values}))
 
 

@@ -21,8 +21,9 @@ from transformers.models.t5.modeling_t5 import T5Stack
 from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.generic import can_return_tuple
 
+from .checks import check_bool, check_choice, check_int, check_number
 from .configuration_metaid import MetaIDConfig
-from .errors import VocabularyMismatchError
+from .errors import InvalidArgumentError, VocabularyMismatchError
 from .recommendation import RecommendationMixin
 from .tree_softmax import check_labels, next_token_table
 
@@ -135,7 +136,16 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
                 :meth:`set_tree_softmax`); ``False``, the paper's plain softmax over the vocabulary.
             seed: seed of the random initialisation (config path) and of the ``"centroid"`` projection.
         """
-        vocabulary = tokenizer.entity_vocabulary
+        vocabulary = getattr(tokenizer, "entity_vocabulary", None)
+        if vocabulary is None:
+            raise InvalidArgumentError(f"tokenizer must be a MetaIDTokenizer, got {type(tokenizer).__name__}")
+        if not isinstance(base, (str, os.PathLike, T5Config, dict)):
+            raise InvalidArgumentError(f"base must be a checkpoint name/path, a T5Config or a dict, got {base!r:.80}")
+        alpha = check_number("alpha", alpha)
+        check_choice("init_new_rows", init_new_rows, ("resize", "centroid"))
+        check_bool("augment_generation", augment_generation)
+        check_bool("tree_softmax", tree_softmax)
+        check_int("seed", seed, minimum=0)
         fields = {
             "metaid_alpha": alpha,
             "metaid_vector_dim": vocabulary.vector_dim,
@@ -165,8 +175,6 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
             model.encoder.metaid_augmentation.vectors.copy_(torch.from_numpy(vocabulary.token_vectors()))
             if init_new_rows == "centroid":
                 model._init_rows_from_vectors(old_rows, seed)
-            elif init_new_rows != "resize":
-                raise ValueError(f"init_new_rows must be 'resize' or 'centroid', got {init_new_rows!r}")
         model.generation_config.decoder_start_token_id = tokenizer.pad_token_id
         model.generation_config.pad_token_id = tokenizer.pad_token_id
         model.generation_config.eos_token_id = tokenizer.eos_token_id

@@ -21,13 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
+from huggingface_hub.errors import StrictDataclassError
 from transformers import Seq2SeqTrainer
 
 from .config_arguments import validate_fields
 from .configuration_metaid import MetaIDConfig
 from .data import build_training_prompts, catalogue, leave_one_out, load_interactions
 from .entity_vocabulary import EntityVocabulary
-from .errors import MetaIDError
+from .errors import InvalidArgumentError, MetaIDError, SavedFileError
 from .indexing import (
     BaseIndexer,
     BlockIndexerConfig,
@@ -38,6 +39,7 @@ from .indexing import (
 )
 from .modeling_metaid import MetaIDForConditionalGeneration
 from .prompt_templates import TEMPLATE_SETS, TEMPLATES, check_templates
+from .saving import looks_like_hub_repository
 from .tokenization_metaid import MetaIDTokenizer
 from .training import build_trainer, training_arguments
 
@@ -75,7 +77,7 @@ class ModelSettings:
     def __post_init__(self) -> None:
         validate_fields(self)
         if self.d_model % 4:
-            raise ValueError(f"d_model must be a multiple of 4 (the tiny T5 has 4 heads), got {self.d_model}")
+            raise InvalidArgumentError(f"d_model must be a multiple of 4 (the tiny T5 has 4 heads), got {self.d_model}")
 
     @property
     def feed_forward_width(self) -> int:
@@ -136,7 +138,7 @@ class Recipe:
 
     def __post_init__(self) -> None:
         if self.scheme not in SCHEMES:
-            raise ValueError(f"scheme must be one of {SCHEMES}, got {self.scheme!r}")
+            raise InvalidArgumentError(f"scheme must be one of {SCHEMES}, got {self.scheme!r}")
 
 
 # Chosen for 2 CPU cores and about 15 minutes on Beauty's validation split (benchmarks/results/demo.md): spectral IDs
@@ -172,7 +174,7 @@ def build_indexer(scheme: str = "metaid", config: MetaIDIndexerConfig | None = N
     if scheme in ("sequential", "random"):
         block = BlockIndexerConfig(seed=config.seed, dim=config.dim)
         return SequentialIndexer(block) if scheme == "sequential" else RandomIndexer(block)
-    raise ValueError(f"unknown scheme {scheme!r}; use one of {SCHEMES}")
+    raise InvalidArgumentError(f"unknown scheme {scheme!r}; use one of {SCHEMES}")
 
 
 def build_vocabulary(
@@ -198,13 +200,36 @@ def tiny_t5_config(**overrides) -> MetaIDConfig:
         "dropout_rate": 0.1,
         "decoder_start_token_id": 0,
     }
+    unknown = sorted(set(overrides) - set(MetaIDConfig.__dataclass_fields__) - set(MetaIDConfig().to_dict()))
+    if unknown:  # T5Config would keep a misspelt field as an attribute that nothing reads
+        raise InvalidArgumentError(f"tiny_t5_config: unknown config field(s) {unknown}")
     fields.update(overrides)
-    return MetaIDConfig(**fields)
+    try:
+        return MetaIDConfig(**fields)
+    except StrictDataclassError as err:
+        raise InvalidArgumentError(f"tiny_t5_config: {' '.join(str(err).split())}") from None
 
 
 def build_tokenizer(vocabulary: EntityVocabulary, base: str = "tiny") -> MetaIDTokenizer:
     """The vocabulary's tokenizer over the offline word-level base (``"tiny"``) or a checkpoint's tokenizer."""
-    return MetaIDTokenizer.from_base(None if base == "tiny" else base, vocabulary)
+    return MetaIDTokenizer.from_base(None if base == "tiny" else checkpoint(base), vocabulary)
+
+
+def checkpoint(name: str) -> str:
+    """``name`` if it is a local folder or could be a Hub checkpoint; a mistyped local path (one that cannot be a Hub
+    name, or whose first part is a local folder) fails at once instead of after the Hub's retries.
+
+    Raises:
+        SavedFileError: naming the path.
+    """
+    local = os.path.expanduser(name)
+    if os.path.isdir(local):
+        return local
+    if os.path.exists(local):
+        raise SavedFileError(f"base {name}: a file, not a checkpoint folder")
+    if not looks_like_hub_repository(name, bare_names=True):
+        raise SavedFileError(f"base {name}: no such folder (and not a Hub checkpoint name)")
+    return name
 
 
 def build_model(
@@ -222,7 +247,7 @@ def build_model(
             dropout_rate=settings.dropout,
         )
     else:
-        base = settings.base
+        base = checkpoint(settings.base)
     return MetaIDForConditionalGeneration.from_base(base, tokenizer, seed=seed, tree_softmax=settings.tree_softmax)
 
 
@@ -234,7 +259,7 @@ def load_templates(spec: str) -> dict:
     if not path.is_file():
         raise MetaIDError(f"templates {spec!r}: not one of {', '.join(TEMPLATE_SETS)} and not a file")
     try:
-        return check_templates(json.loads(path.read_text(encoding="utf-8")))
+        return check_templates(json.loads(path.read_text(encoding="utf-8-sig")))
     except (json.JSONDecodeError, ValueError) as err:
         raise MetaIDError(f"{path}: bad templates file: {err}") from None
 

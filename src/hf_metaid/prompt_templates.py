@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from .errors import InvalidArgumentError
+
 SEQUENTIAL_SEEN = (
     "User {user} has interacted with items {history} . What is the next item to recommend to the user ?",
     "Given the following interaction history of user {user} : {history} , what is the next item the user will "
@@ -50,6 +52,9 @@ HISTORY_SEPARATOR = " , "
 
 TASKS = ("sequential", "direct")
 KINDS = ("seen", "unseen")
+# What a template of each task must show: a sequential prompt without the history, or a direct one without the user,
+# would ask every user the same question.
+PLACEHOLDERS = {"sequential": "{history}", "direct": "{user}"}
 
 
 def fill_template(template: str, user_tokens: str = "", history_tokens: Sequence[str] = ()) -> str:
@@ -66,7 +71,7 @@ def format_prompt(template: str, user_tokens: str | None, history_tokens: Sequen
 def check_max_history(max_history: int) -> int:
     """``max_history`` after checking it is an integer >= 1 (a float or a bool is refused, not rounded)."""
     if isinstance(max_history, bool) or not isinstance(max_history, int) or max_history < 1:
-        raise ValueError(f"max_history must be an integer >= 1, got {max_history!r}")
+        raise InvalidArgumentError(f"max_history must be an integer >= 1, got {max_history!r}")
     return max_history
 
 
@@ -89,14 +94,16 @@ def resolve_template(
             of leaving a blank where the user's tokens would go.
     """
     if not isinstance(template, str):
-        raise TypeError(f"template must be a string, got {type(template).__name__}")
+        raise InvalidArgumentError(f"template must be a string, got {type(template).__name__}")
     if template in KINDS:
         if cold_user and templates is None and task == "sequential" and template == "seen":
             return COLD_USER_SEQUENTIAL
         return _group(templates, task, template)[0]
     _group(templates, task, "seen")  # the task must exist
-    if "{user}" not in template and "{history}" not in template:
-        raise ValueError(f"template must be 'seen', 'unseen' or a string with {{user}} / {{history}}: {template!r}")
+    if PLACEHOLDERS[task] not in template:
+        raise InvalidArgumentError(
+            f"template must be 'seen', 'unseen' or a {task} template with {PLACEHOLDERS[task]}: {template!r}"
+        )
     return template
 
 
@@ -107,30 +114,41 @@ def first_template(templates: Mapping, task: str, kind: str = "seen") -> str:
 
 def _group(templates: Mapping | None, task: str, kind: str) -> tuple[str, ...]:
     if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; use one of {TASKS}")
+        raise InvalidArgumentError(f"unknown task {task!r}; use one of {TASKS}")
     templates = TEMPLATES if templates is None else templates
     group = templates.get(task, {})
     texts = tuple(group.get(kind, ())) if isinstance(group, Mapping) else (tuple(group) if kind == "seen" else ())
     if not texts:
-        raise ValueError(f"no {kind!r} templates for task {task!r} (tasks with templates: {sorted(templates)})")
+        raise InvalidArgumentError(
+            f"no {kind!r} templates for task {task!r} (tasks with templates: {sorted(templates)})"
+        )
     return texts
 
 
 def check_templates(templates: dict) -> dict:
     """``templates`` as plain lists (JSON-ready), after checking its shape: ``{task: {"seen": [...], ...}}`` with
-    at least one seen template per task, each a string with ``{user}`` or ``{history}``."""
+    tasks among :data:`TASKS`, kinds among :data:`KINDS`, at least one seen template per task, and each template a
+    string that shows what its task is about (:data:`PLACEHOLDERS`: ``{history}`` for sequential, ``{user}`` for
+    direct)."""
     if not isinstance(templates, dict) or not templates:
-        raise ValueError(f"templates must be a non-empty dict {{task: {{'seen': [...]}}}}, got {templates!r}")
+        raise InvalidArgumentError(f"templates must be a non-empty dict {{task: {{'seen': [...]}}}}, got {templates!r}")
     checked = {}
     for task, groups in templates.items():
+        if task not in TASKS:
+            raise InvalidArgumentError(f"templates: unknown task {task!r}; use {' and/or '.join(TASKS)}")
         if not isinstance(groups, dict) or not groups.get("seen"):
-            raise ValueError(f"templates[{task!r}] needs a non-empty 'seen' list, got {groups!r}")
+            raise InvalidArgumentError(f"templates[{task!r}] needs a non-empty 'seen' list, got {groups!r}")
         checked[task] = {}
         for kind, group in groups.items():
+            if kind not in KINDS:
+                raise InvalidArgumentError(f"templates[{task!r}]: unknown kind {kind!r}; use {' and/or '.join(KINDS)}")
             group = [group] if isinstance(group, str) else list(group)
             for text in group:
-                if not isinstance(text, str) or ("{user}" not in text and "{history}" not in text):
-                    raise ValueError(f"templates[{task!r}][{kind!r}]: {text!r} has neither {{user}} nor {{history}}")
+                if not isinstance(text, str) or PLACEHOLDERS[task] not in text:
+                    raise InvalidArgumentError(
+                        f"templates[{task!r}][{kind!r}]: {text!r} lacks {PLACEHOLDERS[task]}, which a {task} prompt "
+                        "must show"
+                    )
             checked[task][kind] = group
     return checked
 

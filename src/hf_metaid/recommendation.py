@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from .checks import check_bool, check_choice, check_int
 from .decoding import decode_items
-from .errors import UnknownEntityError
+from .errors import InvalidArgumentError, UnknownEntityError
 from .item_tree import ItemTree
 from .prompt_templates import TEMPLATES, check_max_history, check_templates, format_prompt, resolve_template
 
@@ -103,14 +104,16 @@ class RecommendationMixin:
         if histories is not None:
             histories = [_id_list(h, f"histories[{i}]") for i, h in enumerate(_sequence(histories, "histories"))]
             if len(histories) != len(users):
-                raise ValueError(f"histories has {len(histories)} entries for {len(users)} users")
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"k must be an integer >= 1, got {k!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+                raise InvalidArgumentError(f"histories has {len(histories)} entries for {len(users)} users")
+        check_int("k", k, minimum=1)
+        check_int("batch_size", batch_size, minimum=1)
+        check_choice("mode", mode, ("beam", "exact"))
+        check_bool("exclude_seen", exclude_seen)
+        if num_beams is not None:
+            check_int("num_beams", num_beams, minimum=1)
         left_out = _exclusions(users, histories, exclude, exclude_seen)
         tree = self.item_tree(tokenizer)
-        max_history = self.config.metaid_max_history if max_history is None else max_history
+        max_history = self.config.metaid_max_history if max_history is None else check_max_history(max_history)
         prompts = [
             self._prompt(tokenizer, user, None if histories is None else histories[i], template, max_history)
             for i, user in enumerate(users)
@@ -148,7 +151,7 @@ class RecommendationMixin:
             hint = " (pass user=None with a history to recommend for a new user)" if history else ""
             raise UnknownEntityError(f"unknown user id {str(user)!r}: not in the ID vocabulary{hint}")
         if user is None and not history:
-            raise ValueError("recommend needs a known user, a history, or both")
+            raise InvalidArgumentError("recommend needs a known user, a history, or both")
         text = resolve_template(
             "sequential" if history else "direct",
             "seen" if template is None else template,
@@ -162,7 +165,7 @@ class RecommendationMixin:
 def _sequence(value, name: str) -> list:
     """``value`` as a list, refusing a bare string (which would be read as its characters)."""
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-        raise TypeError(f"{name} must be a list of ids, got {type(value).__name__} {value!r}")
+        raise InvalidArgumentError(f"{name} must be a list of ids, got {type(value).__name__} {value!r}")
     return list(value)
 
 
@@ -173,7 +176,9 @@ def _id_list(value, name: str, allow_none: bool = False) -> list:
         if raw is None and allow_none:
             continue
         if isinstance(raw, bool) or not isinstance(raw, (str, int)):
-            raise TypeError(f"{name}[{index}] must be a raw id (str or int), got {type(raw).__name__} {raw!r}")
+            raise InvalidArgumentError(
+                f"{name}[{index}] must be a raw id (str or int), got {type(raw).__name__} {raw!r}"
+            )
     return [raw if raw is None else str(raw) for raw in ids]
 
 
@@ -182,7 +187,7 @@ def _exclusions(users, histories, exclude, exclude_seen: bool) -> list[list[str]
     if exclude is not None:
         exclude = [_id_list(e, f"exclude[{i}]") for i, e in enumerate(_sequence(exclude, "exclude"))]
         if len(exclude) != len(users):
-            raise ValueError(f"exclude has {len(exclude)} entries for {len(users)} users")
+            raise InvalidArgumentError(f"exclude has {len(exclude)} entries for {len(users)} users")
     if not exclude_seen or histories is None:
         return exclude
     if exclude is None:

@@ -15,6 +15,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from transformers.tokenization_utils_tokenizers import TokenizersBackend
 
 from .entity_vocabulary import EntityVocabulary
+from .errors import InvalidArgumentError
 from .offline_base_tokenizer import SPECIAL_TOKENS, build_offline_base_tokenizer
 
 VOCAB_FILE = "metaid_vocab.json"
@@ -76,6 +77,8 @@ class MetaIDTokenizer(TokenizersBackend):
             vocabulary: the entity vocabulary from an indexer.
             **kwargs: extra tokenizer settings (``model_max_length``, ...).
         """
+        if not isinstance(vocabulary, EntityVocabulary):
+            raise InvalidArgumentError(f"vocabulary must be an EntityVocabulary, got {type(vocabulary).__name__}")
         if base is None:
             backend = build_offline_base_tokenizer()
             special = dict(zip(("pad_token", "eos_token", "unk_token"), SPECIAL_TOKENS, strict=True))
@@ -83,7 +86,10 @@ class MetaIDTokenizer(TokenizersBackend):
             if isinstance(base, (str, os.PathLike)):
                 base = AutoTokenizer.from_pretrained(base)
             if not isinstance(base, TokenizersBackend):
-                raise TypeError(f"base must be a fast (tokenizers-backed) tokenizer, got {type(base).__name__}")
+                raise InvalidArgumentError(
+                    f"base must be None, a checkpoint name/path or a fast (tokenizers-backed) tokenizer, got "
+                    f"{type(base).__name__}"
+                )
             backend = base.backend_tokenizer
             clash = [t for t in vocabulary.new_tokens[:1] + vocabulary.new_tokens[-1:] if t in base.get_vocab()]
             if clash:

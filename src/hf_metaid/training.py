@@ -23,8 +23,10 @@ from accelerate.utils import broadcast_object_list
 from transformers import PreTrainedModel, Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback
 from transformers.trainer_utils import EvalLoopOutput, IntervalStrategy
 
+from .checks import check_int, check_number
 from .collator import MetaIDDataCollator
 from .data.prompts import tokenize_prompts
+from .errors import InvalidArgumentError
 from .evaluation import RecommendationEvaluator
 from .peft_utils import AUGMENTATION_MODULE, is_peft, unwrap
 
@@ -45,9 +47,16 @@ def lora_config(
     """
     from peft import LoraConfig
 
-    config = model.config
+    config = getattr(model, "config", None)
     if not getattr(config, "metaid_num_new_tokens", 0):
-        raise ValueError("the model has no META ID tokens; build it with MetaIDForConditionalGeneration.from_base")
+        raise InvalidArgumentError(
+            "the model has no META ID tokens; build it with MetaIDForConditionalGeneration.from_base"
+        )
+    check_int("r", r, minimum=1)
+    check_number("alpha", alpha, 0, above=True)
+    check_number("dropout", dropout, 0, 1)
+    if isinstance(target_modules, str) or not all(isinstance(name, str) for name in target_modules):
+        raise InvalidArgumentError(f"target_modules must be a list of module names, got {target_modules!r}")
     fields = {
         "task_type": "SEQ_2_SEQ_LM",
         "r": r,
@@ -75,7 +84,9 @@ def training_arguments(
     runs it natively (:func:`has_native_bf16`); elsewhere it is emulated and slower than float32.
     """
     if not isinstance(bf16, bool) and bf16 != "auto":
-        raise ValueError(f"bf16 must be True, False or 'auto', got {bf16!r}")
+        raise InvalidArgumentError(f"bf16 must be True, False or 'auto', got {bf16!r}")
+    if not isinstance(output_dir, (str, os.PathLike)) or not str(output_dir):
+        raise InvalidArgumentError(f"output_dir must be a path, got {output_dir!r}")
     defaults = {
         "learning_rate": 1e-3,
         "optim": "adamw_torch",
@@ -101,7 +112,10 @@ def training_arguments(
     }
     defaults.update(overrides)
     defaults["bf16"] = has_native_bf16(defaults["use_cpu"]) if bf16 == "auto" else bf16
-    return Seq2SeqTrainingArguments(output_dir=str(output_dir), **defaults)
+    try:
+        return Seq2SeqTrainingArguments(output_dir=str(output_dir), **defaults)
+    except (TypeError, ValueError) as err:  # an unknown keyword, or a value the Trainer's own checks refuse
+        raise InvalidArgumentError(f"training arguments: {err}") from None
 
 
 def has_native_bf16(use_cpu: bool = False) -> bool:
@@ -232,11 +246,12 @@ def build_trainer(
     """
     base = unwrap(model)
     if not hasattr(base, "check_tokenizer"):
-        raise TypeError(f"expected a MetaIDForConditionalGeneration, got {type(base).__name__}")
+        raise InvalidArgumentError(f"expected a MetaIDForConditionalGeneration, got {type(base).__name__}")
     base.check_tokenizer(tokenizer)
+    _check_trainer_arguments(train_dataset, args, eval_dataset, lora, max_source_length, evaluator)
     if lora is not None and lora is not False:
         if is_peft(model):
-            raise ValueError("the model is already a PEFT model; pass lora=None")
+            raise InvalidArgumentError("the model is already a PEFT model; pass lora=None")
         from peft import get_peft_model
 
         model = get_peft_model(model, lora_config(model) if lora is True else lora)
@@ -254,6 +269,27 @@ def build_trainer(
         evaluator=evaluator,
         **trainer_kwargs,
     )
+
+
+def _check_trainer_arguments(train_dataset, args, eval_dataset, lora, max_source_length, evaluator) -> None:
+    """The arguments of :func:`build_trainer` other than the model and tokenizer, checked before any work."""
+    from peft import LoraConfig
+
+    given = {"train_dataset": train_dataset, **({} if eval_dataset is None else {"eval_dataset": eval_dataset})}
+    for name, dataset in given.items():
+        columns = dataset.column_names if isinstance(dataset, datasets.Dataset) else []
+        if not ({"input_ids", "labels"} <= set(columns) or {"source", "target"} <= set(columns)):
+            found = columns if isinstance(dataset, datasets.Dataset) else type(dataset).__name__
+            raise InvalidArgumentError(
+                f"{name} must be a datasets.Dataset of prompts (source/target, or input_ids/labels), got {found}"
+            )
+    if not isinstance(args, Seq2SeqTrainingArguments):
+        raise InvalidArgumentError(f"args must be Seq2SeqTrainingArguments (training_arguments()), got {args!r:.80}")
+    if lora is not None and not isinstance(lora, (bool, LoraConfig)):
+        raise InvalidArgumentError(f"lora must be None, True, False or a peft.LoraConfig, got {lora!r}")
+    check_int("max_source_length", max_source_length, minimum=1)
+    if evaluator is not None and not isinstance(evaluator, RecommendationEvaluator):
+        raise InvalidArgumentError(f"evaluator must be a RecommendationEvaluator, got {type(evaluator).__name__}")
 
 
 def _tokenized(dataset: datasets.Dataset, tokenizer, max_source_length: int) -> datasets.Dataset:

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import datasets
 
-from ..errors import InteractionFormatError
+from ..checks import check_int
+from ..errors import InteractionFormatError, InvalidArgumentError
 
 SEQUENCE_SUFFIXES = (".txt", ".txt.gz")
 TABULAR_FORMATS = ("csv", "tsv", "parquet", "jsonl")
@@ -64,6 +65,7 @@ def load_interactions(
     Raises:
         InteractionFormatError: naming the file, the line (or row) and the rule that was broken.
     """
+    _check_arguments(source, format, user_column, item_column, timestamp_column, min_interactions)
     if source is None or (isinstance(source, str) and source.lower() == "beauty"):
         source, format = embedded_beauty_path(), "sequence"
     if isinstance(source, datasets.Dataset):
@@ -71,7 +73,7 @@ def load_interactions(
         return _build(events, "<dataset>", min_interactions)
     path = Path(source)
     if not path.is_file():
-        raise InteractionFormatError(f"{path}: no such file")
+        raise InteractionFormatError(f"{path}: {'a folder, not a file' if path.is_dir() else 'no such file'}")
     fmt = (format or _guess_format(path)).lower()
     if fmt == "sequence":
         return _build(_sequence_events(path), str(path), min_interactions, grouped=True)
@@ -80,13 +82,36 @@ def load_interactions(
     elif fmt == "jsonl":
         events = _jsonl_events(path, user_column, item_column, timestamp_column)
     elif fmt == "parquet":
-        events = _dataset_events(
-            datasets.Dataset.from_parquet(str(path)), user_column, item_column, timestamp_column, str(path)
-        )
+        events = _dataset_events(_read_parquet(path), user_column, item_column, timestamp_column, str(path))
     else:
         known = ", ".join(("sequence", *TABULAR_FORMATS))
         raise InteractionFormatError(f"{path}: unknown format {fmt!r}; use one of {known}")
     return _build(events, str(path), min_interactions)
+
+
+def _check_arguments(source, format, user_column, item_column, timestamp_column, min_interactions) -> None:
+    if source is not None and not isinstance(source, (str, os.PathLike, datasets.Dataset)):
+        raise InvalidArgumentError(
+            f"source must be a path, a datasets.Dataset or None (the embedded Beauty data), got {type(source).__name__}"
+        )
+    for name, value in (("format", format), ("timestamp_column", timestamp_column)):
+        if value is not None and (not isinstance(value, str) or not value):
+            raise InvalidArgumentError(f"{name} must be a non-empty string or None, got {value!r}")
+    for name, value in (("user_column", user_column), ("item_column", item_column)):
+        if not isinstance(value, str) or not value:
+            raise InvalidArgumentError(f"{name} must be a non-empty string, got {value!r}")
+    if user_column == item_column:
+        raise InvalidArgumentError(f"user_column and item_column must differ, got {user_column!r} for both")
+    check_int("min_interactions", min_interactions, minimum=1)
+
+
+def _read_parquet(path: Path) -> datasets.Dataset:
+    import pyarrow
+
+    try:
+        return datasets.Dataset.from_parquet(str(path))
+    except pyarrow.ArrowException as err:  # not a parquet file, or a damaged one
+        raise InteractionFormatError(f"{path}: not a readable Parquet file ({err})") from None
 
 
 def _guess_format(path: Path) -> str:
@@ -99,10 +124,26 @@ def _guess_format(path: Path) -> str:
     return "sequence"
 
 
-def _open_text(path: Path):
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
+def _text_lines(path: Path) -> Iterator[str]:
+    """The file's lines as text (gzip read through), line endings kept for the csv module.
+
+    A UTF-8 byte-order mark at the start is dropped (``utf-8-sig``: it would otherwise become part of the first user
+    id, or hide the first column's name); bytes that are not UTF-8 raise :class:`InteractionFormatError` naming the
+    file and line.
+    """
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rt", encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
+            for lineno, line in enumerate(handle, start=1):
+                try:
+                    line.encode("utf-8")  # undecodable bytes came through as lone surrogates
+                except UnicodeEncodeError as err:
+                    raise InteractionFormatError(
+                        f"{path}: line {lineno}: character {err.start + 1} is not UTF-8 text; save the file as UTF-8"
+                    ) from None
+                yield line
+    except (OSError, EOFError) as err:  # unreadable, or a damaged or cut gzip file
+        raise InteractionFormatError(f"{path}: cannot be read ({err})") from None
 
 
 def _check_id(value: object, what: str, where: str, source: str) -> str:
@@ -121,6 +162,8 @@ def _check_id(value: object, what: str, where: str, source: str) -> str:
             raise InteractionFormatError(f"{source}: {where}: empty {what} id")
         if any(ch.isspace() for ch in text):
             raise InteractionFormatError(f"{source}: {where}: {what} id {text!r} contains white space")
+        if not text.isprintable():  # a NUL or another control character: a damaged or binary file
+            raise InteractionFormatError(f"{source}: {where}: {what} id {text!r} contains a control character")
         return text
     raise InteractionFormatError(f"{source}: {where}: {what} id {value!r} is not a string or an integer")
 
@@ -137,27 +180,34 @@ def _check_timestamp(value: object, where: str, source: str) -> float:
 
 def _sequence_events(path: Path) -> Iterator[_Event]:
     seen: dict[str, int] = {}
-    with _open_text(path) as handle:
-        for lineno, line in enumerate(handle, start=1):
-            fields = line.split()
-            if not fields:
-                continue
-            where = f"line {lineno}"
-            user = _check_id(fields[0], "user", where, str(path))
-            if len(fields) < 2:
-                raise InteractionFormatError(f"{path}: {where}: user {user!r} has no items (expected 'user item ...')")
-            if user in seen:
-                raise InteractionFormatError(
-                    f"{path}: {where}: user {user!r} already has a sequence on line {seen[user]} (one line per user)"
-                )
-            seen[user] = lineno
-            for token in fields[1:]:
-                yield _Event(user, _check_id(token, "item", where, str(path)), None, where)
+    for lineno, line in enumerate(_text_lines(path), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        where = f"line {lineno}"
+        user = _check_id(fields[0], "user", where, str(path))
+        if len(fields) < 2:
+            raise InteractionFormatError(f"{path}: {where}: user {user!r} has no items (expected 'user item ...')")
+        if user in seen:
+            raise InteractionFormatError(
+                f"{path}: {where}: user {user!r} already has a sequence on line {seen[user]} (one line per user)"
+            )
+        seen[user] = lineno
+        for token in fields[1:]:
+            yield _Event(user, _check_id(token, "item", where, str(path)), None, where)
 
 
 def _csv_events(path: Path, delimiter: str, user_col: str, item_col: str, time_col: str | None) -> Iterator[_Event]:
-    with _open_text(path) as handle:
-        reader = csv.DictReader(handle, delimiter=delimiter)
+    consumed = 0
+
+    def counted() -> Iterator[str]:  # the csv module's own line count lags behind on its errors
+        nonlocal consumed
+        for line in _text_lines(path):
+            consumed += 1
+            yield line
+
+    reader = csv.DictReader(counted(), delimiter=delimiter)
+    try:
         header = reader.fieldnames or []
         _require_columns(header, user_col, item_col, f"{path}: line 1")
         has_time = time_col is not None and time_col in header
@@ -172,28 +222,29 @@ def _csv_events(path: Path, delimiter: str, user_col: str, item_col: str, time_c
                 stamp,
                 where,
             )
+    except csv.Error as err:  # the csv module's own complaints: a NUL byte, an endless quoted field
+        raise InteractionFormatError(f"{path}: line {consumed}: {err}") from None
 
 
 def _jsonl_events(path: Path, user_col: str, item_col: str, time_col: str | None) -> Iterator[_Event]:
-    with _open_text(path) as handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"line {lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise InteractionFormatError(f"{path}: {where}: not valid JSON ({err.msg})") from None
-            if not isinstance(row, dict):
-                raise InteractionFormatError(f"{path}: {where}: expected a JSON object per line")
-            _require_columns(list(row), user_col, item_col, f"{path}: {where}")
-            stamp = _check_timestamp(row[time_col], where, str(path)) if time_col and time_col in row else None
-            yield _Event(
-                _check_id(row[user_col], "user", where, str(path)),
-                _check_id(row[item_col], "item", where, str(path)),
-                stamp,
-                where,
-            )
+    for lineno, line in enumerate(_text_lines(path), start=1):
+        if not line.strip():
+            continue
+        where = f"line {lineno}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise InteractionFormatError(f"{path}: {where}: not valid JSON ({err.msg})") from None
+        if not isinstance(row, dict):
+            raise InteractionFormatError(f"{path}: {where}: expected a JSON object per line")
+        _require_columns(list(row), user_col, item_col, f"{path}: {where}")
+        stamp = _check_timestamp(row[time_col], where, str(path)) if time_col and time_col in row else None
+        yield _Event(
+            _check_id(row[user_col], "user", where, str(path)),
+            _check_id(row[item_col], "item", where, str(path)),
+            stamp,
+            where,
+        )
 
 
 def _dataset_events(

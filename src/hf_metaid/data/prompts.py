@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 import datasets
 import numpy as np
 
+from ..errors import InvalidArgumentError
 from ..prompt_templates import TASKS, TEMPLATES, check_max_history, format_prompt, resolve_template, seen_templates
 
 TRAINING_COLUMNS = ("source", "target")
@@ -23,11 +24,11 @@ TRAINING_COLUMNS = ("source", "target")
 # ---------------------------------------------------------------------------------------------------- helpers
 def _user_sequences(train: datasets.Dataset) -> tuple[list[str], list[list[str]]]:
     """Users (first-appearance order) and their training items in chronological order (``position`` if present)."""
+    columns = train.column_names if isinstance(train, datasets.Dataset) else type(train).__name__
     for column in ("user", "item"):
-        if column not in train.column_names:
-            raise ValueError(
-                f"training rows need columns 'user' and 'item' (the train split of leave_one_out), "
-                f"found {train.column_names}"
+        if column not in columns:
+            raise InvalidArgumentError(
+                f"training rows need columns 'user' and 'item' (the train split of leave_one_out), found {columns}"
             )
     users, items = train["user"][:], train["item"][:]
     positions = train["position"][:] if "position" in train.column_names else range(len(users))
@@ -36,6 +37,13 @@ def _user_sequences(train: datasets.Dataset) -> tuple[list[str], list[list[str]]
         grouped.setdefault(user, []).append((position, item))
     order = list(grouped)
     return order, [[item for _, item in sorted(grouped[user], key=lambda pair: pair[0])] for user in order]
+
+
+def _vocabulary_of(tokenizer):
+    vocabulary = getattr(tokenizer, "entity_vocabulary", None)
+    if vocabulary is None:
+        raise InvalidArgumentError(f"tokenizer must be a MetaIDTokenizer, got {type(tokenizer).__name__}")
+    return vocabulary
 
 
 def _fingerprint(*parts) -> str:
@@ -55,7 +63,9 @@ def _templates_for_samples(rng: np.random.Generator, num_samples: int, num_templ
     if per_sample == "all":
         return np.broadcast_to(np.arange(num_templates), (num_samples, num_templates))
     if not isinstance(per_sample, int) or isinstance(per_sample, bool) or not 1 <= per_sample <= num_templates:
-        raise ValueError(f"templates_per_sample must be 'all' or an int in [1, {num_templates}], got {per_sample!r}")
+        raise InvalidArgumentError(
+            f"templates_per_sample must be 'all' or an int in [1, {num_templates}], got {per_sample!r}"
+        )
     if per_sample == 1:
         return rng.integers(num_templates, size=(num_samples, 1))
     return np.argsort(rng.random((num_samples, num_templates)), axis=1)[:, :per_sample]
@@ -71,7 +81,7 @@ def count_training_samples(train: datasets.Dataset, tasks: Sequence[str] = TASKS
     counts = {"sequential": sum(max(len(s) - 1, 0) for s in sequences), "direct": sum(len(s) for s in sequences)}
     for task in tasks:
         if task not in TASKS:
-            raise ValueError(f"unknown task {task!r}; use one of {TASKS}")
+            raise InvalidArgumentError(f"unknown task {task!r}; use one of {TASKS}")
     return {task: counts[task] for task in tasks}
 
 
@@ -108,7 +118,7 @@ def build_training_prompts(
         tasks = (tasks,)
     seen = {task: seen_templates(templates, task) for task in tasks}
     check_max_history(max_history)
-    vocabulary = tokenizer.entity_vocabulary
+    vocabulary = _vocabulary_of(tokenizer)
     users, sequences = _user_sequences(train)
     for group in seen.values():  # fail before any work on a bad templates_per_sample
         _templates_for_samples(np.random.default_rng(0), 0, len(group), templates_per_sample)
@@ -179,11 +189,12 @@ def build_eval_prompts(
             template, which is also ``model.recommend``'s default) or a template string of your own.
     """
     text = resolve_template(task, template, templates)
+    columns = split.column_names if isinstance(split, datasets.Dataset) else type(split).__name__
     for column in ("user", "history", "target"):
-        if column not in split.column_names:
-            raise ValueError(f"evaluation rows need columns user, history, target; found {split.column_names}")
+        if column not in columns:
+            raise InvalidArgumentError(f"evaluation rows need columns user, history, target; found {columns}")
     check_max_history(max_history)
-    vocabulary = tokenizer.entity_vocabulary
+    vocabulary = _vocabulary_of(tokenizer)
     use_history = task == "sequential"
 
     def write(batch: dict) -> dict:
@@ -223,13 +234,15 @@ def tokenize_prompts(
     if targets == "auto":
         targets = "items" if "history" in dataset.column_names else "tokens"
     if targets not in ("tokens", "items"):
-        raise ValueError(f"targets must be 'auto', 'tokens' or 'items', got {targets!r}")
+        raise InvalidArgumentError(f"targets must be 'auto', 'tokens' or 'items', got {targets!r}")
     for column in ("source", "target"):
         if column not in dataset.column_names:
-            raise ValueError(f"tokenize_prompts needs columns 'source' and 'target'; found {dataset.column_names}")
+            raise InvalidArgumentError(
+                f"tokenize_prompts needs columns 'source' and 'target'; found {dataset.column_names}"
+            )
     eos = tokenizer.eos_token_id
     if eos is None:
-        raise ValueError("the tokenizer has no eos token; labels must end with one")
+        raise InvalidArgumentError("the tokenizer has no eos token; labels must end with one")
 
     def encode(batch: dict) -> dict:
         encoded = tokenizer(batch["source"], truncation=True, max_length=max_source_length)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datasets
 
-from ..errors import InteractionFormatError
+from ..errors import InteractionFormatError, InvalidArgumentError
 from .interactions import user_sequences
 
 TARGET_FEATURES = datasets.Features(
@@ -29,6 +29,7 @@ def leave_one_out(interactions: datasets.Dataset) -> datasets.DatasetDict:
         ``validation``: one row per user, ``history = items[:-2]``, ``target = items[-2]``;
         ``test``: one row per user, ``history = items[:-1]``, ``target = items[-1]``.
     """
+    _check_table(interactions)
     sequences = user_sequences(interactions)
     train = {"user": [], "item": [], "position": []}
     validation = {"user": [], "history": [], "target": []}
@@ -62,7 +63,17 @@ def catalogue(interactions: datasets.Dataset) -> dict[str, list[str]]:
 
     Only the *names* go to the indexer, never the interactions, so no validation/test structure leaks into it.
     """
+    _check_table(interactions)
     return {
         "users": list(dict.fromkeys(interactions["user"][:])),
         "items": list(dict.fromkeys(interactions["item"][:])),
     }
+
+
+def _check_table(interactions: datasets.Dataset) -> None:
+    if not isinstance(interactions, datasets.Dataset) or not {"user", "item"} <= set(interactions.column_names):
+        found = interactions.column_names if isinstance(interactions, datasets.Dataset) else type(interactions).__name__
+        raise InvalidArgumentError(
+            f"interactions must be a datasets.Dataset with columns 'user' and 'item' (load_interactions' output), "
+            f"got {found}"
+        )

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, TypeVar
 
 from ..config_arguments import validate_fields
+from ..errors import InvalidArgumentError
 
 BACKENDS = ("torch", "gensim")
 EMBEDDINGS = ("skipgram", "spectral")
@@ -136,7 +137,7 @@ class MetaIDIndexerConfig(SkipGramConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.joint and isinstance(self.num_clusters, tuple):
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"num_clusters must be an int with joint=True (a (users, items) pair needs joint=False), "
                 f"got {self.num_clusters!r}"
             )
@@ -164,12 +165,12 @@ def configure(config_class: type[ConfigT], config: ConfigT | None, settings: dic
         ValueError: a setting breaks its rule.
     """
     if config is not None and not isinstance(config, config_class):
-        raise TypeError(
+        raise InvalidArgumentError(
             f"config must be a {config_class.__name__} (other settings go by keyword, e.g. seed=0), "
             f"got {type(config).__name__} {config!r}"
         )
     known = [f.name for f in fields(config_class)]
     unknown = sorted(set(settings) - set(known))
     if unknown:
-        raise TypeError(f"unknown {config_class.__name__} setting(s) {unknown}; known: {', '.join(known)}")
+        raise InvalidArgumentError(f"unknown {config_class.__name__} setting(s) {unknown}; known: {', '.join(known)}")
     return config_class(**settings) if config is None else replace(config, **settings)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import datasets
 import numpy as np
 
-from ..errors import InteractionFormatError
+from ..errors import InteractionFormatError, InvalidArgumentError
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ def _factorize(values: list) -> tuple[list[str], np.ndarray]:
 def check_training_table(train: datasets.Dataset, user_column: str, item_column: str) -> None:
     """Refuse what no vocabulary can be built from: not a Dataset, missing columns, no rows."""
     if not isinstance(train, datasets.Dataset):
-        raise TypeError(f"expected a datasets.Dataset of training interactions, got {type(train).__name__}")
+        raise InvalidArgumentError(f"expected a datasets.Dataset of training interactions, got {type(train).__name__}")
     missing = [c for c in (user_column, item_column) if c not in train.column_names]
     if missing:
         raise InteractionFormatError(f"training table lacks column(s) {missing}; found {train.column_names}")
