@@ -56,7 +56,9 @@ def evaluate_recommender(
     Returns:
         ``{"hr@5": ..., "ndcg@5": ..., "mrr@5": ..., ..., "invalid_rate": ..., "num_users": ..., "seconds": ...}``
     """
-    text = resolve_template(task, template, getattr(model, "prompt_templates", None))  # PEFT forwards attributes
+    # With the history in the decoder the encoder reads the direct task's prompt (the user), whatever the task.
+    prompt_task = "direct" if getattr(model.config, "metaid_history_in_decoder", False) else task
+    text = resolve_template(prompt_task, template, getattr(model, "prompt_templates", None))  # PEFT forwards them
     if limit is not None:
         split = split.select(range(min(limit, split.num_rows)))
     users, histories, targets = split["user"][:], split["history"][:], split["target"][:]
