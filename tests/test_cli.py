@@ -158,6 +158,20 @@ def test_templates_option_records_the_training_words(tiny_file, tmp_path, capsys
     assert not (tmp_path / "x").exists()
 
 
+def test_history_in_decoder_option_trains_the_mode_and_records_it(tiny_file, tmp_path, capsys):
+    train = train_on_a_degree_ranked_spectral_vocabulary(tiny_file, tmp_path)
+    quick = ["--batch-size", "8", "--d-model", "32", "--warmup", "0", "--templates", "compact", "--max-history", "3"]
+    assert main([*train, "--out", str(tmp_path / "d"), "--history-in-decoder", "--tree-softmax", *quick]) == 0
+    config = json.loads((tmp_path / "d" / "config.json").read_text())
+    assert (config["metaid_history_in_decoder"], config["metaid_max_history"]) == (True, 3)
+    assert main(["evaluate", str(tmp_path / "d"), "--data", str(tiny_file), "--limit", "10", "--exclude-seen"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("HR@5=")
+    assert main(["recommend", str(tmp_path / "d"), "--user", "u3", "--history", "i1,i2", "--k", "3"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 2 + 3
+    assert main([*train, "--out", str(tmp_path / "p"), *quick]) == 0  # the paper's prompts unless asked
+    assert json.loads((tmp_path / "p" / "config.json").read_text())["metaid_history_in_decoder"] is False
+
+
 def test_tiny_model_shape_options(tiny_file, tmp_path, capsys):
     train = train_on_a_degree_ranked_spectral_vocabulary(tiny_file, tmp_path)
     quick = ["--batch-size", "8", "--d-model", "32", "--warmup", "0"]

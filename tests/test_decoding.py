@@ -177,16 +177,21 @@ def test_beam_parity_holds_without_augmentation_at_generation():
     assert_beam_parity(model, tokenizer, prompts(tokenizer))
 
 
-def test_beam_parity_with_a_peft_adapter():
+def with_lora(model):
+    """``model`` with a LoRA adapter on every projection whose weights are not a no-op, in eval mode."""
     peft = pytest.importorskip("peft")
-    tokenizer, model = make_pair(SHAPES[2])
     adapted = peft.get_peft_model(
         model, peft.LoraConfig(r=4, target_modules=["q", "k", "v", "o", "wi", "wo"], task_type="SEQ_2_SEQ_LM")
     )
     for name, parameter in adapted.named_parameters():
         if "lora_B" in name:  # LoRA starts as a no-op; make it matter
             torch.nn.init.normal_(parameter, std=0.5)
-    adapted.eval()
+    return adapted.eval()
+
+
+def test_beam_parity_with_a_peft_adapter():
+    tokenizer, model = make_pair(SHAPES[2])
+    adapted = with_lora(model)
     batch = prompts(tokenizer)
     _, items = assert_beam_parity(adapted, tokenizer, batch)
     with adapted.disable_adapter():

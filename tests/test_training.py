@@ -14,6 +14,7 @@ from pathlib import Path
 import datasets
 import pytest
 import torch
+from transformers import TrainerCallback
 
 import hf_metaid as hm
 from conftest import fixed_batch, logits_of, named_vocabulary, quiet_args, tiny_model
@@ -51,6 +52,29 @@ def test_defaults_and_config(tiny):
     assert config.trainable_token_indices == {"shared": list(tokenizer.id_token_range)}
     assert list(config.modules_to_save) == ["metaid_augmentation"]
     assert not hm.MetaIDForConditionalGeneration.accepts_loss_kwargs
+
+
+def test_cpu_training_runs_torchs_deterministic_algorithms(tiny, tmp_path):
+    """Two CPU threads sum some gradients in a varying order (the same seed gave another demo model at each run):
+    CPU training switches torch's deterministic algorithms on, unless asked not to."""
+    _, tokenizer, train = tiny
+    assert training_arguments(tmp_path, use_cpu=True).full_determinism
+    assert not training_arguments(tmp_path, use_cpu=True, full_determinism=False).full_determinism
+    assert not training_arguments(tmp_path, use_cpu=False).full_determinism
+    seen = []
+
+    class Probe(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            seen.append(torch.are_deterministic_algorithms_enabled())
+
+    before = torch.are_deterministic_algorithms_enabled()
+    try:
+        torch.use_deterministic_algorithms(False)
+        args = quiet_args(tmp_path / "run", max_steps=2, per_device_train_batch_size=8, use_cpu=True)
+        build_trainer(tiny_model(tokenizer), tokenizer, train, args, callbacks=[Probe()]).train()
+    finally:
+        torch.use_deterministic_algorithms(before)
+    assert seen == [True, True]
 
 
 def test_bf16_auto_follows_the_hardware(tmp_path, monkeypatch):

@@ -5,6 +5,7 @@ from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
 from .collator import MetaIDDataCollator
 from .configuration_metaid import MetaIDConfig
 from .data import (
+    build_decoder_history_examples,
     build_eval_prompts,
     build_prompts,
     build_training_prompts,
@@ -108,6 +109,7 @@ __all__ = [
     "UnknownDataError",
     "UnknownEntityError",
     "VocabularyMismatchError",
+    "build_decoder_history_examples",
     "build_eval_prompts",
     "build_prompts",
     "build_trainer",

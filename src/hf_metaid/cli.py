@@ -113,6 +113,7 @@ TRAINING_FIELDS = (
     "warmup_steps",
     "tasks",
     "max_history",
+    "history_in_decoder",
     "templates",
     "lora",
     "logging_steps",

@@ -37,6 +37,14 @@ class MetaIDConfig(T5Config):
         Normalise every step of an item ID over the tokens that can follow in a real item ID (the item table is a
         buffer saved with the weights); see `MetaIDForConditionalGeneration.set_tree_softmax`. `False`: the
         paper's softmax over the whole vocabulary.
+    metaid_history_in_decoder (`bool`, defaults to `False`):
+        Where the history goes. `False` (the paper's prompt mode): the encoder reads a sequential prompt that lists
+        the latest `metaid_max_history` history items, and the decoder writes one item. `True`: the encoder reads
+        the user alone (the direct task's template) and the DECODER reads the latest `metaid_max_history` history
+        items' ID tokens as its prefix `[start, c1, r1, ..., cn, rn]`, then writes the next item's two tokens. In
+        training every position of the sequence is a target, so one forward pass learns every next item of a user
+        (see `hf_metaid.build_decoder_history_examples`); `recommend` and evaluation feed the history to the
+        decoder the same way.
     """
 
     model_type = "metaid"
@@ -51,6 +59,7 @@ class MetaIDConfig(T5Config):
     metaid_prompt_templates: dict | None = None
     metaid_max_history: int = 10
     metaid_tree_softmax: bool = False
+    metaid_history_in_decoder: bool = False
 
     @property
     def metaid_token_range(self) -> range:

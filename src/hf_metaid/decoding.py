@@ -11,6 +11,11 @@ Two modes:
 - ``exact``: ranks *every* item by log p(cluster) + log p(rank | cluster), the probability of its ID tokens, so no
   beam can miss an item (the forced end token is not scored).
 
+With the history in the decoder (``config.metaid_history_in_decoder``), each prompt has a decoder prefix, its history
+items' ID tokens: it runs once per prompt before the first step, every beam shares it, and the item ends after its
+rank token (no end token is decoded or scored: ``generate`` with the prefix as ``decoder_input_ids`` and two new
+tokens gives the same lists).
+
 Items can be left out per prompt (``exclude``, e.g. the user's history): they are cut from that prompt's tree before
 decoding, so a beam search of width k ranks the other items and no decoding width is spent on them. Every item with
 a finite score is what ``generate`` returns with a trie that lacks the excluded items; where fewer items are left
@@ -56,13 +61,23 @@ class GenericStepDecoder:
     """A :class:`StepDecoder` through the model's public forward only, for any seq2seq model that takes
     ``encoder_outputs``: each step re-runs the decoder on every beam's whole prefix (three tokens at most, so no
     cache is worth depending on its API), the prompt's encoder states repeated per beam. The logits are the
-    forward's own, whatever it adds to them (the tree softmax's bias included), as ``generate`` sees them."""
+    forward's own, whatever it adds to them (the tree softmax's bias included), as ``generate`` sees them.
+    ``context`` / ``context_mask`` (N, P): a left-padded decoder prefix before the first step (see
+    :class:`BeamDecoder`), passed with its ``decoder_attention_mask``."""
 
-    def __init__(self, model, encoded: EncodedPrompts) -> None:
+    def __init__(
+        self,
+        model,
+        encoded: EncodedPrompts,
+        context: torch.Tensor | None = None,
+        context_mask: torch.Tensor | None = None,
+    ) -> None:
         self.model = model
         self.states = encoded.padded(encoded.states)  # (N, L, d); the zeros at padding are masked out
         self.mask = encoded.mask
-        self.prefix: torch.Tensor | None = None  # (N, B, T): the tokens fed so far, per beam
+        # (N, B, T): the tokens fed so far, per beam, after the context
+        self.prefix: torch.Tensor | None = None if context is None else context.unsqueeze(1)
+        self.context_mask = context_mask
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         n, beams = tokens.shape
@@ -70,10 +85,16 @@ class GenericStepDecoder:
         if self.prefix is not None:
             fed = torch.cat([self.prefix.expand(n, beams, -1), fed], dim=-1)
         self.prefix = fed
+        decoder_mask = None
+        if self.context_mask is not None:
+            steps = fed.shape[-1] - self.context_mask.shape[1]
+            decoder_mask = torch.cat([self.context_mask, self.context_mask.new_ones(n, steps)], dim=1)
+            decoder_mask = decoder_mask.repeat_interleave(beams, dim=0)
         logits = self.model(
             encoder_outputs=BaseModelOutput(last_hidden_state=self.states.repeat_interleave(beams, dim=0)),
             attention_mask=self.mask.repeat_interleave(beams, dim=0),
             decoder_input_ids=fed.flatten(0, 1),
+            decoder_attention_mask=decoder_mask,
             use_cache=False,
         ).logits
         return logits[:, -1].to(torch.float32).contiguous().view(n, beams, -1)
@@ -94,6 +115,7 @@ def decode_items(
     chunk_rows: int = 2048,
     exclude: list[list[int]] | None = None,
     fast_path: bool = True,
+    decoder_prefix: list[list[int]] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-``k`` items per prompt: ``(item numbers (N, k), scores (N, k))``, best first; -1 where fewer exist.
 
@@ -109,6 +131,8 @@ def decode_items(
             they are removed from that prompt's tree before decoding.
         fast_path: take T5's fast encoder and decoder where their checks pass (see ``t5_fast_path``); ``False``:
             the model's public forward throughout (slower; the same items, scores to float rounding).
+        decoder_prefix: per prompt, the token ids the decoder reads after its start token and before the item (the
+            history items' ID tokens, for a model with ``config.metaid_history_in_decoder``); ``[]``: none.
     """
     check_choice("mode", mode, ("beam", "exact"))
     check_int("k", k, minimum=1)
@@ -116,8 +140,9 @@ def decode_items(
     num_beams = k if num_beams is None else check_int("num_beams", num_beams, minimum=1)
     if mode == "beam" and num_beams < k:
         raise InvalidArgumentError(f"num_beams ({num_beams}) must be at least k ({k})")
-    if exclude is not None and len(exclude) != input_ids.shape[0]:
-        raise ValueError(f"exclude has {len(exclude)} rows for {input_ids.shape[0]} prompts")
+    for name, rows in (("exclude", exclude), ("decoder_prefix", decoder_prefix)):
+        if rows is not None and len(rows) != input_ids.shape[0]:
+            raise InvalidArgumentError(f"{name} has {len(rows)} rows for {input_ids.shape[0]} prompts")
     tree = tree.to(input_ids.device)
     if input_ids.shape[0] == 0 or not tree.items:
         empty = torch.full((input_ids.shape[0], k), -1, dtype=torch.long, device=input_ids.device)
@@ -128,23 +153,51 @@ def decode_items(
         width = min(num_beams, tree.num_clusters)
     step = max(1, chunk_rows // max(width, 1))
     path = check_fast_path(model) if fast_path else GENERIC
+    ends = not getattr(model.config, "metaid_history_in_decoder", False)  # else the item ends after its rank
     parts = []
     for start in range(0, input_ids.shape[0], step):
         rows = slice(start, start + step)
         encoded = _encoder_states(model, input_ids[rows], attention_mask[rows], fast=path.encoder)
-        decoder = BeamDecoder(model, encoded) if path.decoder else GenericStepDecoder(model, encoded)
-        first = torch.full_like(input_ids[rows, :1], model.config.decoder_start_token_id, dtype=torch.long)
+        first, context = _decoder_inputs(model.config.decoder_start_token_id, input_ids, rows, decoder_prefix)
+        decoder = (BeamDecoder if path.decoder else GenericStepDecoder)(model, encoded, *context)
         banned = None if exclude is None else tree.exclusion_mask(exclude[rows], input_ids.device)
-        parts.append(_decode_chunk(decoder, first, tree, k, num_beams, mode, banned))
+        parts.append(_decode_chunk(decoder, first, tree, k, num_beams, mode, banned, ends))
     items, scores = (torch.cat(values) for values in zip(*parts, strict=True))
     return items, scores
 
 
+def _decoder_inputs(start_token: int, input_ids: torch.Tensor, rows: slice, prefix: list[list[int]] | None):
+    """``(first tokens (N, 1), (context, context mask) or ())`` of a chunk: without prefixes every prompt starts
+    with the start token; with them the decoder first reads ``[start, *prefix[:-1]]`` (left-padded to the longest,
+    mask 0 at padding) and is then fed each prefix's last token (the start token for an empty prefix)."""
+    count = len(range(*rows.indices(input_ids.shape[0])))
+    first = torch.full((count, 1), start_token, dtype=torch.long, device=input_ids.device)
+    if prefix is None or not any(prefix[rows]):
+        return first, ()
+    sequences = [[start_token, *tokens] for tokens in prefix[rows]]
+    width = max(len(tokens) for tokens in sequences) - 1
+    context = torch.full((count, width), start_token, dtype=torch.long)
+    mask = torch.zeros((count, width), dtype=torch.long)
+    for row, tokens in enumerate(sequences):
+        first[row, 0] = tokens[-1]
+        if len(tokens) > 1:
+            context[row, width - len(tokens) + 1 :] = torch.as_tensor(tokens[:-1])
+            mask[row, width - len(tokens) + 1 :] = 1
+    return first, (context.to(input_ids.device), mask.to(input_ids.device))
+
+
 def _decode_chunk(
-    decoder: StepDecoder, start: torch.Tensor, tree: ItemTree, k: int, num_beams: int, mode: str, banned=None
+    decoder: StepDecoder,
+    start: torch.Tensor,
+    tree: ItemTree,
+    k: int,
+    num_beams: int,
+    mode: str,
+    banned=None,
+    ends: bool = True,
 ):
-    """One chunk of N prompts, ``start`` (N, 1) their decoder start tokens; ``banned`` ((N, num_items) bool or None)
-    marks the items cut from each prompt's tree."""
+    """One chunk of N prompts, ``start`` (N, 1) the first tokens fed to the decoder; ``banned`` ((N, num_items) bool
+    or None) marks the items cut from each prompt's tree; ``ends``: an item ends with the end token (scored)."""
     n, device = start.shape[0], start.device
 
     # Level 1: every cluster scored in one decoder step.
@@ -175,6 +228,9 @@ def _decode_chunk(
     best_scores, flat = totals.view(n, -1).topk(keep, dim=-1)  # (N, keep)
     parents = torch.div(flat, totals.shape[-1], rounding_mode="floor")
     best_items = candidates.gather(1, flat)
+    if not ends:  # the item is complete after its rank token: the best candidates are the beams
+        items = best_items[:, :k].masked_fill(torch.isinf(best_scores[:, :k]), -1)
+        return _pad(items, k, -1), _pad(best_scores[:, :k], k, float("-inf"))
 
     # Level 3: the end token closes every beam; its log-probability is part of HF's beam score.
     decoder.select(parents)

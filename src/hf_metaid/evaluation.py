@@ -58,7 +58,7 @@ def evaluate_recommender(
         task: ``"sequential"`` (history in the prompt) or ``"direct"`` (user only).
         template: ``"seen"``, ``"unseen"`` (the first template of that kind in ``model.prompt_templates``: the ones
             it was trained with where recorded) or a template string with ``{user}`` / ``{history}``.
-        mode: ``"beam"`` or ``"exact"`` decoding (see ``generation``).
+        mode: ``"beam"`` or ``"exact"`` decoding (see ``decoding``).
         exclude_seen: leave history items out of the decoding tree (off in the paper's protocol).
         max_history: history items per prompt (default: the training value recorded in the model's config).
         limit: evaluate only the first ``limit`` rows (quick checks).
@@ -76,7 +76,9 @@ def evaluate_recommender(
     _check_protocol(model, tokenizer, split, task, mode, num_beams, exclude_seen, max_history, batch_size, limit)
     check_bool("progress", progress)
     check_number("min_known_targets", min_known_targets, 0.0, 1.0)
-    text = resolve_template(task, template, getattr(model, "prompt_templates", None))  # PEFT forwards attributes
+    # With the history in the decoder the encoder reads the direct task's prompt (the user), whatever the task.
+    prompt_task = "direct" if getattr(model.config, "metaid_history_in_decoder", False) else task
+    text = resolve_template(prompt_task, template, getattr(model, "prompt_templates", None))  # PEFT forwards them
     if limit is not None:
         split = split.select(range(min(limit, split.num_rows)))
     users, histories, targets = split["user"][:], split["history"][:], split["target"][:]

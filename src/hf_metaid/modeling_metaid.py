@@ -208,7 +208,8 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
         """Switch the item-tree softmax on (or off) for ``tokenizer``'s items, recorded in the config.
 
         On, the decoder's logits are -inf wherever the previous token rules a token out (after the start token:
-        clusters holding items; after cluster c: the rank tokens of c's items; after a rank token: the end), in
+        clusters holding items; after cluster c: the rank tokens of c's items; after a rank token: the end, or with
+        the history in the decoder the next item's cluster), in
         the training loss, ``generate`` and ``recommend`` alike. The training objective is then the probability of
         the target among real items, and a small model no longer spends its capacity learning which IDs exist.
         The item table is a buffer saved with the weights.
@@ -228,7 +229,8 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
         """The tree softmax's additive bias (0 or -inf, float32) on the logits that follow ``tokens``: shape
         ``tokens.shape + (vocab_size,)``. Built once from the item table, rebuilt if it changes."""
         mask = self.metaid_item_mask
-        key = (id(mask), mask._version, mask.device, vocab_size)
+        rank_continues = self.config.metaid_history_in_decoder
+        key = (id(mask), mask._version, mask.device, vocab_size, rank_continues)
         cached = getattr(self, "_metaid_tree_table", None)
         if cached is None or cached[0] != key:
             if not bool(mask.any()):  # e.g. a config with the option on but no saved table
@@ -241,6 +243,7 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
                 start_token=config.decoder_start_token_id,
                 eos_token=config.eos_token_id,
                 vocab_size=vocab_size,
+                rank_continues=rank_continues,
             )
             cached = self._metaid_tree_table = (key, *table)
         _, table, row_of = cached

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from transformers import Seq2SeqTrainer
 
 from .config_arguments import validate_fields
 from .configuration_metaid import MetaIDConfig
-from .data import build_training_prompts, catalogue, leave_one_out, load_interactions
+from .data import build_decoder_history_examples, build_training_prompts, catalogue, leave_one_out, load_interactions
 from .entity_vocabulary import EntityVocabulary
 from .errors import InvalidArgumentError, MetaIDError, SavedFileError
 from .indexing import (
@@ -107,7 +108,17 @@ class TrainingSettings:
             'or a JSON file {task: {"seen": [...], "unseen": [...]}}'
         },
     )
-    max_history: int = field(default=10, metadata={"help": "history items per prompt", "minimum": 1})
+    max_history: int = field(
+        default=10,
+        metadata={"help": "history items per prompt (with --history-in-decoder: per decoder sequence)", "minimum": 1},
+    )
+    history_in_decoder: bool = field(
+        default=False,
+        metadata={
+            "help": "the encoder reads the user, the decoder the history items' ID tokens, trained on every next "
+            "item of a user's sequence in one pass (off: the paper's prompts, one target item per prompt)"
+        },
+    )
     lora: bool = field(default=False, metadata={"help": "LoRA (new-token rows and F trained in full)"})
     logging_steps: int = field(default=100, metadata={"help": "log the loss every this many steps", "minimum": 1})
     bf16: str = field(
@@ -282,26 +293,35 @@ def train(
     output_dir: str | os.PathLike,
     model_settings: ModelSettings = ModelSettings(),
     settings: TrainingSettings = TrainingSettings(),
+    arguments: Mapping[str, object] | None = None,
     **trainer_kwargs,
 ) -> TrainingRun:
     """Tokenizer → model → prompts → Trainer run; checkpoints (if any) go under ``output_dir/checkpoints``.
 
     The prompt format (templates, history length) is recorded in the model's config, so evaluation and
-    ``recommend`` ask in the words the model learned. ``trainer_kwargs`` go to :func:`~hf_metaid.build_trainer`.
+    ``recommend`` ask in the words the model learned. ``arguments`` override the training arguments the settings
+    give (:func:`~hf_metaid.training_arguments` keywords); ``trainer_kwargs`` go to :func:`~hf_metaid.build_trainer`.
     """
     templates = load_templates(settings.templates)
     tokenizer = build_tokenizer(vocabulary, model_settings.base)
     model = build_model(tokenizer, model_settings, seed=settings.seed)
-    model.set_prompt_format(None if templates is TEMPLATES else templates, settings.max_history)
-    prompts = build_training_prompts(
-        train_split,
-        tokenizer,
-        tasks=tuple(settings.tasks.split(",")),
-        templates=templates,
-        max_history=settings.max_history,
-        seed=settings.seed,
+    model.set_prompt_format(
+        None if templates is TEMPLATES else templates, settings.max_history, settings.history_in_decoder
     )
-    arguments = training_arguments(
+    if settings.history_in_decoder:
+        prompts = build_decoder_history_examples(
+            train_split, tokenizer, templates=templates, max_history=settings.max_history, seed=settings.seed
+        )
+    else:
+        prompts = build_training_prompts(
+            train_split,
+            tokenizer,
+            tasks=tuple(settings.tasks.split(",")),
+            templates=templates,
+            max_history=settings.max_history,
+            seed=settings.seed,
+        )
+    training = training_arguments(
         Path(output_dir) / "checkpoints",
         num_train_epochs=settings.epochs,
         max_steps=settings.max_steps or -1,
@@ -313,10 +333,11 @@ def train(
         seed=settings.seed,
         disable_tqdm=False,
         bf16={"on": True, "off": False}.get(settings.bf16, settings.bf16),
+        # Decoder sequences range from 1 to max_history items: batches of similar length waste little on padding.
+        train_sampling_strategy="group_by_length" if settings.history_in_decoder else "random",
+        **(arguments or {}),
     )
-    trainer = build_trainer(
-        model, tokenizer, prompts, arguments, lora=True if settings.lora else None, **trainer_kwargs
-    )
+    trainer = build_trainer(model, tokenizer, prompts, training, lora=True if settings.lora else None, **trainer_kwargs)
     started = time.perf_counter()
     result = trainer.train()
     return TrainingRun(trainer.model, tokenizer, trainer, time.perf_counter() - started, result.training_loss)

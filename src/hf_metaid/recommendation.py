@@ -32,18 +32,25 @@ class RecommendationMixin:
         training ones, saved in the config), else the library's OpenP5-style :data:`TEMPLATES`."""
         return self.config.metaid_prompt_templates or TEMPLATES
 
-    def set_prompt_format(self, templates: dict | None = None, max_history: int = 10) -> None:
+    def set_prompt_format(
+        self, templates: dict | None = None, max_history: int = 10, history_in_decoder: bool = False
+    ) -> None:
         """Record the prompt format the model is trained with, so that it is saved with it and ``recommend`` and
-        evaluation ask in the same words (``None``: the library's templates)."""
+        evaluation ask in the same words (``None``: the library's templates). ``history_in_decoder``: the encoder
+        reads the user (the direct task's template) and the decoder the latest ``max_history`` history items (see
+        ``MetaIDConfig.metaid_history_in_decoder``)."""
         self.config.metaid_max_history = check_max_history(max_history)
         self.config.metaid_prompt_templates = None if templates is None else check_templates(templates)
+        self.config.metaid_history_in_decoder = bool(history_in_decoder)
 
     def item_tree(self, tokenizer) -> ItemTree:
-        """The valid-item tree of ``tokenizer`` (cached per vocabulary)."""
-        self.check_tokenizer(tokenizer)
+        """The valid-item tree of ``tokenizer`` (cached per vocabulary and token ids; the pairing check runs when
+        the cache is filled: hashing a vocabulary costs a tenth of a second, once per batch of an evaluation)."""
+        key = (tokenizer.entity_vocabulary, tokenizer.id_token_range)
         cached = getattr(self, "_metaid_item_tree", None)
-        if cached is None or cached[0] is not tokenizer.entity_vocabulary:
-            cached = (tokenizer.entity_vocabulary, ItemTree.from_tokenizer(tokenizer))
+        if cached is None or cached[0][0] is not key[0] or cached[0][1] != key[1]:
+            self.check_tokenizer(tokenizer)
+            cached = (key, ItemTree.from_tokenizer(tokenizer))
             self._metaid_item_tree = cached
         return cached[1]
 
@@ -86,8 +93,8 @@ class RecommendationMixin:
         """:meth:`recommend` for many users at once (one list per user).
 
         Args:
-            histories: per user, the raw item ids of the history (oldest first) that the prompt shows; ``None``:
-                the direct task (user only).
+            histories: per user, the raw item ids of the history (oldest first) that the prompt shows (with
+                ``config.metaid_history_in_decoder``: that the decoder reads); ``None``: the direct task (user only).
             mode: ``"beam"`` (HF beam search's top-k, ``num_beams`` wide; a width under k is raised to k) or
                 ``"exact"`` (every item ranked).
             exclude: per user, raw item ids that must not be recommended (unknown ids are ignored); they are cut
@@ -118,6 +125,13 @@ class RecommendationMixin:
             self._prompt(tokenizer, user, None if histories is None else histories[i], template, max_history)
             for i, user in enumerate(users)
         ]
+        prefixes = None
+        if self.config.metaid_history_in_decoder:
+            check_max_history(max_history)
+            prefixes = [
+                [token for item in history[-max_history:] for token in tokenizer.item_token_ids(item)]
+                for history in histories or [[] for _ in users]
+            ]
         numbers = None
         if left_out is not None:
             numbers = [[tree.item_numbers[i] for i in items if i in tree.item_numbers] for items in left_out]
@@ -137,6 +151,7 @@ class RecommendationMixin:
                     num_beams=max(num_beams or k, k),
                     mode=mode,
                     exclude=None if numbers is None else numbers[start : start + batch_size],
+                    decoder_prefix=None if prefixes is None else prefixes[start : start + batch_size],
                 )
                 for item_row, score_row in zip(items.tolist(), scores.tolist(), strict=True):
                     results.append([(tree.items[i], s) for i, s in zip(item_row, score_row, strict=True) if i >= 0])
@@ -145,21 +160,24 @@ class RecommendationMixin:
         return results
 
     def _prompt(self, tokenizer, user: str | None, history: list[str] | None, template, max_history: int) -> str:
-        """One user's prompt: the recorded (or given) template of the user's task, filled by ``format_prompt``."""
+        """One user's prompt: the recorded (or given) template of the user's task, filled by ``format_prompt``.
+        With the history in the decoder the prompt is the direct task's (the user alone): the history is the
+        decoder's prefix (a new user's prompt is the template without user tokens)."""
         vocabulary = tokenizer.entity_vocabulary
         if user is not None and not vocabulary.has_user(user):
             hint = " (pass user=None with a history to recommend for a new user)" if history else ""
             raise UnknownEntityError(f"unknown user id {str(user)!r}: not in the ID vocabulary{hint}")
         if user is None and not history:
             raise InvalidArgumentError("recommend needs a known user, a history, or both")
+        in_prompt = history if not self.config.metaid_history_in_decoder else None
         text = resolve_template(
-            "sequential" if history else "direct",
+            "sequential" if in_prompt else "direct",
             "seen" if template is None else template,
             self.config.metaid_prompt_templates,
             cold_user=user is None,
         )
         user_tokens = None if user is None else vocabulary.user_tokens(user)
-        return format_prompt(text, user_tokens, [vocabulary.item_tokens(i) for i in history or []], max_history)
+        return format_prompt(text, user_tokens, [vocabulary.item_tokens(i) for i in in_prompt or []], max_history)
 
 
 def _sequence(value, name: str) -> list:

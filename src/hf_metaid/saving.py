@@ -335,7 +335,7 @@ def _load_adapter(folder: Path, base, tokenizer, **from_pretrained_kwargs):
             mine, theirs = getattr(base.config, field), getattr(saved, field)
             raise VocabularyMismatchError(f"base model {field}={mine!r} differs from the adapter's {theirs!r}")
     # The adapter was trained with the saved prompt format and output rule: recommend and evaluation must match.
-    base.set_prompt_format(saved.metaid_prompt_templates, saved.metaid_max_history)
+    base.set_prompt_format(saved.metaid_prompt_templates, saved.metaid_max_history, saved.metaid_history_in_decoder)
     if base.config.metaid_tree_softmax != saved.metaid_tree_softmax:
         base.set_tree_softmax(tokenizer, saved.metaid_tree_softmax)
     _check_base(folder, base, record, adapter, described)

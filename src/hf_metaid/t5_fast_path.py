@@ -141,9 +141,20 @@ class BeamDecoder:
     same way. The arithmetic is T5's own: the layer norms, projections and feed-forward blocks are the model's
     modules (so PEFT adapters on them apply), the relative position bias is the model's ``compute_bias``.
     Dropout is not applied: this is inference code.
+
+    ``context`` ((N, P) token ids, left-padded, ``context_mask`` 1 at real tokens) is a decoder prefix that comes
+    before the first token fed to :meth:`step` (the history in the decoder): it runs once per prompt, in one pass,
+    and every beam of the prompt attends to its keys and values. Left padding keeps T5's relative positions right for
+    every row (only differences of positions count), and masked keys drop the padding.
     """
 
-    def __init__(self, model, encoded: EncodedPrompts) -> None:
+    def __init__(
+        self,
+        model,
+        encoded: EncodedPrompts,
+        context: torch.Tensor | None = None,
+        context_mask: torch.Tensor | None = None,
+    ) -> None:
         self.decoder = model.decoder
         self.lm_head = model.lm_head
         config = model.config
@@ -152,8 +163,11 @@ class BeamDecoder:
         first = self.decoder.block[0].layer[0].SelfAttention
         self.heads, self.head_dim = first.n_heads, first.key_value_proj_dim
         dtype, device = encoded.states.dtype, encoded.states.device
-        # (1, H, 3, 3): decoder positions start, cluster, rank; row p holds the bias of position p's query.
-        self.position_bias = first.compute_bias(3, 3, device=device).to(dtype)
+        # (1, H, P + 3, P + 3): the context's P positions, then the start (or last context) token, cluster, rank;
+        # row p holds the bias of position p's query.
+        self.context_length = 0 if context is None else context.shape[1]
+        positions = self.context_length + 3
+        self.position_bias = first.compute_bias(positions, positions, device=device).to(dtype)
         n, length = encoded.mask.shape
         self.cross_mask = torch.zeros(n, 1, 1, length, dtype=dtype, device=device)
         self.cross_mask = self.cross_mask.masked_fill(~encoded.mask.bool()[:, None, None, :], torch.finfo(dtype).min)
@@ -168,6 +182,50 @@ class BeamDecoder:
             )
         # Per layer, per decoder position: (keys, values) of shape (N, B, H, D), B = 1 where all beams share it.
         self.cache: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in self.decoder.block]
+        # Per layer: the context's keys and values (N, H, P, D), shared by every beam; its mask (N, 1, 1, P), additive.
+        self.context: list[tuple[torch.Tensor, torch.Tensor]] = []
+        if context is not None:
+            mask = context_mask.bool()[:, None, None, :]
+            self.context_mask = torch.zeros(mask.shape, dtype=dtype, device=device).masked_fill(
+                ~mask, torch.finfo(dtype).min
+            )
+            self._run_context(context, mask)
+
+    def _run_context(self, tokens: torch.Tensor, mask: torch.Tensor) -> None:
+        """The decoder over the context tokens (N, P), all positions at once (causal, padding masked), keeping each
+        layer's self-attention keys and values (zeros at padding). As :func:`encode` does, the per-token work runs on
+        the real tokens only (histories differ in length, so padding can be most of a batch), and the last layer
+        stops at its keys and values: the first step feeds the next token, so no context output is read."""
+        length = tokens.shape[1]
+        index = mask.flatten().nonzero().flatten()
+        causal = torch.ones(length, length, dtype=torch.bool, device=tokens.device).tril()
+        bias = self.position_bias[:, :, :length, :length]
+        self_mask = torch.where(causal & mask, bias, torch.finfo(bias.dtype).min)  # (N, H, P, P)
+        hidden = self.decoder.embed_tokens(tokens.flatten()[index])  # (T, d): real tokens only
+        last = len(self.decoder.block) - 1
+        for number, block in enumerate(self.decoder.block):
+            self_layer, cross_layer, ff_layer = block.layer[0], block.layer[1], block.layer[-1]
+            attention = self_layer.SelfAttention
+            normed = _norm(self_layer.layer_norm, hidden)
+            if number == last:
+                keys_values = _unpack(_projections(normed, (attention.k, attention.v)), index, tokens.shape)
+                self.context.append(tuple(self._heads(part).transpose(1, 2) for part in keys_values.chunk(2, -1)))
+                return
+            projected = _unpack(_projections(normed, (attention.q, attention.k, attention.v)), index, tokens.shape)
+            query, key, value = (self._heads(part).transpose(1, 2) for part in projected.chunk(3, dim=-1))
+            self.context.append((key, value))  # (N, H, P, D)
+            attended = torch.nn.functional.scaled_dot_product_attention(
+                query, key, value, attn_mask=self_mask, scale=1.0
+            )
+            hidden = _clamp_fp16(hidden + attention.o(attended.transpose(1, 2).flatten(2).flatten(0, 1)[index]))
+
+            attention = cross_layer.EncDecAttention
+            query = _unpack(attention.q(_norm(cross_layer.layer_norm, hidden)), index, tokens.shape)
+            keys, values = self.cross[number]
+            weights = torch.softmax(self._heads(query).transpose(1, 2) @ keys + self.cross_mask, dim=-1)
+            attended = (weights.to(values.dtype) @ values).transpose(1, 2)  # (N, P, H, D)
+            hidden = _clamp_fp16(hidden + attention.o(attended.flatten(2).flatten(0, 1)[index]))
+            hidden = _add_feed_forward(ff_layer, hidden)
 
     def _heads(self, states: torch.Tensor) -> torch.Tensor:
         return states.view(*states.shape[:-1], self.heads, self.head_dim)
@@ -186,9 +244,10 @@ class BeamDecoder:
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         """Feed one token per beam (``tokens``: (N, B)); return the next-token logits (N, B, V) in float32."""
-        position = len(self.cache[0])
+        position = self.context_length + len(self.cache[0])
         hidden = self.decoder.embed_tokens(tokens)  # (N, B, d)
-        bias = self.position_bias[0, :, position, : position + 1].T  # (T, H)
+        bias = self.position_bias[0, :, position, : position + 1].T  # (P + T, H)
+        context_bias, bias = bias[: self.context_length], bias[self.context_length :]
         for index, block in enumerate(self.decoder.block):
             self_layer, cross_layer, ff_layer = block.layer[0], block.layer[1], block.layer[-1]
             attention = self_layer.SelfAttention
@@ -199,8 +258,13 @@ class BeamDecoder:
             # At most three positions: one query per beam against each position's key, without a batched product.
             # (N, B, T, H): positions on a middle dimension, where softmax vectorises over the heads.
             scores = torch.stack([(query * key).sum(-1) for key, _ in past], dim=2) + bias
+            if self.context:
+                scores = torch.cat([self._context_scores(index, query, context_bias), scores], dim=2)
             weights = torch.softmax(scores, dim=2).unsqueeze(-1)
-            attended = sum(weights[:, :, t] * value for t, (_, value) in enumerate(past))
+            attended = sum(weights[:, :, self.context_length + t] * value for t, (_, value) in enumerate(past))
+            if self.context:
+                context_weights = weights[:, :, : self.context_length, :, 0].permute(0, 3, 1, 2)  # (N, H, B, P)
+                attended = attended + (context_weights @ self.context[index][1]).transpose(1, 2)
             hidden = _clamp_fp16(hidden.add_(attention.o(attended.flatten(2))))
 
             attention = cross_layer.EncDecAttention
@@ -218,6 +282,13 @@ class BeamDecoder:
         if self.tree_bias is not None:  # the model's forward adds the same bias: generate sees it too
             logits += self.tree_bias(tokens, logits.shape[-1])
         return logits
+
+    def _context_scores(self, index: int, query: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """Scores of the beams' queries (N, B, H, D) against layer ``index``'s context keys, position bias ``bias``
+        (P, H) and padding mask added: (N, B, P, H), the layout of the step scores."""
+        keys = self.context[index][0]  # (N, H, P, D)
+        scores = query.transpose(1, 2) @ keys.transpose(-1, -2) + self.context_mask  # (N, H, B, P)
+        return scores.permute(0, 2, 3, 1) + bias
 
 
 def _projections(states: torch.Tensor, projections) -> torch.Tensor:

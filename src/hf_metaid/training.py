@@ -82,6 +82,11 @@ def training_arguments(
 
     ``bf16``: ``True`` / ``False`` for bf16 mixed precision or not, ``"auto"`` for bf16 where the device that trains
     runs it natively (:func:`has_native_bf16`); elsewhere it is emulated and slower than float32.
+
+    On a CPU ``full_determinism`` defaults to on (torch's deterministic algorithms): two CPU threads otherwise sum some
+    gradients in a varying order, so the same seed gave another model at every run; on this project's 2-core
+    machines it costs no measurable time (``benchmarks/determinism.py``). On a GPU it stays off (the Trainer's
+    full determinism also serialises CUDA launches); pass ``full_determinism=True`` to have it there.
     """
     if not isinstance(bf16, bool) and bf16 != "auto":
         raise InvalidArgumentError(f"bf16 must be True, False or 'auto', got {bf16!r}")
@@ -111,6 +116,7 @@ def training_arguments(
         "seed": 0,
     }
     defaults.update(overrides)
+    defaults.setdefault("full_determinism", bool(defaults["use_cpu"]))
     defaults["bf16"] = has_native_bf16(defaults["use_cpu"]) if bf16 == "auto" else bf16
     try:
         return Seq2SeqTrainingArguments(output_dir=str(output_dir), **defaults)

@@ -6,8 +6,11 @@ weights). With the tree softmax the decoder's logits get -inf wherever the
 previous token rules a token out: after the start token only clusters that hold items, after cluster c only the
 rank tokens of c's items, after a rank token only the end token. Training maximises the probability of the target
 among real items; ``generate`` (with or without a trie), ``decode_items`` and evaluation all read the same
-constrained distribution, because the rule sits in the model's forward. ``benchmarks/tree_softmax.py`` measures what
-it buys on a small T5 (2+2 layers, skip-gram IDs): a lower validation loss at equal steps, the same hit rate.
+constrained distribution, because the rule sits in the model's forward. With the history in the decoder
+(``config.metaid_history_in_decoder``) a rank token is followed by the next item's cluster token in training, so
+the row after a rank token is the row after the start token (at inference the item ends after its rank token).
+``benchmarks/tree_softmax.py`` measures what it buys on a small T5 (2+2 layers, skip-gram IDs): a lower validation
+loss at equal steps, the same hit rate.
 """
 
 from __future__ import annotations
@@ -22,12 +25,14 @@ def next_token_table(
     start_token: int,
     eos_token: int,
     vocab_size: int,
+    rank_continues: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(table, row_of)``: ``table[row_of[t]]`` is the additive bias (0 or -inf) on the logits after token ``t``.
 
     Args:
         item_mask: ``(num_clusters, num_ranks)``, non-zero where (cluster, rank) is an item.
         vocab_size: width of the logits (the model's output rows, which may exceed the tokenizer's length).
+        rank_continues: a rank token is followed by another item (the history in the decoder), not by the end.
 
     Rows: 0 after the start token, 1 + c after cluster token c, then one row after any rank token, and a last row
     of zeros for every other token (text, end), which leaves those logits alone. T5 starts the decoder with its pad
@@ -43,7 +48,10 @@ def next_token_table(
     ranks.masked_fill_(item_mask, 0.0)
     # A cluster with no item (only users) is never chosen after the start token; it may still end, never rank.
     table[1 : num_clusters + 1, eos_token] = torch.where(item_mask.any(dim=1), -torch.inf, 0.0)
-    table[num_clusters + 1, eos_token] = 0.0
+    if rank_continues:
+        table[num_clusters + 1] = table[0]
+    else:
+        table[num_clusters + 1, eos_token] = 0.0
     table[num_clusters + 2] = 0.0
     row_of = torch.full((vocab_size,), num_clusters + 2, dtype=torch.long, device=item_mask.device)
     row_of[first_cluster_token : first_cluster_token + num_clusters] = torch.arange(1, num_clusters + 1)

@@ -2,6 +2,7 @@
 
 from .interactions import embedded_beauty_path, load_interactions, user_sequences
 from .prompts import (
+    build_decoder_history_examples,
     build_eval_prompts,
     build_prompts,
     build_training_prompts,
@@ -11,6 +12,7 @@ from .prompts import (
 from .splits import catalogue, leave_one_out
 
 __all__ = [
+    "build_decoder_history_examples",
     "build_eval_prompts",
     "build_prompts",
     "build_training_prompts",

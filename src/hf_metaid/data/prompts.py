@@ -46,6 +46,29 @@ def _vocabulary_of(tokenizer):
     return vocabulary
 
 
+def _map_users(
+    users: list[str], sequences: list[list[str]], expand, features: dict, fingerprint: str, desc: str, num_proc
+) -> datasets.Dataset:
+    """A training builder's rows: ``expand(batch, indices)`` mapped over one row per user (``user``, ``items``), so
+    its seeded draws depend on the user's index only, whatever the batch size or ``num_proc``."""
+    per_user = datasets.Dataset.from_dict(
+        {"user": users, "items": sequences},
+        features=datasets.Features(
+            {"user": datasets.Value("string"), "items": datasets.List(datasets.Value("string"))}
+        ),
+    )
+    return per_user.map(
+        expand,
+        batched=True,
+        with_indices=True,
+        remove_columns=per_user.column_names,
+        num_proc=num_proc,
+        features=datasets.Features(features),
+        new_fingerprint=fingerprint,
+        desc=desc,
+    )
+
+
 def _fingerprint(*parts) -> str:
     """A datasets fingerprint from the inputs, so ``map`` need not hash the closure (which holds the tokenizer)."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -123,12 +146,6 @@ def build_training_prompts(
     for group in seen.values():  # fail before any work on a bad templates_per_sample
         _templates_for_samples(np.random.default_rng(0), 0, len(group), templates_per_sample)
     item_tokens = {item: vocabulary.item_tokens(item) for item in dict.fromkeys(i for s in sequences for i in s)}
-    per_user = datasets.Dataset.from_dict(
-        {"user": users, "items": sequences},
-        features=datasets.Features(
-            {"user": datasets.Value("string"), "items": datasets.List(datasets.Value("string"))}
-        ),
-    )
 
     def expand(batch: dict, indices: list[int]) -> dict:
         sources: list[str] = []
@@ -149,14 +166,12 @@ def build_training_prompts(
                         targets.append(target)
         return {"source": sources, "target": targets}
 
-    return per_user.map(
+    return _map_users(
+        users,
+        sequences,
         expand,
-        batched=True,
-        with_indices=True,
-        remove_columns=per_user.column_names,
-        num_proc=num_proc,
-        features=datasets.Features({"source": datasets.Value("string"), "target": datasets.Value("string")}),
-        new_fingerprint=_fingerprint(
+        {"source": datasets.Value("string"), "target": datasets.Value("string")},
+        _fingerprint(
             "train",
             train._fingerprint,
             vocabulary.fingerprint,
@@ -166,7 +181,78 @@ def build_training_prompts(
             templates_per_sample,
             seed,
         ),
-        desc="Building training prompts",
+        "Building training prompts",
+        num_proc,
+    )
+
+
+def build_decoder_history_examples(
+    train: datasets.Dataset,
+    tokenizer,
+    templates: Mapping | None = None,
+    max_history: int = 50,
+    seed: int = 0,
+    num_proc: int | None = None,
+) -> datasets.Dataset:
+    """Tokenized training examples for a model with the history in the decoder (``set_prompt_format(...,
+    history_in_decoder=True)``): ``input_ids`` / ``attention_mask`` (the encoder reads the user in a seen template
+    of the direct task) and ``labels``, the ID tokens of up to ``max_history`` consecutive training items
+    ``[c1, r1, ..., cn, rn]``.
+
+    The model shifts the labels right, so the decoder reads ``[start, c1, r1, ..., cn]`` and one forward pass learns
+    every item of the window from the items before it (the first from the user alone), where the prompt mode learns
+    one item per prompt. A user with more than ``max_history`` training items gives several windows, cut from the
+    end (the latest ``max_history`` items, the ``max_history`` before them, ...), so every item is a target once.
+    No end token: at inference the item ends after its rank token, and an end token here would only teach where a
+    history stops. A ``length`` column (label tokens) serves length-grouped sampling.
+
+    Args:
+        train: the ``train`` split of :func:`leave_one_out`.
+        templates: as in :func:`build_training_prompts`; the direct task's seen templates are used.
+        seed: seed of the template draw, which depends on ``(seed, user index)`` only (as in
+            :func:`build_training_prompts`).
+    """
+    check_max_history(max_history)
+    seen = seen_templates(TEMPLATES if templates is None else templates, "direct")
+    vocabulary = _vocabulary_of(tokenizer)
+    users, sequences = _user_sequences(train)
+
+    def expand(batch: dict, indices: list[int]) -> dict:
+        sources: list[str] = []
+        labels: list[list[int]] = []
+        for user, items, index in zip(batch["user"], batch["items"], indices, strict=True):
+            rng = np.random.default_rng([seed, index])
+            windows = [items[max(0, end - max_history) : end] for end in range(len(items), 0, -max_history)]
+            choice = _templates_for_samples(rng, len(windows), len(seen), 1)
+            for window, picked in zip(windows, choice, strict=True):
+                sources.append(format_prompt(seen[picked[0]], vocabulary.user_tokens(user), [], max_history))
+                labels.append([token for item in window for token in tokenizer.item_token_ids(item)])
+        encoded = tokenizer(sources)
+        lengths = [len(row) for row in labels]
+        return {
+            "input_ids": encoded["input_ids"],
+            "attention_mask": encoded["attention_mask"],
+            "labels": labels,
+            "length": lengths,
+        }
+
+    ids = datasets.List(datasets.Value("int32"))
+    return _map_users(
+        users,
+        sequences,
+        expand,
+        {"input_ids": ids, "attention_mask": ids, "labels": ids, "length": datasets.Value("int32")},
+        _fingerprint(
+            "decoder-history",
+            train._fingerprint,
+            vocabulary.fingerprint,
+            _tokenizer_hash(tokenizer),
+            seen,
+            max_history,
+            seed,
+        ),
+        "Building decoder-history examples",
+        num_proc,
     )
 
 
