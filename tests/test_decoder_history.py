@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from test_hf_integration import REMOTE_SCRIPT
+from test_auto_loading import REMOTE_SCRIPT
 from transformers import AutoModelForSeq2SeqLM
 
 import hf_metaid as hm
