@@ -85,7 +85,7 @@ def training_arguments(
 
     On a CPU ``full_determinism`` defaults to on (torch's deterministic algorithms): two CPU threads otherwise sum some
     gradients in a varying order, so the same seed gave another model at every run; on this project's 2-core
-    machines it costs no measurable time (``benchmarks/determinism.py``). On a GPU it stays off (the Trainer's
+    machines it costs a few percent at most (``benchmarks/determinism.py``). On a GPU it stays off (the Trainer's
     full determinism also serialises CUDA launches); pass ``full_determinism=True`` to have it there.
     """
     if not isinstance(bf16, bool) and bf16 != "auto":
