@@ -11,7 +11,6 @@ import sys
 import numpy as np
 import pytest
 import torch
-from test_auto_loading import REMOTE_SCRIPT
 from transformers import AutoModelForSeq2SeqLM
 
 import hf_metaid as hm
@@ -19,6 +18,7 @@ from conftest import synthetic_interactions
 from hf_metaid.decoding import decode_items
 from hf_metaid.item_tree import trie_prefix_allowed_tokens_fn
 from hf_metaid.prompt_templates import COMPACT_TEMPLATES
+from test_auto_loading import REMOTE_SCRIPT
 from test_decoding import SHAPES, make_pair, names, with_lora
 
 PREFIX_LENGTHS = (3, 0, 1, 5, 2, 4)  # items per prompt: padded batches, one prompt without history
