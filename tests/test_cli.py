@@ -7,8 +7,10 @@ import os
 import subprocess
 import sys
 
+import datasets
 import pytest
 
+import hf_metaid as hm
 from hf_metaid.cli import main
 
 SUBCOMMANDS = ("index", "train", "evaluate", "recommend", "demo")
@@ -196,7 +198,7 @@ def test_demo_runs_end_to_end_on_a_small_file(tiny_file, tmp_path, capsys):
     assert main(["demo", "--data", str(tiny_file), "--out", str(out), *small, "--warmup", "0"]) == 0
     printed = capsys.readouterr().out
     assert "(spectral)" in printed and "training a small T5 (d_model=32, d_ff=48, 1+3 layers)" in printed
-    assert "users; history items left out)" in printed
+    assert "users; history items left out: no user meets an item twice in the training data)" in printed
     examples = [line for line in printed.splitlines() if line.startswith("  user ")]
     assert len(examples) == 3
     for line in examples:  # "  user U (last items A, B, C) → X, Y, Z": a shown history item is never recommended
@@ -210,6 +212,25 @@ def test_demo_runs_end_to_end_on_a_small_file(tiny_file, tmp_path, capsys):
     assert (config["num_layers"], config["num_decoder_layers"], config["d_ff"]) == (1, 3, 48)
     assert main(["demo", "--data", str(tiny_file), "--out", str(out)]) == 2  # never overwrites silently
     assert "is not empty; pass --overwrite" in capsys.readouterr().err
+
+
+def test_the_history_is_left_out_of_the_ranking_only_where_no_pair_repeats(beauty_slice):
+    """Beauty meets each item once per user: the demo leaves the history out. Where users come back to items
+    (repeat consumption), a history item is often the answer, so it stays in, and the reason is said."""
+    from hf_metaid.data import repeated_pairs
+    from hf_metaid.pipeline import decide_exclude_seen
+
+    train = hm.leave_one_out(beauty_slice)["train"]
+    assert repeated_pairs(train) == 0
+    assert decide_exclude_seen(train) == (
+        True,
+        "history items left out: no user meets an item twice in the training data",
+    )
+    rows = {"user": ["a"] * 5 + ["b"] * 4, "item": ["x", "y", "x", "z", "x", "x", "y", "w", "v"]}
+    repeats = hm.leave_one_out(hm.load_interactions(datasets.Dataset.from_dict(rows)))["train"]
+    assert repeated_pairs(repeats) == 1  # a: x y x (z x held out); b: x y (w v held out)
+    left_out, reason = decide_exclude_seen(repeats)
+    assert left_out is False and "1 training rows repeat a user-item pair" in reason
 
 
 def test_demo_defaults_are_the_measured_ones():
@@ -227,11 +248,11 @@ def test_demo_defaults_are_the_measured_ones():
     )
     training = DEMO.training
     assert (training.batch_size, training.learning_rate, training.epochs, training.max_history) == (128, 4e-3, 4.5, 5)
-    assert training.templates == "compact" and DEMO.exclude_seen is True
+    assert training.templates == "compact" and DEMO.exclude_seen is None  # decided from the data
     demo = build_parser().parse_args(["demo"])
     assert _index_config(demo, DEMO) == DEMO.index and _model_and_training(demo, DEMO) == (DEMO.model, DEMO.training)
     # the demo leaves seen items out of the ranking; evaluate keeps the paper's protocol unless asked
-    assert demo.exclude_seen is True and build_parser().parse_args(["demo", "--no-exclude-seen"]).exclude_seen is False
+    assert demo.exclude_seen is None and build_parser().parse_args(["demo", "--no-exclude-seen"]).exclude_seen is False
     assert build_parser().parse_args(["evaluate", "m"]).exclude_seen is False
     assert build_parser().parse_args(["evaluate", "m", "--exclude-seen"]).exclude_seen is True
     index = build_parser().parse_args(["index", "--out", "v"])

@@ -269,7 +269,7 @@ def run_recommend(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------------------- demo
 def run_demo(args: argparse.Namespace) -> int:
     """Index → train → evaluate the full test split → save → example recommendations, on the embedded Beauty."""
-    from .pipeline import build_vocabulary, split_data
+    from .pipeline import build_vocabulary, decide_exclude_seen, split_data
     from .saving import load_for_inference
 
     started = time.perf_counter()
@@ -288,7 +288,11 @@ def run_demo(args: argparse.Namespace) -> int:
     )
     print(f"[2/4] training a small T5 ({shape})", flush=True)
     run = _train_and_save((model_settings, training_settings), splits["train"], vocabulary, out, args.overwrite)
-    ranking = "history items left out" if args.exclude_seen else "history items kept, the paper's protocol"
+    if args.exclude_seen is None:
+        args.exclude_seen, ranking = decide_exclude_seen(splits["train"])
+    else:
+        ranking = "history items left out" if args.exclude_seen else "history items kept, the paper's protocol"
+        ranking += " (as asked)"
     print(f"[3/4] evaluating on the {args.split} split ({splits[args.split].num_rows} users; {ranking})", flush=True)
     metrics = evaluate_split(run.model, run.tokenizer, splits[args.split], args)
     print("[4/4] example recommendations from the saved folder", flush=True)
@@ -334,7 +338,8 @@ def _add_training_options(parser: argparse.ArgumentParser, preset: Recipe) -> No
     )
 
 
-def _add_eval_options(parser: argparse.ArgumentParser, exclude_seen: bool = False) -> None:
+def _add_eval_options(parser: argparse.ArgumentParser, exclude_seen: bool | None = False) -> None:
+    """The evaluation options; ``exclude_seen=None`` leaves the history's place in the ranking to the data."""
     group = parser.add_argument_group("evaluation")
     group.add_argument("--split", choices=("test", "validation"), default="test")
     group.add_argument("--template", default="seen", help="'seen', 'unseen' or a template with {user}/{history}")
@@ -345,7 +350,12 @@ def _add_eval_options(parser: argparse.ArgumentParser, exclude_seen: bool = Fals
         action=argparse.BooleanOptionalAction,
         default=exclude_seen,
         help="leave the user's history items out of the ranking: right where a user meets an item once, as in "
-        "Beauty (the paper's protocol keeps them)",
+        "Beauty (the paper's protocol keeps them)"
+        + (
+            "; default: from the data (left out when no training user-item pair repeats)"
+            if exclude_seen is None
+            else ""
+        ),
     )
     group.add_argument("--limit", type=_positive_int, default=None, help="evaluate only the first N users")
     group.add_argument("--eval-batch-size", dest="batch_size", type=_positive_int, default=128)

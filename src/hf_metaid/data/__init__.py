@@ -9,7 +9,7 @@ from .prompts import (
     count_training_samples,
     tokenize_prompts,
 )
-from .splits import catalogue, leave_one_out
+from .splits import catalogue, leave_one_out, repeated_pairs
 
 __all__ = [
     "build_decoder_history_examples",
@@ -21,6 +21,7 @@ __all__ = [
     "embedded_beauty_path",
     "leave_one_out",
     "load_interactions",
+    "repeated_pairs",
     "tokenize_prompts",
     "user_sequences",
 ]

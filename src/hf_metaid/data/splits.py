@@ -70,6 +70,14 @@ def catalogue(interactions: datasets.Dataset) -> dict[str, list[str]]:
     }
 
 
+def repeated_pairs(train: datasets.Dataset) -> int:
+    """How many training rows repeat a (user, item) pair already seen: 0 where every user meets an item once (as in
+    the Amazon 5-core sets), many on check-ins, groceries or music, where a history item is often the next one."""
+    _check_table(train)
+    pairs = list(zip(train["user"][:], train["item"][:], strict=True))
+    return len(pairs) - len(set(pairs))
+
+
 def _check_table(interactions: datasets.Dataset) -> None:
     if not isinstance(interactions, datasets.Dataset) or not {"user", "item"} <= set(interactions.column_names):
         found = interactions.column_names if isinstance(interactions, datasets.Dataset) else type(interactions).__name__
