@@ -151,3 +151,16 @@ def loss_of(model, batch):
     model.eval()
     with torch.no_grad():
         return model(**batch).loss.item()
+
+
+def prompt(tok, user="u1", history=("i3", "i7")) -> str:
+    """A sequential prompt in the library's words, for tests of the tokenizer and the model."""
+    items = " , ".join(tok.item_tokens(i) for i in history)
+    return f"User {tok.user_tokens(user)} has interacted with items {items} . What is the next item ?"
+
+
+def logits(model, tok, text):
+    """The model's logits for ``text`` with the decoder at (start, the second cluster token)."""
+    batch = tok([text], return_tensors="pt")
+    with torch.no_grad():
+        return model(**batch, decoder_input_ids=torch.tensor([[0, tok.cluster_token_ids[1]]])).logits

@@ -13,17 +13,7 @@ import torch
 from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
 
 import hf_metaid as hm
-
-
-def prompt(tok, user="u1", history=("i3", "i7")) -> str:
-    items = " , ".join(tok.item_tokens(i) for i in history)
-    return f"User {tok.user_tokens(user)} has interacted with items {items} . What is the next item ?"
-
-
-def logits(model, tok, text):
-    batch = tok([text], return_tensors="pt")
-    with torch.no_grad():
-        return model(**batch, decoder_input_ids=torch.tensor([[0, tok.cluster_token_ids[1]]])).logits
+from conftest import logits, prompt
 
 
 def test_save_and_auto_load_give_identical_logits_and_recommendations(tmp_path, model, tokenizer):

@@ -7,18 +7,7 @@ import pytest
 import torch
 
 import hf_metaid as hm
-from conftest import random_vocabulary
-
-
-def prompt(tok, user="u1", history=("i3", "i7")) -> str:
-    items = " , ".join(tok.item_tokens(i) for i in history)
-    return f"User {tok.user_tokens(user)} has interacted with items {items} . What is the next item ?"
-
-
-def logits(model, tok, text):
-    batch = tok([text], return_tensors="pt")
-    with torch.no_grad():
-        return model(**batch, decoder_input_ids=torch.tensor([[0, tok.cluster_token_ids[1]]])).logits
+from conftest import logits, prompt, random_vocabulary
 
 
 def test_model_resizes_and_records_the_vocabulary(model, tokenizer, vocab):

@@ -12,12 +12,7 @@ from tokenizers import normalizers
 from transformers import AutoTokenizer
 
 import hf_metaid as hm
-from conftest import random_vocabulary
-
-
-def prompt(tok, user="u1", history=("i3", "i7")) -> str:
-    items = " , ".join(tok.item_tokens(i) for i in history)
-    return f"User {tok.user_tokens(user)} has interacted with items {items} . What is the next item ?"
+from conftest import prompt, random_vocabulary
 
 
 def test_vocabulary_file_is_canonical_and_round_trips(tmp_path, vocab):
