@@ -54,6 +54,8 @@ ARMS: dict[str, tuple[dict, dict, str]] = {
     "dec-w50-2+2": ({"layers": (2, 2)}, DECODER, "2 encoder + 2 decoder layers"),
     "dec-w50-d256": ({"d_model": 256}, DECODER, "d_model 256"),
     "dec-w20-e12": ({}, {**DECODER, "max_history": 20, "epochs": 12.0}, "windows of 20 items, 12 epochs"),
+    "item": ({"item_output": True}, {}, "the demo's recipe with the item output (each item's own output vector)"),
+    "item-tree": ({"item_output": True, "tree_softmax": True}, {}, "item output and tree softmax"),
 }
 
 

@@ -131,6 +131,17 @@ def tiny():
     return tiny_setup()
 
 
+def with_item_output(model, tokenizer, seed: int = 0, std: float = 0.5):
+    """``model`` with the item output on and random item vectors and biases (zeros would change nothing), in eval
+    mode."""
+    model.set_item_output(tokenizer)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.metaid_item_output.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * std)
+    return model.eval()
+
+
 def quiet_args(output_dir, **overrides):
     fields = {"logging_steps": 1, "save_strategy": "no", "warmup_steps": 0, "disable_tqdm": True}
     fields.update(overrides)

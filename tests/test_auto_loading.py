@@ -13,7 +13,7 @@ import torch
 from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
 
 import hf_metaid as hm
-from conftest import logits, prompt
+from conftest import logits, prompt, with_item_output
 
 
 def test_save_and_auto_load_give_identical_logits_and_recommendations(tmp_path, model, tokenizer):
@@ -62,14 +62,25 @@ REMOTE_SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("tree_softmax", [False, True], ids=["plain", "tree"])
-def test_remote_code_load_without_the_package(tmp_path, model, tokenizer, tree_softmax):
-    model.set_tree_softmax(tokenizer, tree_softmax)
+@pytest.mark.parametrize("head", ["plain", "tree", "item-output"])
+def test_remote_code_load_without_the_package(tmp_path, model, tokenizer, head):
+    """The folder's own code loads and scores as the package does (the logits read are those after a cluster
+    token, where the tree softmax and the item output act)."""
+    model.set_tree_softmax(tokenizer, head == "tree")
+    if head == "item-output":
+        with_item_output(model, tokenizer)
     model.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
     auto_map = json.loads((tmp_path / "config.json").read_text())["auto_map"]
     assert auto_map["AutoModelForSeq2SeqLM"] == "modeling_metaid.MetaIDForConditionalGeneration"
-    for code in ("modeling_metaid.py", "decoding.py", "item_tree.py", "t5_fast_path.py", "tree_softmax.py"):
+    for code in (
+        "modeling_metaid.py",
+        "decoding.py",
+        "item_tree.py",
+        "t5_fast_path.py",
+        "tree_softmax.py",
+        "item_output.py",
+    ):
         assert (tmp_path / code).is_file()
     text = prompt(tokenizer)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}

@@ -403,7 +403,7 @@ def test_tree_softmax_refuses_labels_outside_the_tree():
     labels = torch.tensor([[cluster, rank, tokenizer.eos_token_id], [rank, cluster, tokenizer.eos_token_id]])
     with pytest.raises(ValueError, match=r"labels\[1, 0\] = token"):
         model(**batch, labels=labels)
-    with pytest.raises(ValueError, match="needs decoder_input_ids or labels"):
+    with pytest.raises(ValueError, match="need decoder_input_ids or labels"):
         model(**batch)
 
 

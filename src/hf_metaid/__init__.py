@@ -63,6 +63,7 @@ SHIPPED_FILES = (
     "decoding.py",
     "t5_fast_path.py",
     "tree_softmax.py",
+    "item_output.py",
     "errors.py",
     "checks.py",
 )

@@ -45,6 +45,12 @@ class MetaIDConfig(T5Config):
         training every position of the sequence is a target, so one forward pass learns every next item of a user
         (see `hf_metaid.build_decoder_history_examples`); `recommend` and evaluation feed the history to the
         decoder the same way.
+    metaid_item_output (`bool`, defaults to `False`):
+        The item-aware rank step: the logit of rank token r after cluster token c gets `h · u_i + b_i`, where
+        u_i, b_i are item i = (c, r)'s own output vector and bias (see `hf_metaid.item_output`), so the items of
+        one cluster stop sharing one output row per rank. `False`: the paper's rank step.
+    metaid_num_items (`int`, defaults to 0):
+        How many items the item output holds (rows of u), numbered over the saved item table.
     """
 
     model_type = "metaid"
@@ -60,6 +66,8 @@ class MetaIDConfig(T5Config):
     metaid_max_history: int = 10
     metaid_tree_softmax: bool = False
     metaid_history_in_decoder: bool = False
+    metaid_item_output: bool = False
+    metaid_num_items: int = 0
 
     @property
     def metaid_token_range(self) -> range:

@@ -24,6 +24,7 @@ from transformers.utils.generic import can_return_tuple
 from .checks import check_bool, check_choice, check_int, check_number
 from .configuration_metaid import MetaIDConfig
 from .errors import InvalidArgumentError, VocabularyMismatchError
+from .item_output import MetaIDItemOutput
 from .recommendation import RecommendationMixin
 from .tree_softmax import check_labels, next_token_table
 
@@ -103,8 +104,10 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
         encoder_config.use_cache = False
         self.encoder = MetaIDEncoderStack(encoder_config)
         self.encoder.set_input_embeddings(self.shared)
-        if config.metaid_tree_softmax:
+        if config.metaid_tree_softmax or config.metaid_item_output:
             self._register_item_mask()
+        if config.metaid_item_output:
+            self.metaid_item_output = MetaIDItemOutput(config.metaid_num_items, config.d_model)
         self.post_init()
 
     # --------------------------------------------------------------------------------------------- building
@@ -118,6 +121,7 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
         init_new_rows: str = "resize",
         augment_generation: bool = True,
         tree_softmax: bool = False,
+        item_output: bool = False,
         seed: int = 0,
         **from_pretrained_kwargs,
     ) -> MetaIDForConditionalGeneration:
@@ -134,6 +138,8 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
             augment_generation: ``False`` reproduces the research code, where F was skipped at generation time.
             tree_softmax: normalise every ID step over the tokens a real item can continue with (see
                 :meth:`set_tree_softmax`); ``False``, the paper's plain softmax over the vocabulary.
+            item_output: give every item its own output vector at the rank step (:meth:`set_item_output`);
+                ``False``, the paper's rank step.
             seed: seed of the random initialisation (config path) and of the ``"centroid"`` projection.
         """
         vocabulary = getattr(tokenizer, "entity_vocabulary", None)
@@ -145,6 +151,7 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
         check_choice("init_new_rows", init_new_rows, ("resize", "centroid"))
         check_bool("augment_generation", augment_generation)
         check_bool("tree_softmax", tree_softmax)
+        check_bool("item_output", item_output)
         check_int("seed", seed, minimum=0)
         fields = {
             "metaid_alpha": alpha,
@@ -180,6 +187,8 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
         model.generation_config.eos_token_id = tokenizer.eos_token_id
         if tree_softmax:
             model.set_tree_softmax(tokenizer)
+        if item_output:
+            model.set_item_output(tokenizer)
         return model
 
     def _init_rows_from_vectors(self, old_rows: int, seed: int) -> None:
@@ -197,6 +206,9 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
         super()._init_weights(module)
         if module is self and "metaid_item_mask" in self._buffers:
             init.zeros_(self.metaid_item_mask)  # an empty table is refused at use: it must come from a tokenizer
+        if isinstance(module, MetaIDItemOutput):
+            init.zeros_(module.weight)  # an untrained item output changes no logit
+            init.zeros_(module.bias)
 
     def _register_item_mask(self) -> None:
         clusters = self.config.metaid_num_clusters
@@ -217,13 +229,38 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
         self.check_tokenizer(tokenizer)
         self.config.metaid_tree_softmax = enabled
         self._metaid_tree_table = None
-        if not enabled:
+        if enabled:
+            self._fill_item_mask(tokenizer)
+        elif not self.config.metaid_item_output:
             self._buffers.pop("metaid_item_mask", None)
+
+    def set_item_output(self, tokenizer, enabled: bool = True) -> None:
+        """Give every item of ``tokenizer``'s vocabulary its own output vector at the rank step (or remove them).
+
+        On, the logit of rank token r after cluster token c gets ``h · u_i + b_i`` for the item i = (c, r)
+        (:mod:`hf_metaid.item_output`), in the training loss, ``generate`` and ``recommend`` alike; u and b start at
+        zero (the model's scores are unchanged until it trains) and are saved with the weights, with the item table
+        that numbers them. LoRA trains them in full.
+        """
+        self.check_tokenizer(tokenizer)
+        if not enabled:
+            self.config.metaid_item_output, self.config.metaid_num_items = False, 0
+            self._modules.pop("metaid_item_output", None)
+            if not self.config.metaid_tree_softmax:
+                self._buffers.pop("metaid_item_mask", None)
             return
+        mask = self._fill_item_mask(tokenizer)
+        device = self.get_input_embeddings().weight.device
+        self.config.metaid_item_output, self.config.metaid_num_items = True, int(mask.bool().sum())
+        self.metaid_item_output = MetaIDItemOutput(self.config.metaid_num_items, self.config.d_model).to(device)
+
+    def _fill_item_mask(self, tokenizer) -> torch.Tensor:
+        """The (cluster, rank) → is-an-item table of ``tokenizer``, as the saved buffer ``metaid_item_mask``."""
         if "metaid_item_mask" not in self._buffers:
             self._register_item_mask()
         mask = (self.item_tree(tokenizer).item_of_code >= 0).to(torch.uint8)
         self.metaid_item_mask = mask.to(self.get_input_embeddings().weight.device)
+        return self.metaid_item_mask
 
     def next_token_bias(self, tokens: torch.Tensor, vocab_size: int) -> torch.Tensor:
         """The tree softmax's additive bias (0 or -inf, float32) on the logits that follow ``tokens``: shape
@@ -265,36 +302,65 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
         use_cache=None,
         **kwargs,
     ):
-        """T5's forward (same parameters, which ``generate`` inspects); with the tree softmax, the logits carry its
-        bias and the loss is taken over them."""
-        tree = self.config.metaid_tree_softmax
-        if tree and decoder_input_ids is None:
+        """T5's forward (same parameters, which ``generate`` inspects); with the tree softmax or the item output, the
+        logits carry them (:meth:`adjust_logits`) and the loss is taken over them."""
+        config = self.config
+        adjusted = config.metaid_tree_softmax or config.metaid_item_output
+        if adjusted and decoder_input_ids is None:
             if labels is None or decoder_inputs_embeds is not None:
-                raise ValueError("the tree softmax needs decoder_input_ids or labels (it reads the previous tokens)")
+                raise ValueError(
+                    "the tree softmax and the item output need decoder_input_ids or labels (they read the previous "
+                    "tokens)"
+                )
             decoder_input_ids = self._shift_right(labels)
-        output = super().forward(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            decoder_input_ids=decoder_input_ids,
-            decoder_attention_mask=decoder_attention_mask,
-            encoder_outputs=encoder_outputs,
-            cache=cache,
-            inputs_embeds=inputs_embeds,
-            decoder_inputs_embeds=decoder_inputs_embeds,
-            labels=None if tree else labels,
-            use_cache=use_cache,
-            return_dict=True,
-            **kwargs,
+        captured: list[torch.Tensor] = []
+        hook = (
+            self.lm_head.register_forward_hook(lambda _module, args, _out: captured.append(args[0]))
+            if config.metaid_item_output
+            else None
         )
-        if not tree:
+        try:
+            output = super().forward(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                decoder_input_ids=decoder_input_ids,
+                decoder_attention_mask=decoder_attention_mask,
+                encoder_outputs=encoder_outputs,
+                cache=cache,
+                inputs_embeds=inputs_embeds,
+                decoder_inputs_embeds=decoder_inputs_embeds,
+                labels=None if adjusted else labels,
+                use_cache=use_cache,
+                return_dict=True,
+                **kwargs,
+            )
+        finally:
+            if hook is not None:
+                hook.remove()
+        if not adjusted:
             return output
-        bias = self.next_token_bias(decoder_input_ids, output.logits.shape[-1]).to(output.logits.device)
-        output.logits = output.logits.float() + bias
+        output.logits = self.adjust_logits(output.logits, captured[-1] if captured else None, decoder_input_ids)
         if labels is not None:
             labels = labels.to(output.logits.device)
-            check_labels(bias, labels)
+            if config.metaid_tree_softmax:
+                check_labels(output.logits, labels)
             output.loss = nn.functional.cross_entropy(output.logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
         return output
+
+    def adjust_logits(self, logits: torch.Tensor, hidden: torch.Tensor | None, previous: torch.Tensor) -> torch.Tensor:
+        """The language-model head's ``logits`` (…, V) with the item output's scores and the tree softmax's bias
+        added, float32. ``hidden`` is what the head read (for the item output), ``previous`` the token each position
+        follows. The model's forward and the fast decoder both call it, so every decoding path scores alike."""
+        config = self.config
+        logits = logits.float()
+        if config.metaid_item_output:
+            first = config.metaid_first_new_id
+            logits = self.metaid_item_output(
+                logits, hidden, previous, self.metaid_item_mask, first, first + config.metaid_num_clusters
+            )
+        if config.metaid_tree_softmax:
+            logits = logits + self.next_token_bias(previous, logits.shape[-1]).to(logits.device)
+        return logits
 
     # ------------------------------------------------------------------------------------------------ pairing
     def check_tokenizer(self, tokenizer) -> None:

@@ -7,6 +7,8 @@ import torch
 # The augmentation F inside the encoder: LoRA trains and saves it in full (``modules_to_save``), and a reload must
 # find it there, since PEFT silently drops saved weights whose module is missing.
 AUGMENTATION_MODULE = "metaid_augmentation"
+# The item output (per-item output vectors at the rank step), where the model has one: trained and saved in full too.
+ITEM_OUTPUT_MODULE = "metaid_item_output"
 
 
 def is_peft(model) -> bool:

@@ -81,6 +81,13 @@ class ModelSettings:
             "softmax over the vocabulary)"
         },
     )
+    item_output: bool = field(
+        default=False,
+        metadata={
+            "help": "give every item its own output vector and bias at the rank step, so the items of a cluster stop "
+            "sharing one output row per rank (off: the paper's rank step)"
+        },
+    )
 
     def __post_init__(self) -> None:
         validate_fields(self)
@@ -276,7 +283,9 @@ def build_model(
         )
     else:
         base = checkpoint(settings.base)
-    return MetaIDForConditionalGeneration.from_base(base, tokenizer, seed=seed, tree_softmax=settings.tree_softmax)
+    return MetaIDForConditionalGeneration.from_base(
+        base, tokenizer, seed=seed, tree_softmax=settings.tree_softmax, item_output=settings.item_output
+    )
 
 
 def load_templates(spec: str) -> dict:

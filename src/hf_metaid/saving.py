@@ -338,6 +338,8 @@ def _load_adapter(folder: Path, base, tokenizer, **from_pretrained_kwargs):
     base.set_prompt_format(saved.metaid_prompt_templates, saved.metaid_max_history, saved.metaid_history_in_decoder)
     if base.config.metaid_tree_softmax != saved.metaid_tree_softmax:
         base.set_tree_softmax(tokenizer, saved.metaid_tree_softmax)
+    if base.config.metaid_item_output != saved.metaid_item_output:
+        base.set_item_output(tokenizer, saved.metaid_item_output)
     _check_base(folder, base, record, adapter, described)
     with _damaged_files_named(folder):
         model = PeftModel.from_pretrained(base, folder, is_trainable=False)

@@ -71,8 +71,8 @@ def _encoder_gap(encoder) -> str | None:
 def _decoder_gap(model) -> str | None:
     """What :class:`BeamDecoder` needs and ``model`` lacks or has otherwise than T5 (None: nothing)."""
     attentions = ("SelfAttention", "EncDecAttention")
-    tree_bias = ("next_token_bias",) if getattr(model.config, "metaid_tree_softmax", False) else ()
-    gap = _lacks(model, "model", ("decoder", "lm_head", *tree_bias)) or _stack_gap(model.decoder, "decoder", attentions)
+    adjust = ("adjust_logits",) if _adjusts_logits(model.config) else ()
+    gap = _lacks(model, "model", ("decoder", "lm_head", *adjust)) or _stack_gap(model.decoder, "decoder", attentions)
     if gap is not None:
         return gap
     first = model.decoder.block[0].layer[0].SelfAttention
@@ -88,6 +88,11 @@ def _decoder_gap(model) -> str | None:
             if j == 1 and getattr(attention, "has_relative_attention_bias", False):
                 return f"{where} without a relative position bias"
     return None
+
+
+def _adjusts_logits(config) -> bool:
+    """Whether the model adds to its language-model head's logits (tree softmax, item output)."""
+    return bool(getattr(config, "metaid_tree_softmax", False) or getattr(config, "metaid_item_output", False))
 
 
 def _stack_gap(stack, path: str, attentions: tuple[str, ...]) -> str | None:
@@ -158,7 +163,7 @@ class BeamDecoder:
         self.decoder = model.decoder
         self.lm_head = model.lm_head
         config = model.config
-        self.tree_bias = model.next_token_bias if getattr(config, "metaid_tree_softmax", False) else None
+        self.adjust_logits = model.adjust_logits if _adjusts_logits(config) else None
         self.output_scale = config.d_model**-0.5 if getattr(config, "scale_decoder_outputs", False) else None
         first = self.decoder.block[0].layer[0].SelfAttention
         self.heads, self.head_dim = first.n_heads, first.key_value_proj_dim
@@ -279,8 +284,8 @@ class BeamDecoder:
         if self.output_scale is not None:
             hidden = hidden * self.output_scale
         logits = self.lm_head(hidden).float()
-        if self.tree_bias is not None:  # the model's forward adds the same bias: generate sees it too
-            logits += self.tree_bias(tokens, logits.shape[-1])
+        if self.adjust_logits is not None:  # the model's forward adjusts its logits the same way: generate sees it
+            logits = self.adjust_logits(logits, hidden, tokens)
         return logits
 
     def _context_scores(self, index: int, query: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:

@@ -28,7 +28,7 @@ from .collator import MetaIDDataCollator
 from .data.prompts import tokenize_prompts
 from .errors import InvalidArgumentError
 from .evaluation import RecommendationEvaluator
-from .peft_utils import AUGMENTATION_MODULE, is_peft, unwrap
+from .peft_utils import AUGMENTATION_MODULE, ITEM_OUTPUT_MODULE, is_peft, unwrap
 
 
 # ------------------------------------------------------------------------------------------------- configuration
@@ -43,7 +43,8 @@ def lora_config(
     """A ``peft.LoraConfig`` for a META ID T5: LoRA on ``target_modules``, the ID-token rows and F trained in full.
 
     ``trainable_token_indices={"shared": ids}`` trains only the new rows of the shared embedding (seen by encoder,
-    decoder and the tied ``lm_head``); ``modules_to_save=["metaid_augmentation"]`` trains and saves F.
+    decoder and the tied ``lm_head``); ``modules_to_save=["metaid_augmentation"]`` trains and saves F (and
+    ``"metaid_item_output"``, the per-item output vectors, where the model has them).
     """
     from peft import LoraConfig
 
@@ -64,7 +65,7 @@ def lora_config(
         "lora_dropout": dropout,
         "target_modules": list(target_modules),
         "trainable_token_indices": {"shared": list(config.metaid_token_range)},
-        "modules_to_save": [AUGMENTATION_MODULE],
+        "modules_to_save": [AUGMENTATION_MODULE, *([ITEM_OUTPUT_MODULE] if config.metaid_item_output else [])],
     }
     fields.update(overrides)
     return LoraConfig(**fields)

@@ -1,0 +1,93 @@
+"""The item-aware rank step: each item's own output vector on top of the shared rank-token row.
+
+With plain META ID decoding the score of item (c, r) at the rank step is ``h · W[rank r]``, and the row W[rank r]
+is shared by the items of rank r in every cluster: a small model must fold "which item of cluster c" into the
+decoder state h alone, and it learns clusters far better than items. This module gives every item i = (c, r) its
+own vector u_i and bias b_i, and adds ``h · u_i + b_i`` to the logit of rank token r wherever the previous token is
+cluster token c. Everything else (the cluster step, the end token, text tokens) is untouched, the ID tokens stay
+the same, and u, b start at zero, so an untrained item output changes nothing.
+
+Items are numbered by (cluster, rank) in the order of the model's item table (row-major over the saved
+``metaid_item_mask``), so the numbering travels with the weights. Only torch is imported: the file travels with a
+saved model for ``trust_remote_code`` loading.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+# Positions x items x d_model elements gathered at once: bounds the memory of scoring many beams in one step.
+_GATHER_BUDGET = 1 << 23
+
+
+class MetaIDItemOutput(nn.Module):
+    """Per-item output vectors u (``num_items x d_model``) and biases b, plus the tables that place them."""
+
+    def __init__(self, num_items: int, d_model: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(num_items, d_model))
+        self.bias = nn.Parameter(torch.zeros(num_items))
+        self._tables: tuple | None = None
+
+    def tables(self, item_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(slots, ranks, valid)``, each ``(num_clusters, most items in a cluster)``: the item number, rank and
+        presence of the j-th item of cluster c (padding points at item ``num_items``, a zero row). Cached per mask."""
+        key = (id(item_mask), item_mask._version, item_mask.device)
+        if self._tables is not None and self._tables[0] == key:
+            return self._tables[1:]
+        mask = item_mask.bool()
+        count = int(mask.sum())
+        if count != self.weight.shape[0]:
+            raise ValueError(
+                f"the item output has {self.weight.shape[0]} item rows but the item table holds {count} items: "
+                "the model was built for another ID vocabulary"
+            )
+        per_cluster = mask.sum(dim=1)
+        width = max(int(per_cluster.max()) if per_cluster.numel() else 0, 1)
+        valid = torch.arange(width, device=mask.device) < per_cluster.unsqueeze(1)
+        slots = torch.full(valid.shape, count, dtype=torch.long, device=mask.device)
+        ranks = torch.zeros(valid.shape, dtype=torch.long, device=mask.device)
+        _, rank = mask.nonzero(as_tuple=True)  # row-major, cluster by cluster: the item numbering
+        slots[valid] = torch.arange(count, device=mask.device)
+        ranks[valid] = rank
+        self._tables = (key, slots, ranks, valid)
+        return slots, ranks, valid
+
+    def forward(
+        self,
+        logits: torch.Tensor,
+        hidden: torch.Tensor,
+        previous: torch.Tensor,
+        item_mask: torch.Tensor,
+        first_cluster_token: int,
+        first_rank_token: int,
+    ) -> torch.Tensor:
+        """``logits`` (…, V) with ``h · u_i + b_i`` added at each rank token that follows a cluster token (a forward,
+        so that PEFT's trained copy of the module is the one that scores).
+
+        ``hidden`` (…, d) is the decoder state the logits were computed from (what the language-model head reads),
+        ``previous`` (…) the token each position follows. Returns a new tensor (autograd-safe)."""
+        slots, ranks, valid = self.tables(item_mask)
+        num_clusters = item_mask.shape[0]
+        vocab = logits.shape[-1]
+        flat_logits = logits.reshape(-1, vocab)
+        cluster = previous.reshape(-1).to(logits.device) - first_cluster_token
+        positions = ((cluster >= 0) & (cluster < num_clusters)).nonzero().flatten()
+        if positions.numel() == 0:
+            return logits
+        states = hidden.reshape(-1, hidden.shape[-1])[positions].to(self.weight.dtype)
+        cluster = cluster[positions]
+        weight = torch.cat([self.weight, self.weight.new_zeros(1, self.weight.shape[1])])
+        bias = torch.cat([self.bias, self.bias.new_zeros(1)])
+        width = slots.shape[1]
+        chunk = max(1, _GATHER_BUDGET // max(1, width * weight.shape[1]))
+        scores = []
+        for start in range(0, positions.numel(), chunk):
+            rows = slots[cluster[start : start + chunk]]  # (P, width)
+            item_vectors = weight[rows]  # (P, width, d)
+            score = torch.bmm(item_vectors, states[start : start + chunk].unsqueeze(-1)).squeeze(-1) + bias[rows]
+            scores.append(score * valid[cluster[start : start + chunk]])
+        columns = first_rank_token + ranks[cluster]  # padding adds 0 at the first rank token
+        added = flat_logits[positions].float().scatter_add(1, columns, torch.cat(scores).float())
+        return flat_logits.float().index_copy(0, positions, added).view(logits.shape)

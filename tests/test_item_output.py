@@ -1,0 +1,186 @@
+"""The item output (each item's own output vector at the rank step): its arithmetic, every decoding path reading it
+alike, training, saving (full, LoRA, remote code) and the history-in-decoder mode."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+import hf_metaid as hm
+from conftest import fixed_batch, logits_of, quiet_args, tiny_model, with_item_output
+from hf_metaid.decoding import decode_items
+from hf_metaid.training import build_trainer, lora_config
+from test_decoder_history import decode, decoder_pair, generate_with_prefix, histories, prefixes, user_prompts
+from test_decoding import SHAPES, assert_beam_parity, brute_force_scores, make_pair, names, prompts
+
+
+def item_pair(shape, tree_softmax=False):
+    tokenizer, model = make_pair(shape, tree_softmax=tree_softmax)
+    return tokenizer, with_item_output(model, tokenizer, seed=shape[0])
+
+
+def decoder_states(model, batch, decoder_input_ids) -> torch.Tensor:
+    """What the language-model head reads at every decoder position (T5's scaled final decoder state)."""
+    seen = []
+    hook = model.lm_head.register_forward_hook(lambda _m, args, _o: seen.append(args[0]))
+    with torch.no_grad():
+        model(**batch, decoder_input_ids=decoder_input_ids)
+    hook.remove()
+    return seen[0]
+
+
+# ------------------------------------------------------------------------------------------------- arithmetic
+def test_untrained_item_output_changes_no_logit():
+    tokenizer, plain = make_pair(SHAPES[0])
+    _, model = make_pair(SHAPES[0], item_output=True)
+    assert model.config.metaid_num_items == len(tokenizer.entity_vocabulary.items)
+    batch = prompts(tokenizer)
+    start = torch.zeros(len(batch["input_ids"]), 1, dtype=torch.long)
+    steps = torch.cat([start, torch.full_like(start, tokenizer.cluster_token_ids[1])], dim=1)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            model(**batch, decoder_input_ids=steps).logits, plain(**batch, decoder_input_ids=steps).logits
+        )
+
+
+def test_rank_logits_after_a_cluster_gain_each_items_own_score():
+    """logit(rank r | cluster c) = plain logit + h · u_i + b_i for the item i = (c, r); every other logit as plain."""
+    tokenizer, model = item_pair(SHAPES[1])
+    vocabulary = tokenizer.entity_vocabulary
+    tree = model.item_tree(tokenizer)
+    batch = prompts(tokenizer, count=1)
+    clusters = sorted({int(c) for c, _ in vocabulary.item_codes})
+    start = torch.zeros(len(clusters), 1, dtype=torch.long)
+    steps = torch.cat([start, torch.tensor(clusters).unsqueeze(1) + tokenizer.cluster_token_ids.start], dim=1)
+    repeated = {key: value.expand(len(clusters), -1) for key, value in batch.items()}
+    with torch.no_grad():
+        adjusted = model(**repeated, decoder_input_ids=steps).logits
+        states = decoder_states(model, repeated, steps)
+        plain = model.lm_head(states).float()
+    # the item numbering is (cluster, rank) order; the item output's row i belongs to the i-th item in that order
+    ordered = sorted(range(len(vocabulary.items)), key=lambda n: tuple(vocabulary.item_codes[n]))
+    expected = plain.clone()
+    weight, bias = model.metaid_item_output.weight, model.metaid_item_output.bias
+    for row, item in enumerate(ordered):
+        cluster, rank = (int(x) for x in vocabulary.item_codes[item])
+        position = clusters.index(cluster)
+        column = tokenizer.rank_token_ids.start + rank
+        expected[position, 1, column] += states[position, 1] @ weight[row] + bias[row]
+    torch.testing.assert_close(adjusted, expected, rtol=1e-5, atol=1e-5)
+    assert tree.items  # the tree the decoders use holds the same items
+    assert not torch.equal(adjusted, plain)
+
+
+def test_item_output_for_another_vocabulary_is_refused():
+    tokenizer, model = item_pair(SHAPES[0])
+    other, _ = make_pair(SHAPES[1])
+    with pytest.raises(hm.VocabularyMismatchError):
+        model.set_item_output(other)
+    with pytest.raises(hm.InvalidArgumentError, match="item_output must be True or False"):
+        hm.MetaIDForConditionalGeneration.from_base(hm.tiny_t5_config(), tokenizer, item_output="yes")
+
+
+# ---------------------------------------------------------------------------------------------- decoding paths
+@pytest.mark.parametrize("tree_softmax", [False, True], ids=["plain", "tree"])
+@pytest.mark.parametrize("shape", [SHAPES[1], SHAPES[3]], ids=["seed1", "seed3"])
+def test_every_decoding_path_reads_the_item_output(shape, tree_softmax):
+    """Beam = ``generate`` + trie, exact = brute force, generic path = fast path, with and without exclusion."""
+    tokenizer, model = item_pair(shape, tree_softmax=tree_softmax)
+    batch = prompts(tokenizer, seed=shape[0])
+    tree = model.item_tree(tokenizer)
+    _, beam_items = assert_beam_parity(model, tokenizer, batch)
+    exact_items, exact_scores = decode_items(
+        model, batch["input_ids"], batch["attention_mask"], tree, k=7, mode="exact"
+    )
+    brute_scores, brute_items = brute_force_scores(model, tokenizer, batch).topk(7, dim=-1)
+    assert torch.equal(exact_items, brute_items)
+    torch.testing.assert_close(exact_scores, brute_scores, rtol=0, atol=1e-4)
+    for mode in ("beam", "exact"):
+        exclude = [row[:2].tolist() for row in beam_items]
+        fast = decode_items(model, batch["input_ids"], batch["attention_mask"], tree, k=5, mode=mode, exclude=exclude)
+        generic = decode_items(
+            model, batch["input_ids"], batch["attention_mask"], tree, k=5, mode=mode, exclude=exclude, fast_path=False
+        )
+        assert torch.equal(fast[0], generic[0])
+        torch.testing.assert_close(fast[1], generic[1], rtol=0, atol=1e-4)
+    # the item vectors matter: the plain model ranks otherwise
+    _, plain = make_pair(shape, tree_softmax=tree_softmax)
+    plain_items, _ = decode_items(plain, batch["input_ids"], batch["attention_mask"], tree, k=7, mode="exact")
+    assert not torch.equal(plain_items, exact_items)
+
+
+@pytest.mark.parametrize("shape", SHAPES[:2], ids=lambda s: f"seed{s[0]}")
+def test_history_in_the_decoder_reads_the_item_output(shape):
+    """Decoder prefixes (item IDs before the next one) decode as ``generate`` does, fast path and public forward."""
+    tokenizer, model = decoder_pair(shape)
+    with_item_output(model, tokenizer, seed=shape[0])
+    batch = user_prompts(tokenizer)
+    prefix = prefixes(tokenizer, histories(tokenizer, seed=shape[0]))
+    tree = model.item_tree(tokenizer)
+    expected_items, expected_scores = generate_with_prefix(model, tokenizer, batch, prefix, 4)
+    for fast_path in (True, False):
+        items, scores = decode(model, batch, tree, prefix, k=4, fast_path=fast_path)
+        assert names(tree, items) == expected_items
+        torch.testing.assert_close(scores, expected_scores, rtol=0, atol=1e-4)
+
+
+# ------------------------------------------------------------------------------------------ training and saving
+def test_training_moves_the_item_vectors_and_the_loss_reads_them(tiny, tmp_path):
+    _, tokenizer, train = tiny
+    model = tiny_model(tokenizer)
+    model.set_item_output(tokenizer)
+    batch = fixed_batch(tokenizer, train)
+    before = model(**batch).loss.item()
+    with torch.no_grad():
+        model.metaid_item_output.bias.add_(torch.randn(model.metaid_item_output.bias.shape))
+    assert model(**batch).loss.item() != pytest.approx(before, abs=1e-4)  # the loss is taken over the item scores
+    with torch.no_grad():
+        model.metaid_item_output.bias.zero_()
+    trainer = build_trainer(model, tokenizer, train, quiet_args(tmp_path, max_steps=3, per_device_train_batch_size=8))
+    trainer.train()
+    assert model.metaid_item_output.weight.abs().sum() > 0
+    assert model.metaid_item_output.bias.abs().sum() > 0
+
+
+def test_item_output_survives_auto_reload_and_can_be_switched_off(tmp_path):
+    tokenizer, model = item_pair(SHAPES[2], tree_softmax=True)
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    reloaded = AutoModelForSeq2SeqLM.from_pretrained(tmp_path).eval()
+    reloaded_tokenizer = AutoTokenizer.from_pretrained(tmp_path)
+    assert reloaded.config.metaid_item_output and reloaded.config.metaid_num_items == model.config.metaid_num_items
+    user = tokenizer.entity_vocabulary.users[0]
+    assert_same_lists(
+        reloaded.recommend(reloaded_tokenizer, user=user, k=5), model.recommend(tokenizer, user=user, k=5)
+    )
+    reloaded.set_item_output(reloaded_tokenizer, enabled=False)
+    assert not hasattr(reloaded, "metaid_item_output") and reloaded.config.metaid_tree_softmax
+    _, plain = make_pair(SHAPES[2], tree_softmax=True)
+    assert_same_lists(
+        reloaded.recommend(reloaded_tokenizer, user=user, k=5), plain.recommend(tokenizer, user=user, k=5)
+    )
+
+
+def assert_same_lists(got, expected):
+    """Items exactly; log-probabilities to 1e-5 (sums of order 1 that another memory layout may add up otherwise)."""
+    assert [item for item, _ in got] == [item for item, _ in expected]
+    assert [score for _, score in got] == pytest.approx([score for _, score in expected], abs=1e-5)
+
+
+def test_lora_trains_and_saves_the_item_output(tiny, tmp_path):
+    pytest.importorskip("peft")
+    _, tokenizer, train = tiny
+    base = tiny_model(tokenizer)
+    base.set_item_output(tokenizer)
+    config = lora_config(base, r=4)
+    assert "metaid_item_output" in config.modules_to_save
+    trainer = build_trainer(base, tokenizer, train, quiet_args(tmp_path / "run", max_steps=3), lora=config)
+    trainer.train()
+    trained = trainer.model.get_base_model().metaid_item_output
+    copy = next(iter(trained.modules_to_save.values()))
+    assert copy.weight.abs().sum() > 0  # the trained copy, the one the forward reads
+    folder = hm.save_for_inference(trainer, tokenizer, tmp_path / "adapter")
+    loaded, _ = hm.load_for_inference(folder)
+    batch = fixed_batch(tokenizer, train)
+    torch.testing.assert_close(logits_of(loaded, batch), logits_of(trainer.model, batch), rtol=0, atol=1e-6)
