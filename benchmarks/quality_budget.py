@@ -56,6 +56,8 @@ ARMS: dict[str, tuple[dict, dict, str]] = {
     "dec-w20-e12": ({}, {**DECODER, "max_history": 20, "epochs": 12.0}, "windows of 20 items, 12 epochs"),
     "item": ({"item_output": True}, {}, "the demo's recipe with the item output (each item's own output vector)"),
     "item-tree": ({"item_output": True, "tree_softmax": True}, {}, "item output and tree softmax"),
+    "item-io": ({"item_output": True, "item_input": True}, {}, "item output and item input (each item's own vectors)"),
+    "item-in": ({"item_input": True}, {}, "item input only (each item's own encoder vector)"),
 }
 
 

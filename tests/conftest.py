@@ -131,13 +131,19 @@ def tiny():
     return tiny_setup()
 
 
-def with_item_output(model, tokenizer, seed: int = 0, std: float = 0.5):
-    """``model`` with the item output on and random item vectors and biases (zeros would change nothing), in eval
-    mode."""
-    model.set_item_output(tokenizer)
+def with_item_vectors(model, tokenizer, seed: int = 0, std: float = 0.5, output: bool = True, input: bool = False):
+    """``model`` with the item output (and/or the item input) on and random item vectors and biases (zeros would
+    change nothing), in eval mode."""
+    modules = []
+    if output:
+        model.set_item_output(tokenizer)
+        modules.append(model.metaid_item_output)
+    if input:
+        model.set_item_input(tokenizer)
+        modules.append(model.get_encoder().metaid_item_input)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for parameter in model.metaid_item_output.parameters():
+        for parameter in (p for module in modules for p in module.parameters()):
             parameter.copy_(torch.randn(parameter.shape, generator=generator) * std)
     return model.eval()
 

@@ -13,7 +13,7 @@ import torch
 from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
 
 import hf_metaid as hm
-from conftest import logits, prompt, with_item_output
+from conftest import logits, prompt, with_item_vectors
 
 
 def test_save_and_auto_load_give_identical_logits_and_recommendations(tmp_path, model, tokenizer):
@@ -62,13 +62,13 @@ REMOTE_SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("head", ["plain", "tree", "item-output"])
+@pytest.mark.parametrize("head", ["plain", "tree", "item-vectors"])
 def test_remote_code_load_without_the_package(tmp_path, model, tokenizer, head):
     """The folder's own code loads and scores as the package does (the logits read are those after a cluster
-    token, where the tree softmax and the item output act)."""
+    token, where the tree softmax and the item output act; the item input acts in the encoder)."""
     model.set_tree_softmax(tokenizer, head == "tree")
-    if head == "item-output":
-        with_item_output(model, tokenizer)
+    if head == "item-vectors":
+        with_item_vectors(model, tokenizer, input=True)
     model.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
     auto_map = json.loads((tmp_path / "config.json").read_text())["auto_map"]

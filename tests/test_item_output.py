@@ -8,16 +8,16 @@ import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 import hf_metaid as hm
-from conftest import fixed_batch, logits_of, quiet_args, tiny_model, with_item_output
-from hf_metaid.decoding import decode_items
+from conftest import fixed_batch, logits_of, quiet_args, tiny_model, with_item_vectors
+from hf_metaid.decoding import _encoder_states, decode_items
 from hf_metaid.training import build_trainer, lora_config
 from test_decoder_history import decode, decoder_pair, generate_with_prefix, histories, prefixes, user_prompts
 from test_decoding import SHAPES, assert_beam_parity, brute_force_scores, make_pair, names, prompts
 
 
-def item_pair(shape, tree_softmax=False):
+def item_pair(shape, tree_softmax=False, input=False):
     tokenizer, model = make_pair(shape, tree_softmax=tree_softmax)
-    return tokenizer, with_item_output(model, tokenizer, seed=shape[0])
+    return tokenizer, with_item_vectors(model, tokenizer, seed=shape[0], input=input)
 
 
 def decoder_states(model, batch, decoder_input_ids) -> torch.Tensor:
@@ -81,12 +81,43 @@ def test_item_output_for_another_vocabulary_is_refused():
         hm.MetaIDForConditionalGeneration.from_base(hm.tiny_t5_config(), tokenizer, item_output="yes")
 
 
+@pytest.mark.parametrize("padding_side", ["right", "left"])
+def test_item_input_adds_each_items_vector_at_its_rank_token(padding_side):
+    """The encoder's input is E[t] + α·F(v_t), plus w_i at the rank token that follows item i's cluster token (not
+    at a user's rank token, not at a rank token after anything else); the fast encoder reads the same, bit for bit."""
+    tokenizer, model = item_pair(SHAPES[1], input=True)
+    tokenizer.padding_side = padding_side
+    batch = prompts(tokenizer, count=5)
+    encoder = model.get_encoder()
+    ids = batch["input_ids"]
+    with torch.no_grad():
+        got = encoder.input_embeddings(ids)
+        expected = encoder.embed_tokens(ids) + encoder.augmentation_for(ids)
+    vocabulary = tokenizer.entity_vocabulary
+    ordered = sorted(range(len(vocabulary.items)), key=lambda n: tuple(vocabulary.item_codes[n]))
+    row_of = {tuple(int(x) for x in vocabulary.item_codes[n]): row for row, n in enumerate(ordered)}
+    first_cluster, first_rank = tokenizer.cluster_token_ids.start, tokenizer.rank_token_ids.start
+    added = 0
+    for n, position in ((n, p) for n in range(ids.shape[0]) for p in range(1, ids.shape[1])):
+        code = (int(ids[n, position - 1]) - first_cluster, int(ids[n, position]) - first_rank)
+        if ids[n, position - 1] in tokenizer.cluster_token_ids and code in row_of:
+            expected[n, position] += encoder.metaid_item_input.weight[row_of[code]]
+            added += 1
+    assert added >= 5  # every prompt shows at least one history item
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+    with torch.no_grad():
+        states = encoder(**batch).last_hidden_state[batch["attention_mask"].bool()]
+        assert torch.equal(_encoder_states(model, ids, batch["attention_mask"]).states, states)
+
+
 # ---------------------------------------------------------------------------------------------- decoding paths
-@pytest.mark.parametrize("tree_softmax", [False, True], ids=["plain", "tree"])
+@pytest.mark.parametrize(
+    ("tree_softmax", "input"), [(False, False), (True, False), (False, True)], ids=["plain", "tree", "input"]
+)
 @pytest.mark.parametrize("shape", [SHAPES[1], SHAPES[3]], ids=["seed1", "seed3"])
-def test_every_decoding_path_reads_the_item_output(shape, tree_softmax):
+def test_every_decoding_path_reads_the_item_vectors(shape, tree_softmax, input):
     """Beam = ``generate`` + trie, exact = brute force, generic path = fast path, with and without exclusion."""
-    tokenizer, model = item_pair(shape, tree_softmax=tree_softmax)
+    tokenizer, model = item_pair(shape, tree_softmax=tree_softmax, input=input)
     batch = prompts(tokenizer, seed=shape[0])
     tree = model.item_tree(tokenizer)
     _, beam_items = assert_beam_parity(model, tokenizer, batch)
@@ -114,7 +145,7 @@ def test_every_decoding_path_reads_the_item_output(shape, tree_softmax):
 def test_history_in_the_decoder_reads_the_item_output(shape):
     """Decoder prefixes (item IDs before the next one) decode as ``generate`` does, fast path and public forward."""
     tokenizer, model = decoder_pair(shape)
-    with_item_output(model, tokenizer, seed=shape[0])
+    with_item_vectors(model, tokenizer, seed=shape[0])
     batch = user_prompts(tokenizer)
     prefix = prefixes(tokenizer, histories(tokenizer, seed=shape[0]))
     tree = model.item_tree(tokenizer)
@@ -143,8 +174,17 @@ def test_training_moves_the_item_vectors_and_the_loss_reads_them(tiny, tmp_path)
     assert model.metaid_item_output.bias.abs().sum() > 0
 
 
-def test_item_output_survives_auto_reload_and_can_be_switched_off(tmp_path):
-    tokenizer, model = item_pair(SHAPES[2], tree_softmax=True)
+def test_training_moves_the_item_input(tiny, tmp_path):
+    _, tokenizer, train = tiny
+    model = tiny_model(tokenizer)
+    model.set_item_input(tokenizer)
+    trainer = build_trainer(model, tokenizer, train, quiet_args(tmp_path, max_steps=3, per_device_train_batch_size=8))
+    trainer.train()
+    assert model.get_encoder().metaid_item_input.weight.abs().sum() > 0
+
+
+def test_item_vectors_survive_auto_reload_and_can_be_switched_off(tmp_path):
+    tokenizer, model = item_pair(SHAPES[2], tree_softmax=True, input=True)
     model.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
     reloaded = AutoModelForSeq2SeqLM.from_pretrained(tmp_path).eval()
@@ -168,18 +208,20 @@ def assert_same_lists(got, expected):
     assert [score for _, score in got] == pytest.approx([score for _, score in expected], abs=1e-5)
 
 
-def test_lora_trains_and_saves_the_item_output(tiny, tmp_path):
+def test_lora_trains_and_saves_the_item_vectors(tiny, tmp_path):
     pytest.importorskip("peft")
     _, tokenizer, train = tiny
     base = tiny_model(tokenizer)
     base.set_item_output(tokenizer)
+    base.set_item_input(tokenizer)
     config = lora_config(base, r=4)
-    assert "metaid_item_output" in config.modules_to_save
+    assert {"metaid_item_output", "metaid_item_input"} <= set(config.modules_to_save)
     trainer = build_trainer(base, tokenizer, train, quiet_args(tmp_path / "run", max_steps=3), lora=config)
     trainer.train()
-    trained = trainer.model.get_base_model().metaid_item_output
-    copy = next(iter(trained.modules_to_save.values()))
-    assert copy.weight.abs().sum() > 0  # the trained copy, the one the forward reads
+    trained = trainer.model.get_base_model()
+    for wrapper in (trained.metaid_item_output, trained.get_encoder().metaid_item_input):
+        copy = next(iter(wrapper.modules_to_save.values()))
+        assert copy.weight.abs().sum() > 0  # the trained copy, the one the forward reads
     folder = hm.save_for_inference(trainer, tokenizer, tmp_path / "adapter")
     loaded, _ = hm.load_for_inference(folder)
     batch = fixed_batch(tokenizer, train)

@@ -104,7 +104,7 @@ _non_negative_int = _int_from(0)
 # The options each command offers, per settings class of hf_metaid.pipeline; type, default, rule and help text come
 # from the fields (hf_metaid.config_arguments). The seed is one option for every stage, --layers has its own syntax.
 INDEX_FIELDS = ("num_clusters", "dim", "embedding", "rank_by")
-MODEL_FIELDS = ("base", "d_model", "d_ff", "dropout", "tree_softmax", "item_output")
+MODEL_FIELDS = ("base", "d_model", "d_ff", "dropout", "tree_softmax", "item_output", "item_input")
 TRAINING_FIELDS = (
     "epochs",
     "max_steps",

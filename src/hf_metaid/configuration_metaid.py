@@ -49,8 +49,11 @@ class MetaIDConfig(T5Config):
         The item-aware rank step: the logit of rank token r after cluster token c gets `h · u_i + b_i`, where
         u_i, b_i are item i = (c, r)'s own output vector and bias (see `hf_metaid.item_output`), so the items of
         one cluster stop sharing one output row per rank. `False`: the paper's rank step.
+    metaid_item_input (`bool`, defaults to `False`):
+        The encoder embedding of an item's rank token (the one after its cluster token) gets the item's own vector
+        w_i, so the encoder reads which item, not only which cluster and which rank (see `hf_metaid.item_output`).
     metaid_num_items (`int`, defaults to 0):
-        How many items the item output holds (rows of u), numbered over the saved item table.
+        How many items the item output and the item input hold (their rows), numbered over the item table.
     """
 
     model_type = "metaid"
@@ -67,6 +70,7 @@ class MetaIDConfig(T5Config):
     metaid_tree_softmax: bool = False
     metaid_history_in_decoder: bool = False
     metaid_item_output: bool = False
+    metaid_item_input: bool = False
     metaid_num_items: int = 0
 
     @property

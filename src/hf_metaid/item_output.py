@@ -1,11 +1,13 @@
-"""The item-aware rank step: each item's own output vector on top of the shared rank-token row.
+"""Items' own parameters beside their two shared ID tokens: an output vector at the rank step, an input vector in the
+encoder.
 
 With plain META ID decoding the score of item (c, r) at the rank step is ``h · W[rank r]``, and the row W[rank r]
 is shared by the items of rank r in every cluster: a small model must fold "which item of cluster c" into the
 decoder state h alone, and it learns clusters far better than items. This module gives every item i = (c, r) its
 own vector u_i and bias b_i, and adds ``h · u_i + b_i`` to the logit of rank token r wherever the previous token is
 cluster token c. Everything else (the cluster step, the end token, text tokens) is untouched, the ID tokens stay
-the same, and u, b start at zero, so an untrained item output changes nothing.
+the same, and u, b start at zero, so an untrained item output changes nothing. :class:`MetaIDItemInput` does the
+same on the input side: the encoder embedding of an item's rank token gets the item's own vector.
 
 Items are numbered by (cluster, rank) in the order of the model's item table (row-major over the saved
 ``metaid_item_mask``), so the numbering travels with the weights. Only torch is imported: the file travels with a
@@ -91,3 +93,42 @@ class MetaIDItemOutput(nn.Module):
         columns = first_rank_token + ranks[cluster]  # padding adds 0 at the first rank token
         added = flat_logits[positions].float().scatter_add(1, columns, torch.cat(scores).float())
         return flat_logits.float().index_copy(0, positions, added).view(logits.shape)
+
+
+class MetaIDItemInput(nn.Module):
+    """Per-item input vectors w (``num_items x d_model``) added to the encoder embedding of an item's rank token.
+
+    A history item reaches the encoder as two tokens whose rows are shared (cluster c by all of c's entities, rank r
+    by the r-th entity of every cluster), so the encoder must compose an item's identity from the pair. Here the rank
+    token that follows cluster token c also gets w_i for the item i = (c, r); w starts at zero. The item table is a
+    buffer of this module (the encoder has no other way to it: ``generate`` calls the encoder alone).
+    """
+
+    def __init__(self, num_items: int, d_model: int, num_clusters: int, num_ranks: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(num_items, d_model))
+        self.register_buffer("item_mask", torch.zeros(num_clusters, num_ranks, dtype=torch.uint8), persistent=True)
+        self._index: tuple | None = None
+
+    def item_index(self) -> torch.Tensor:
+        """``(num_clusters * num_ranks,)``: the item number of each flattened (cluster, rank), -1 where no item."""
+        mask = self.item_mask
+        key = (id(mask), mask._version, mask.device)
+        if self._index is None or self._index[0] != key:
+            flat = mask.flatten().bool()
+            index = torch.where(flat, flat.long().cumsum(0) - 1, -1)
+            self._index = (key, index)
+        return self._index[1]
+
+    def forward(self, input_ids: torch.Tensor, first_cluster_token: int) -> torch.Tensor:
+        """``input_ids.shape + (d_model,)``: w_i at the rank token of every item (c, r) written as its two tokens,
+        zero elsewhere."""
+        num_clusters, num_ranks = self.item_mask.shape
+        previous = nn.functional.pad(input_ids[..., :-1], (1, 0), value=-1)
+        cluster = previous - first_cluster_token
+        rank = input_ids - first_cluster_token - num_clusters
+        inside = (cluster >= 0) & (cluster < num_clusters) & (rank >= 0) & (rank < num_ranks)
+        code = cluster.clamp(0, num_clusters - 1) * num_ranks + rank.clamp(0, num_ranks - 1)
+        item = self.item_index()[code]
+        inside &= item >= 0
+        return self.weight[item.clamp(min=0)] * inside.unsqueeze(-1).to(self.weight.dtype)

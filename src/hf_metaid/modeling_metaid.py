@@ -24,7 +24,7 @@ from transformers.utils.generic import can_return_tuple
 from .checks import check_bool, check_choice, check_int, check_number
 from .configuration_metaid import MetaIDConfig
 from .errors import InvalidArgumentError, VocabularyMismatchError
-from .item_output import MetaIDItemOutput
+from .item_output import MetaIDItemInput, MetaIDItemOutput
 from .recommendation import RecommendationMixin
 from .tree_softmax import check_labels, next_token_table
 
@@ -46,7 +46,8 @@ class MetaIDAugmentation(nn.Module):
 
 
 class MetaIDEncoderStack(T5Stack):
-    """T5 encoder whose input embedding of ID token t is E[t] + α·F(v_t)."""
+    """T5 encoder whose input embedding of ID token t is E[t] + α·F(v_t) (plus, with the item input, the item's own
+    vector at the rank token of each item)."""
 
     def __init__(self, config: MetaIDConfig) -> None:
         super().__init__(config)
@@ -54,6 +55,13 @@ class MetaIDEncoderStack(T5Stack):
             config.metaid_num_new_tokens, config.metaid_vector_dim, config.d_model
         )
         self.augmentation_active = True
+        if config.metaid_item_input:
+            self.metaid_item_input = MetaIDItemInput(
+                config.metaid_num_items,
+                config.d_model,
+                config.metaid_num_clusters,
+                config.metaid_num_new_tokens - config.metaid_num_clusters,
+            )
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
@@ -61,14 +69,27 @@ class MetaIDEncoderStack(T5Stack):
             init.normal_(module.weight, mean=0.0, std=self.config.initializer_factor * module.weight.shape[1] ** -0.5)
             init.zeros_(module.bias)
             init.zeros_(module.vectors)
+        if isinstance(module, MetaIDItemInput):
+            init.zeros_(module.weight)  # an untrained item input changes nothing
+            init.zeros_(module.item_mask)
 
     def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, **kwargs):
-        if input_ids is not None and inputs_embeds is None and self.augmentation_active:
-            inputs_embeds = self.embed_tokens(input_ids) + self.augmentation_for(input_ids)
+        if input_ids is not None and inputs_embeds is None:
+            inputs_embeds = self.input_embeddings(input_ids)
             input_ids = None
         return super().forward(
             input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, **kwargs
         )
+
+    def input_embeddings(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The encoder's input vectors for ``input_ids`` (…, L): E[t], + α·F(v_t) at ID tokens, + the item's own
+        vector at an item's rank token where the model has the item input. The fast encoder reads the same."""
+        embeddings = self.embed_tokens(input_ids)
+        if self.augmentation_active:
+            embeddings = embeddings + self.augmentation_for(input_ids)
+        if self.config.metaid_item_input:
+            embeddings = embeddings + self.metaid_item_input(input_ids, self.config.metaid_first_new_id)
+        return embeddings
 
     def augmentation_for(self, input_ids: torch.Tensor) -> torch.Tensor:
         """α·F(v_t) for ID tokens, 0 for every other token; shape ``input_ids.shape + (d_model,)``."""
@@ -122,6 +143,7 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
         augment_generation: bool = True,
         tree_softmax: bool = False,
         item_output: bool = False,
+        item_input: bool = False,
         seed: int = 0,
         **from_pretrained_kwargs,
     ) -> MetaIDForConditionalGeneration:
@@ -140,6 +162,7 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
                 :meth:`set_tree_softmax`); ``False``, the paper's plain softmax over the vocabulary.
             item_output: give every item its own output vector at the rank step (:meth:`set_item_output`);
                 ``False``, the paper's rank step.
+            item_input: give every item its own input vector in the encoder (:meth:`set_item_input`).
             seed: seed of the random initialisation (config path) and of the ``"centroid"`` projection.
         """
         vocabulary = getattr(tokenizer, "entity_vocabulary", None)
@@ -152,6 +175,7 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
         check_bool("augment_generation", augment_generation)
         check_bool("tree_softmax", tree_softmax)
         check_bool("item_output", item_output)
+        check_bool("item_input", item_input)
         check_int("seed", seed, minimum=0)
         fields = {
             "metaid_alpha": alpha,
@@ -189,6 +213,8 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
             model.set_tree_softmax(tokenizer)
         if item_output:
             model.set_item_output(tokenizer)
+        if item_input:
+            model.set_item_input(tokenizer)
         return model
 
     def _init_rows_from_vectors(self, old_rows: int, seed: int) -> None:
@@ -244,15 +270,45 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
         """
         self.check_tokenizer(tokenizer)
         if not enabled:
-            self.config.metaid_item_output, self.config.metaid_num_items = False, 0
+            self.config.metaid_item_output = False
             self._modules.pop("metaid_item_output", None)
             if not self.config.metaid_tree_softmax:
                 self._buffers.pop("metaid_item_mask", None)
             return
         mask = self._fill_item_mask(tokenizer)
         device = self.get_input_embeddings().weight.device
-        self.config.metaid_item_output, self.config.metaid_num_items = True, int(mask.bool().sum())
+        self._set_num_items(int(mask.bool().sum()))
+        self.config.metaid_item_output = True
         self.metaid_item_output = MetaIDItemOutput(self.config.metaid_num_items, self.config.d_model).to(device)
+
+    def set_item_input(self, tokenizer, enabled: bool = True) -> None:
+        """Give every item of ``tokenizer``'s vocabulary its own input vector in the encoder (or remove them).
+
+        On, the encoder embedding of the rank token that follows cluster token c gets w_i for the item i = (c, r)
+        (:class:`~hf_metaid.item_output.MetaIDItemInput`), so a history item reaches the encoder as itself and not
+        only as a cluster and a rank shared with other items; w starts at zero and is saved with the weights, with
+        the item table that numbers it. LoRA trains it in full.
+        """
+        self.check_tokenizer(tokenizer)
+        encoder = self.get_encoder()
+        if not enabled:
+            self.config.metaid_item_input = encoder.config.metaid_item_input = False
+            encoder._modules.pop("metaid_item_input", None)
+            return
+        mask = (self.item_tree(tokenizer).item_of_code >= 0).to(torch.uint8)
+        device = self.get_input_embeddings().weight.device
+        module = MetaIDItemInput(int(mask.bool().sum()), self.config.d_model, *mask.shape).to(device)
+        module.item_mask.copy_(mask)
+        self._set_num_items(module.weight.shape[0])
+        self.config.metaid_item_input = encoder.config.metaid_item_input = True
+        encoder.metaid_item_input = module
+
+    def _set_num_items(self, count: int) -> None:
+        if self.config.metaid_num_items not in (0, count):
+            raise VocabularyMismatchError(
+                f"the model holds {self.config.metaid_num_items} items, the tokenizer {count}"
+            )
+        self.config.metaid_num_items = self.get_encoder().config.metaid_num_items = count
 
     def _fill_item_mask(self, tokenizer) -> torch.Tensor:
         """The (cluster, rank) → is-an-item table of ``tokenizer``, as the saved buffer ``metaid_item_mask``."""

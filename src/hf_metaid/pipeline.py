@@ -88,6 +88,13 @@ class ModelSettings:
             "sharing one output row per rank (off: the paper's rank step)"
         },
     )
+    item_input: bool = field(
+        default=False,
+        metadata={
+            "help": "give every item its own input vector in the encoder, added at its rank token, so the encoder "
+            "reads which item and not only which cluster and rank (off: the paper's embeddings)"
+        },
+    )
 
     def __post_init__(self) -> None:
         validate_fields(self)
@@ -284,7 +291,12 @@ def build_model(
     else:
         base = checkpoint(settings.base)
     return MetaIDForConditionalGeneration.from_base(
-        base, tokenizer, seed=seed, tree_softmax=settings.tree_softmax, item_output=settings.item_output
+        base,
+        tokenizer,
+        seed=seed,
+        tree_softmax=settings.tree_softmax,
+        item_output=settings.item_output,
+        item_input=settings.item_input,
     )
 
 

@@ -340,6 +340,8 @@ def _load_adapter(folder: Path, base, tokenizer, **from_pretrained_kwargs):
         base.set_tree_softmax(tokenizer, saved.metaid_tree_softmax)
     if base.config.metaid_item_output != saved.metaid_item_output:
         base.set_item_output(tokenizer, saved.metaid_item_output)
+    if base.config.metaid_item_input != saved.metaid_item_input:
+        base.set_item_input(tokenizer, saved.metaid_item_input)
     _check_base(folder, base, record, adapter, described)
     with _damaged_files_named(folder):
         model = PeftModel.from_pretrained(base, folder, is_trainable=False)

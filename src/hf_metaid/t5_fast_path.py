@@ -362,10 +362,10 @@ def encode(encoder, input_ids: torch.Tensor, attention_mask: torch.Tensor, index
     rebuilds it in every layer. Same kernels on the same values: the real tokens' states are identical.
     """
     n, length = input_ids.shape
-    ids = input_ids.flatten()[index]
-    hidden = encoder.embed_tokens(ids)
-    if getattr(encoder, "augmentation_active", False):
-        hidden = hidden + encoder.augmentation_for(ids)
+    if hasattr(encoder, "input_embeddings"):  # the META ID encoder: F and the item input (which reads neighbours)
+        hidden = encoder.input_embeddings(input_ids).flatten(0, 1)[index]
+    else:
+        hidden = encoder.embed_tokens(input_ids.flatten()[index])
     first = encoder.block[0].layer[0].SelfAttention
     bias = first.compute_bias(length, length, device=hidden.device)
     mask = torch.where(attention_mask.bool()[:, None, None, :], bias, torch.finfo(hidden.dtype).min).contiguous()
