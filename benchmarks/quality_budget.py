@@ -65,16 +65,18 @@ ARMS: dict[str, tuple[dict, dict, str]] = {
 # machine, validation split; test in its first table). Not rerun here: a 4.5-epoch prompt run costs about 11 minutes
 # on an idle machine, several times that on a shared one.
 DEMO_REFERENCE = (
-    "| prompt-demo (results/demo.md) | validation | the demo's recipe, 4.5 epochs of prompts | 4620 | 4.5 | 629 (2) "
-    "| 41 | — | 0.0480 | — | — | 0.0531 | — |\n"
-    "| prompt-demo (results/demo.md) | test | the same model | 4620 | 4.5 | 629 (2) | 41 | 0.0199 | 0.0358 | 0.0126 "
-    "| 0.0177 | 0.0407 | 0.0205 |"
+    "| prompt-demo (results/demo.md) | beauty | validation | the demo's recipe, 4.5 epochs of prompts | 4620 | 4.5 "
+    "| 629 (2) | 41 | — | 0.0480 | — | — | 0.0531 | — |\n"
+    "| prompt-demo (results/demo.md) | beauty | test | the same model | 4620 | 4.5 | 629 (2) | 41 | 0.0199 | 0.0358 "
+    "| 0.0126 | 0.0177 | 0.0407 | 0.0205 |"
 )
 
 
-def run(arm: str, split_name: str, threads: int, work: Path) -> Path:
-    """Train ``arm`` (unless its model is saved under ``work``), evaluate ``split_name`` both ways, write the JSON."""
-    out = RESULTS / f"{arm}.{split_name}.json"
+def run(arm: str, split_name: str, threads: int, work: Path, data: str = "beauty") -> Path:
+    """Train ``arm`` on ``data`` (unless its model is saved under ``work``), evaluate ``split_name`` both ways, write
+    the JSON (``ARM.SPLIT.json`` on Beauty, ``ARM.DATA.SPLIT.json`` on other data)."""
+    tag = arm if data == "beauty" else f"{arm}.{Path(data).stem}"
+    out = RESULTS / f"{tag}.{split_name}.json"
     if out.exists():
         print(f"{out} exists: skipped")
         return out
@@ -82,8 +84,8 @@ def run(arm: str, split_name: str, threads: int, work: Path) -> Path:
     model_changes, training_changes, _ = ARMS[arm]
     model_settings = dataclasses.replace(DEMO.model, **model_changes)
     training_settings = dataclasses.replace(DEMO.training, **training_changes)
-    splits, names = split_data("beauty")
-    folder = work / arm
+    splits, names = split_data(data)
+    folder = work / tag
     trained = folder / "training.json"
     if not trained.exists():
         started = time.perf_counter()
@@ -112,6 +114,7 @@ def run(arm: str, split_name: str, threads: int, work: Path) -> Path:
     }
     record = {
         "arm": arm,
+        "data": data,
         "what": ARMS[arm][2],
         "split": split_name,
         "model": dataclasses.asdict(model_settings),
@@ -138,16 +141,16 @@ def _cpu() -> str:
 def table() -> None:
     """``results/quality_budget.md`` from the JSON files (validation rows first)."""
     records = [json.loads(path.read_text()) for path in sorted(RESULTS.glob("*.json"))]
-    records.sort(key=lambda r: (r["split"] != "validation", r["arm"]))
+    records.sort(key=lambda r: (r.get("data", "beauty"), r["split"] != "validation", r["arm"]))
     header = (
-        "| arm | split | what | steps | epochs | train s (threads) | eval s | HR@5 | HR@10 | NDCG@5 | NDCG@10 "
-        "| HR@10 left out | NDCG@10 left out |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "| arm | data | split | what | steps | epochs | train s (threads) | eval s | HR@5 | HR@10 | NDCG@5 | NDCG@10 "
+        "| HR@10 left out | NDCG@10 left out |\n|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     )
     rows = []
     for r in records:
         kept, out = r["metrics"]["kept"], r["metrics"]["left out"]
         rows.append(
-            f"| {r['arm']} | {r['split']} | {r['what']} | {r['steps']} | {r['epochs']:.1f} "
+            f"| {r['arm']} | {r.get('data', 'beauty')} | {r['split']} | {r['what']} | {r['steps']} | {r['epochs']:.1f} "
             f"| {r['train_seconds']:.0f} ({r['train_threads']}) | {kept['seconds']:.0f} | {kept['hr@5']:.4f} "
             f"| {kept['hr@10']:.4f} | {kept['ndcg@5']:.4f} | {kept['ndcg@10']:.4f} | {out['hr@10']:.4f} "
             f"| {out['ndcg@10']:.4f} |"
@@ -192,10 +195,11 @@ def main() -> None:
     runner.add_argument("--split", choices=("validation", "test"), default="validation")
     runner.add_argument("--threads", type=int, default=2)
     runner.add_argument("--work", type=Path, default=Path("runs/quality_budget"), help="where models are saved")
+    runner.add_argument("--data", default="beauty", help="'beauty', 'markov' (synthetic) or an interaction file")
     commands.add_parser("table", help="write results/quality_budget.md")
     args = parser.parse_args()
     if args.command == "run":
-        run(args.arm, args.split, args.threads, args.work)
+        run(args.arm, args.split, args.threads, args.work, args.data)
     else:
         table()
 

@@ -388,7 +388,10 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="hf-metaid", description="META ID recommendation with Hugging Face models.")
     commands = parser.add_subparsers(dest="command", required=True)
-    data_help = "interactions: a file (P5/OpenP5 text, CSV, TSV, Parquet, JSONL) or 'beauty' (embedded, default)"
+    data_help = (
+        "interactions: a file (P5/OpenP5 text, CSV, TSV, Parquet, JSONL), 'beauty' (embedded, default) or 'markov' "
+        "(a synthetic log with a known best ranking)"
+    )
     defaults = Recipe()
 
     index = commands.add_parser("index", help="build an ID vocabulary from the training split")

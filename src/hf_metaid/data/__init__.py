@@ -10,8 +10,10 @@ from .prompts import (
     tokenize_prompts,
 )
 from .splits import catalogue, leave_one_out, repeated_pairs
+from .synthetic import MarkovCatalogue, markov_interactions, oracle_scores
 
 __all__ = [
+    "MarkovCatalogue",
     "build_decoder_history_examples",
     "build_eval_prompts",
     "build_prompts",
@@ -21,6 +23,8 @@ __all__ = [
     "embedded_beauty_path",
     "leave_one_out",
     "load_interactions",
+    "markov_interactions",
+    "oracle_scores",
     "repeated_pairs",
     "tokenize_prompts",
     "user_sequences",

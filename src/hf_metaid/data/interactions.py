@@ -22,6 +22,7 @@ import datasets
 
 from ..checks import check_int
 from ..errors import InteractionFormatError, InvalidArgumentError
+from .synthetic import markov_interactions
 
 SEQUENCE_SUFFIXES = (".txt", ".txt.gz")
 TABULAR_FORMATS = ("csv", "tsv", "parquet", "jsonl")
@@ -53,8 +54,9 @@ def load_interactions(
     """Read interactions into a ``Dataset`` with columns ``user``, ``item``, ``position`` [, ``timestamp``].
 
     Args:
-        source: a path, a ``datasets.Dataset`` with user/item columns, or ``None`` / ``"beauty"`` for the embedded
-            Amazon Beauty data.
+        source: a path, a ``datasets.Dataset`` with user/item columns, ``None`` / ``"beauty"`` for the embedded
+            Amazon Beauty data, or ``"markov"`` for the synthetic log of :func:`~hf_metaid.data.markov_interactions`
+            with its default settings (a second data set whose best possible ranking is known).
         format: ``"sequence"`` (P5 ``Beauty.txt`` and OpenP5 ``user_sequence.txt``: ``user item item ...`` per
             line, items in time order), ``"csv"``, ``"tsv"``, ``"parquet"`` or ``"jsonl"``. Guessed from the suffix
             when omitted (``.txt`` → sequence).
@@ -68,6 +70,8 @@ def load_interactions(
     _check_arguments(source, format, user_column, item_column, timestamp_column, min_interactions)
     if source is None or (isinstance(source, str) and source.lower() == "beauty"):
         source, format = embedded_beauty_path(), "sequence"
+    elif isinstance(source, str) and source.lower() == "markov":
+        source = markov_interactions()[0]
     if isinstance(source, datasets.Dataset):
         events = _dataset_events(source, user_column, item_column, timestamp_column)
         return _build(events, "<dataset>", min_interactions)
