@@ -72,27 +72,36 @@ DEMO_REFERENCE = (
 )
 
 
-def run(arm: str, split_name: str, threads: int, work: Path, data: str = "beauty") -> Path:
+def run(
+    arm: str,
+    split_name: str,
+    threads: int,
+    work: Path,
+    data: str = "beauty",
+    max_steps: int = 0,
+    results: Path = RESULTS,
+) -> Path:
     """Train ``arm`` on ``data`` (unless its model is saved under ``work``), evaluate ``split_name`` both ways, write
-    the JSON (``ARM.SPLIT.json`` on Beauty, ``ARM.DATA.SPLIT.json`` on other data)."""
+    the JSON (``ARM.SPLIT.json`` on Beauty, ``ARM.DATA.SPLIT.json`` on other data) under ``results``.
+    ``max_steps`` cuts training short (a smoke run of the whole path; its JSON says so)."""
     tag = arm if data == "beauty" else f"{arm}.{Path(data).stem}"
-    out = RESULTS / f"{tag}.{split_name}.json"
+    out = results / f"{tag}.{split_name}.json"
     if out.exists():
         print(f"{out} exists: skipped")
         return out
     torch.set_num_threads(threads)
     model_changes, training_changes, _ = ARMS[arm]
     model_settings = dataclasses.replace(DEMO.model, **model_changes)
-    training_settings = dataclasses.replace(DEMO.training, **training_changes)
+    training_settings = dataclasses.replace(DEMO.training, **training_changes, max_steps=max_steps)
     splits, names = split_data(data)
     folder = work / tag
-    trained = folder / "training.json"
+    trained, model_folder = folder / "training.json", folder / "model"
     if not trained.exists():
         started = time.perf_counter()
         vocabulary = build_vocabulary(splits["train"], names, DEMO.index)
         index_seconds = time.perf_counter() - started
-        result = train(splits["train"], vocabulary, folder, model_settings, training_settings)
-        save_for_inference(result.trainer, result.tokenizer, folder)
+        result = train(splits["train"], vocabulary, folder / "training", model_settings, training_settings)
+        save_for_inference(result.trainer, result.tokenizer, model_folder, overwrite=True)
         state = result.trainer.state
         trained.write_text(
             json.dumps(
@@ -107,7 +116,7 @@ def run(arm: str, split_name: str, threads: int, work: Path, data: str = "beauty
                 indent=2,
             )
         )
-    model, tokenizer = load_for_inference(folder)
+    model, tokenizer = load_for_inference(model_folder)
     metrics = {
         protocol: evaluate_recommender(model, tokenizer, splits[split_name], exclude_seen=exclude, progress=False)
         for protocol, exclude in (("kept", False), ("left out", True))
@@ -125,7 +134,7 @@ def run(arm: str, split_name: str, threads: int, work: Path, data: str = "beauty
         "command": "python " + shlex.join(sys.argv),
         "metrics": metrics,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    results.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2, sort_keys=True))
     print(json.dumps({p: {k: round(v, 4) for k, v in m.items()} for p, m in metrics.items()}))
     return out
@@ -196,10 +205,12 @@ def main() -> None:
     runner.add_argument("--threads", type=int, default=2)
     runner.add_argument("--work", type=Path, default=Path("runs/quality_budget"), help="where models are saved")
     runner.add_argument("--data", default="beauty", help="'beauty', 'markov' (synthetic) or an interaction file")
+    runner.add_argument("--max-steps", type=int, default=0, help="stop training early (a smoke run of the path)")
+    runner.add_argument("--results", type=Path, default=RESULTS, help="where the arm's JSON goes")
     commands.add_parser("table", help="write results/quality_budget.md")
     args = parser.parse_args()
     if args.command == "run":
-        run(args.arm, args.split, args.threads, args.work, args.data)
+        run(args.arm, args.split, args.threads, args.work, args.data, args.max_steps, args.results)
     else:
         table()
 
