@@ -138,7 +138,12 @@ def run_grow(splits, old_rows, new_rows, test_sets, args, exclude_seen) -> dict:
     )
     with tempfile.TemporaryDirectory() as scratch:
         run = fine_tune(model, grown, prompts, scratch, tuning)
-    result.update(fine_tune_s=run.seconds, fine_tune_loss=run.loss, fine_tune_prompts=len(prompts))
+    result.update(
+        fine_tune_s=run.seconds,
+        fine_tune_loss=run.loss,
+        fine_tune_prompts=len(prompts),
+        fine_tune_steps=args.fine_tune_steps,
+    )
     for name, rows in test_sets.items():
         result[f"after_fine_tune.{name}"] = evaluate(run.model, grown, rows, exclude_seen)
     return result
@@ -168,11 +173,12 @@ def write_report(results: dict, args, facts: dict) -> str:
         metrics = result.get(f"{key}.{name}")
         return "-" if metrics is None else f"{metrics['hr@10']:.4f}"
 
+    steps, tuning = grow["steps"], grow.get("fine_tune_steps", refit["steps"] - grow["steps"])  # as the arms ran
     rows = [
-        ("grow: before extend", args.steps, grow, "before_extend"),
-        ("grow: after extend", args.steps, grow, "after_extend"),
-        ("grow: after fine-tune", args.steps + args.fine_tune_steps, grow, "after_fine_tune"),
-        ("refit + retrain", args.steps + args.fine_tune_steps, refit, "final"),
+        ("grow: before extend", steps, grow, "before_extend"),
+        ("grow: after extend", steps, grow, "after_extend"),
+        ("grow: after fine-tune", steps + tuning, grow, "after_fine_tune"),
+        ("refit + retrain", refit["steps"], refit, "final"),
     ]
     table = [
         "| model | training steps | HR@10 new-item targets | HR@10 sampled test users |",
@@ -187,7 +193,8 @@ def write_report(results: dict, args, facts: dict) -> str:
         "",
         f"Data: the embedded Beauty, leave-one-out; no timestamps, so each user's sequence order is the time order "
         f"(benchmark docstring). Training rows: {facts['old_rows']} old (first 90%), {facts['new_rows']} new; "
-        f"{facts['new_items']} new items, no new users; {facts['new_users_tested']} test users whose target is a new "
+        f"{facts['new_items']} new items in {facts['new_item_rows']} of the new rows, no new users; "
+        f"{facts['new_users_tested']} test users whose target is a new "
         f"item ('new-item targets'), {facts['sampled_users']} test users sampled with seed 0. Model: the demo's "
         f"(d_model 128, d_ff 1024, 1+3 layers, compact prompt, last 5 items, batch 128, lr 0.004), "
         f"{'history left out' if facts['exclude_seen'] else 'history kept'}, beam 10.",
@@ -198,7 +205,7 @@ def write_report(results: dict, args, facts: dict) -> str:
         f"{grow['old_ids_kept'] * 100:.1f}%, every old weight bit-identical: {grow['old_weights_kept']}; "
         f"{extension['items']} items placed ({extension['rounds']} round(s), {extension['new_rank_tokens']} new rank "
         f"tokens, {extension['cold_start']} cold-start, left out {extension['left_out']}).",
-        f"- Fine-tune: {args.fine_tune_steps} steps on {grow['fine_tune_prompts']} prompts (those with a new target "
+        f"- Fine-tune: {tuning} steps on {grow['fine_tune_prompts']} prompts (those with a new target "
         f"and as many old ones), {grow['fine_tune_s']:.0f} s; the first training {grow['train_s']:.0f} s; refit: "
         f"index {refit['index_s']:.1f} s + training {refit['train_s']:.0f} s.",
         f"- Machine: {facts['cpu']}, {args.threads} torch thread(s); python {platform.python_version()}, "
@@ -253,6 +260,7 @@ def main() -> None:
         "old_rows": len(old_rows),
         "new_rows": len(new_rows),
         "new_items": len(new_items),
+        "new_item_rows": sum(item in new_items for item in new_rows["item"][:]),
         "new_users_tested": len(test_sets["new"]),
         "sampled_users": len(test_sets["sample"]),
         "exclude_seen": exclude_seen,
