@@ -70,6 +70,14 @@ def test_extension_is_deterministic_and_survives_save_and_load(tmp_path):
     )
 
 
+def test_users_and_items_clustered_apart_stay_apart():
+    parent = hand_vocabulary()
+    parent.metadata["clusters"] = {"users": 1, "items": 1}  # as MetaIDIndexer(joint=False) records it
+    grown = parent.extend(table([("u0", "inew"), ("u1", "inew"), ("unew", "i1"), ("unew", "i1")]))
+    assert grown.item_code("inew")[0] == 1  # its users lie in cluster 0, a user cluster: the item cluster instead
+    assert grown.user_code("unew")[0] == 0  # its item lies in cluster 1, an item cluster
+
+
 def test_an_item_seen_only_by_new_users_is_placed_once_they_are():
     grown = hand_vocabulary().extend(table([("unew", "i1"), ("unew", "i1"), ("unew", "inew"), ("vnew", "inew")]))
     assert grown.user_code("unew")[0] == 1 and grown.item_code("inew")[0] == 1

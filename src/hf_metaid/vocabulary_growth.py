@@ -9,8 +9,11 @@ it. :func:`extend_vocabulary` instead places each new entity into the existing I
    (a freshly fitted one, or one rebuilt from ``to_dataset``), else its cluster's vector (``metaid_vocab.json``
    holds no entity vectors). Entities in the cold-start cluster carry no information and do not count.
 2. **Cluster.** The entity joins the existing cluster whose vector is nearest by cosine (the rule the indexer
-   assigns by), never the cold-start cluster; ties go to the lower cluster. No cluster is ever added: a cluster
-   token would move every rank token's id.
+   assigns by), never the cold-start cluster, and a cluster of its own kind where users and items were clustered
+   apart (``joint=False``); ties go to the lower cluster. No cluster is ever added: a cluster token would move
+   every rank token's id. (The neighbour mean is one rule for every embedding; it approximates each one's own
+   fold-in, e.g. the spectral embedding's projection through its singular values, which the vocabulary does not
+   keep.)
 3. **Rank.** It takes the next free rank of that cluster (one past the highest rank used there, by users and items
    alike), so a rank token no longer means "closer to the centroid" for new entities. New rank tokens appear only
    where a cluster outgrows the largest rank; their fixed vectors continue the seeded draw of the existing ones.
@@ -113,6 +116,12 @@ class _Growth:
             self.usable[self.cold_cluster] = False
         if not self.usable.any():
             raise InvalidArgumentError("the vocabulary has no cluster besides its cold-start one to place entities in")
+        # Users and items clustered apart (MetaIDIndexer(joint=False)): user clusters first, then item clusters.
+        split = parent.metadata.get("clusters", {})
+        self.allowed = {"user": self.usable.copy(), "item": self.usable.copy()}
+        if "users" in split and "items" in split:
+            self.allowed["user"][split["users"] :] = False
+            self.allowed["item"][: split["users"]] = False
         all_codes = np.concatenate([parent.user_codes, parent.item_codes])
         self.next_rank = np.zeros(parent.num_clusters, dtype=np.int64)
         np.maximum.at(self.next_rank, all_codes[:, 0], all_codes[:, 1] + 1)
@@ -146,7 +155,7 @@ class _Growth:
         if vector is None:
             cluster = self.cold_cluster
         else:
-            scores = np.where(self.usable, self.centroids @ vector, -np.inf)
+            scores = np.where(self.allowed[entity[0]], self.centroids @ vector, -np.inf)
             cluster = int(np.argmax(scores))  # the first maximum: ties go to the lower cluster
         self.codes[entity] = (cluster, int(self.next_rank[cluster]))
         self.next_rank[cluster] += 1
