@@ -13,7 +13,7 @@ import pytest
 import hf_metaid as hm
 from hf_metaid.cli import main
 
-SUBCOMMANDS = ("index", "train", "evaluate", "recommend", "demo")
+SUBCOMMANDS = ("index", "train", "extend", "evaluate", "recommend", "demo")
 
 
 @pytest.fixture(scope="module")
@@ -290,3 +290,39 @@ def test_console_entry_restarts_once_with_passive_openmp_threads(monkeypatch):
     with pytest.raises(SystemExit):  # no restart: --help runs here
         main()
     assert len(calls) == 1
+
+
+def test_extend_then_resume_keeps_every_old_id(tiny_file, tmp_path, capsys):
+    """index -> train (LoRA) -> extend the model with new users and items -> train --resume-from, all old IDs kept."""
+    vocab_dir, lora, grown, resumed = (tmp_path / name for name in ("vocab", "lora", "grown", "resumed"))
+    assert main(["index", str(tiny_file), "--out", str(vocab_dir), "--clusters", "4", "--embedding", "spectral"]) == 0
+    quick = ["--max-steps", "2", "--batch-size", "8", "--d-model", "32", "--warmup", "0"]
+    assert main(["train", str(tiny_file), "--vocab", str(vocab_dir), "--out", str(lora), "--lora", *quick]) == 0
+    new = tmp_path / "new.csv"
+    new.write_text("user,item\nu1,n0\nu2,n0\nu3,n1\nu4,n1\nfresh,n0\nfresh,i3\nfresh,i4\nonce,i5\n")
+    assert main(["extend", str(vocab_dir), str(new), "--out", str(tmp_path / "v2")]) == 0
+    assert "fingerprint" in capsys.readouterr().out
+    assert main(["extend", str(lora), str(new), "--out", str(grown)]) == 0
+    old = hm.EntityVocabulary.load(vocab_dir / "metaid_vocab.json")
+    for folder in (tmp_path / "v2", grown):
+        vocabulary = hm.EntityVocabulary.load(folder / "metaid_vocab.json")
+        assert vocabulary.metadata["parent_fingerprint"] == old.fingerprint
+        assert [vocabulary.item_code(i) for i in old.items] == [old.item_code(i) for i in old.items]
+        assert [vocabulary.user_code(u) for u in old.users] == [old.user_code(u) for u in old.users]
+        assert vocabulary.has_item("n0") and vocabulary.user_code("fresh")[0] != old.metadata["cold_start"]["cluster"]
+        assert vocabulary.user_code("once")[0] == old.metadata["cold_start"]["cluster"]  # one row: cold start
+    assert (grown / "model.safetensors").is_file()  # the LoRA model was merged into a full one
+    with_new = tmp_path / "with_new.txt"
+    with_new.write_text(tiny_file.read_text() + "fresh n0 i3 i4 n1\nonce i5 n0 n1\n")
+    assert main(["train", str(with_new), "--resume-from", str(grown), "--out", str(resumed), "--lora", *quick]) == 0
+    capsys.readouterr()
+    assert main(["recommend", str(resumed), "--history", "n0,n1", "--k", "3"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 2 + 3
+    model, tokenizer = hm.load_for_inference(resumed)  # a fresh adapter whose base (the grown model) travels with it
+    assert (resumed / "adapter_config.json").is_file() and (resumed / "base" / "model.safetensors").is_file()
+    assert tokenizer.entity_vocabulary.fingerprint == hm.EntityVocabulary.load(grown / "metaid_vocab.json").fingerprint
+    assert len(model.recommend(tokenizer, user="fresh", k=3)) == 3
+    assert main(["train", str(with_new), "--resume-from", str(grown), "--vocab", str(vocab_dir), "--out", "x"]) == 2
+    assert "not both or neither" in capsys.readouterr().err
+    assert main(["extend", str(tmp_path / "nothing"), str(new), "--out", str(tmp_path / "v3")]) == 2
+    assert "neither a model folder nor a vocabulary" in capsys.readouterr().err

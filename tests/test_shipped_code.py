@@ -14,8 +14,9 @@ import hf_metaid as hm
 PACKAGE = Path(hm.__file__).parent
 # Third-party modules a shipped file may import at its top: transformers and what transformers itself requires.
 ALLOWED = {"torch", "transformers", "numpy", "tokenizers", "huggingface_hub"}
-# Imported inside a function only, for an optional feature (EntityVocabulary.to_dataset / from_dataset).
-OPTIONAL = {"datasets"}
+# Imported inside a function only, for an optional feature (EntityVocabulary.to_dataset / from_dataset; and
+# EntityVocabulary.extend, which calls the library's own hf_metaid.vocabulary_growth).
+OPTIONAL = {"datasets", "hf_metaid"}
 SHIPPED_MODULES = {name.removesuffix(".py") for name in hm.SHIPPED_FILES}
 
 

@@ -46,6 +46,7 @@ from .pipeline import DEMO, ModelSettings, Recipe, TrainingSettings, tiny_t5_con
 from .saving import load_for_inference, save_for_inference
 from .tokenization_metaid import MetaIDTokenizer
 from .training import MetaIDTrainer, RecommendationEvalCallback, build_trainer, lora_config, training_arguments
+from .vocabulary_growth import extend_tokenizer, extend_vocabulary
 
 # The files that travel with every saved model folder, so that it loads with trust_remote_code=True where hf_metaid
 # is not installed: they import only each other, the standard library, torch, transformers and transformers' own
@@ -120,6 +121,8 @@ __all__ = [
     "decode_items",
     "embedded_beauty_path",
     "evaluate_recommender",
+    "extend_tokenizer",
+    "extend_vocabulary",
     "leave_one_out",
     "load_for_inference",
     "load_interactions",

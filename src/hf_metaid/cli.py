@@ -1,4 +1,4 @@
-"""The ``hf-metaid`` command: index | train | evaluate | recommend | demo.
+"""The ``hf-metaid`` command: index | train | extend | evaluate | recommend | demo.
 
 Each subcommand parses its options into the settings of :mod:`hf_metaid.pipeline` (whose fields carry the help
 texts), calls the pipeline or the public API, and prints a results table at the end. User mistakes (bad options,
@@ -28,6 +28,7 @@ from .indexing import MetaIDIndexerConfig
 from .metrics import DEFAULT_KS
 from .output_folders import atomic_folder, check_output_folder
 from .pipeline import DEMO, SCHEMES, ModelSettings, Recipe, TrainingSettings
+from .vocabulary_growth import DEFAULT_MIN_INTERACTIONS
 
 
 # ---------------------------------------------------------------------------------------------------- printing
@@ -195,6 +196,18 @@ def _train_and_save(
     return run
 
 
+def _resume_and_save(folder: str, settings: TrainingSettings, train_split, out: Path, overwrite: bool):
+    """A saved model trained further (a LoRA folder merged first), in its own prompt format, saved like a new one."""
+    from .pipeline import fine_tune, load_for_training
+    from .saving import save_for_inference
+
+    model, tokenizer = load_for_training(folder)
+    with tempfile.TemporaryDirectory(prefix="hf-metaid-run-") as scratch:
+        run = fine_tune(model, tokenizer, train_split, scratch, settings)
+        save_for_inference(run.trainer, run.tokenizer, out, overwrite=overwrite)
+    return run
+
+
 def _vocabulary_file(path: str) -> Path:
     """``--vocab``: a vocabulary file, or a folder holding one (what ``index`` writes, or a model folder)."""
     from .tokenization_metaid import VOCAB_FILE
@@ -206,14 +219,62 @@ def run_train(args: argparse.Namespace) -> int:
     from .entity_vocabulary import EntityVocabulary
     from .pipeline import split_data
 
+    if (args.vocab is None) == (args.resume_from is None):
+        raise InvalidArgumentError("give --vocab (a new model) or --resume-from (a saved one), not both or neither")
     out = check_output_folder(args.out, args.overwrite)
     settings = _model_and_training(args, Recipe())
-    vocabulary = EntityVocabulary.load(_vocabulary_file(args.vocab))
     splits, _ = split_data(args.data)
-    run = _train_and_save(settings, splits["train"], vocabulary, out, args.overwrite)
+    if args.resume_from is not None:
+        run = _resume_and_save(args.resume_from, settings[1], splits["train"], out, args.overwrite)
+    else:
+        vocabulary = EntityVocabulary.load(_vocabulary_file(args.vocab))
+        run = _train_and_save(settings, splits["train"], vocabulary, out, args.overwrite)
     rows = [["mode", "LoRA" if settings[1].lora else "full"], ["train loss", run.loss]]
     rows += [["seconds", f"{run.seconds:.1f}"], ["written", str(out)]]
     print(format_table(["training", "value"], rows))
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------- extend
+def run_extend(args: argparse.Namespace) -> int:
+    """IDs for the new users and items of NEW_DATA, every old ID kept: a grown vocabulary, or a grown model folder."""
+    from .data import load_interactions
+    from .entity_vocabulary import EntityVocabulary
+    from .pipeline import extend_model, load_for_training
+    from .saving import save_for_inference
+
+    out = check_output_folder(args.out, args.overwrite)
+    source = Path(args.source)
+    is_model = (source / "config.json").is_file()
+    if not is_model and not _vocabulary_file(args.source).is_file():
+        raise InvalidArgumentError(f"{args.source}: neither a model folder nor a vocabulary file or folder")
+    interactions = load_interactions(args.new_data, min_interactions=1)
+    started = time.perf_counter()
+    if is_model:
+        model, tokenizer = load_for_training(source)
+        parent = tokenizer.entity_vocabulary
+        model, tokenizer = extend_model(model, tokenizer, interactions, args.min_interactions)
+        vocabulary = tokenizer.entity_vocabulary
+        seconds = time.perf_counter() - started
+        save_for_inference(model, tokenizer, out, overwrite=args.overwrite)
+    else:
+        parent = EntityVocabulary.load(_vocabulary_file(args.source))
+        vocabulary = parent.extend(interactions, min_interactions=args.min_interactions)
+        seconds = time.perf_counter() - started
+        with atomic_folder(out, args.overwrite) as staging:
+            vocabulary.save(staging / "metaid_vocab.json")
+    grown = vocabulary.metadata["extension"]
+    rows = [
+        ["users", f"{len(parent.users)} -> {len(vocabulary.users)}"],
+        ["items", f"{len(parent.items)} -> {len(vocabulary.items)}"],
+        ["cold-start", grown["cold_start"]],
+        ["left out", f"{grown['left_out']['users']} users, {grown['left_out']['items']} items"],
+        ["rank tokens", f"{parent.num_ranks} -> {vocabulary.num_ranks}"],
+        ["fingerprint", f"{parent.fingerprint} -> {vocabulary.fingerprint}"],
+        ["seconds", f"{seconds:.1f}"],
+        ["written", str(out if is_model else out / "metaid_vocab.json")],
+    ]
+    print(format_table(["extension", "value"], rows))
     return 0
 
 
@@ -406,12 +467,41 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="fine-tune a model on the training prompts")
     train.add_argument("data", nargs="?", default="beauty", help=data_help)
     train.add_argument(
-        "--vocab", required=True, help="metaid_vocab.json written by 'hf-metaid index', or the folder holding it"
+        "--vocab", default=None, help="metaid_vocab.json written by 'hf-metaid index', or the folder holding it"
+    )
+    train.add_argument(
+        "--resume-from",
+        default=None,
+        metavar="MODEL",
+        help="train a saved model folder further instead (e.g. after 'hf-metaid extend'); a LoRA folder is merged "
+        "into its base first, and --lora trains a fresh adapter. The prompt format is the model's own: --templates, "
+        "--max-history and --history-in-decoder do not apply",
     )
     _add_output(train, None, "the model (or adapter) and tokenizer")
     _add_seed(train)
     _add_training_options(train, defaults)
     train.set_defaults(func=run_train)
+
+    extend = commands.add_parser(
+        "extend",
+        help="give IDs to the new users and items of NEW_DATA, every existing ID kept (a grown vocabulary or model)",
+    )
+    extend.add_argument(
+        "source", metavar="VOCAB_OR_MODEL", help="metaid_vocab.json (or its folder), or a model folder (full or LoRA)"
+    )
+    extend.add_argument(
+        "new_data", metavar="NEW_DATA", help="the new interactions: a file (P5/OpenP5 text, CSV, TSV, Parquet, JSONL)"
+    )
+    _add_output(
+        extend, None, "the grown metaid_vocab.json, or the grown model (a LoRA model is merged into a full one)"
+    )
+    extend.add_argument(
+        "--min-interactions",
+        type=_positive_int,
+        default=DEFAULT_MIN_INTERACTIONS,
+        help="rows a new user or item needs to be placed by its neighbours; fewer: the cold-start cluster",
+    )
+    extend.set_defaults(func=run_extend)
 
     evaluate = commands.add_parser("evaluate", help="full-ranking HR/NDCG/MRR of a saved model")
     evaluate.add_argument("model", help=MODEL_HELP)

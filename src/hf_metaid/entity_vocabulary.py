@@ -200,6 +200,24 @@ class EntityVocabulary:
         # Built on first use and kept: the one code -> item map, which the tokenizer reads too.
         return {(int(c), int(r)): item for item, (c, r) in zip(self.items, self.item_codes.tolist(), strict=True)}
 
+    # ------------------------------------------------------------------------------------------------- growth
+    def extend(self, interactions, *, min_interactions: int = 2, **columns) -> EntityVocabulary:
+        """A NEW vocabulary with IDs for the users and items of ``interactions`` this one lacks, every existing ID
+        byte-identical: each new entity joins the existing cluster nearest to the mean of its known neighbours'
+        vectors, with that cluster's next free rank; too few rows (< ``min_interactions``) or no placed neighbour:
+        the cold-start cluster. The rule in full: ``hf_metaid.vocabulary_growth``, which needs the hf_metaid library
+        (a folder loaded with ``trust_remote_code`` alone does not carry it)."""
+        try:
+            from hf_metaid.vocabulary_growth import extend_vocabulary
+        except ImportError as err:
+            raise ImportError("EntityVocabulary.extend needs the hf_metaid library: pip install hf-metaid") from err
+        return extend_vocabulary(self, interactions, min_interactions=min_interactions, **columns)
+
+    def descends_from(self, fingerprint: str) -> bool:
+        """Whether this vocabulary is the one with ``fingerprint`` or grew from it by :meth:`extend` (so every ID
+        of that one is unchanged here)."""
+        return fingerprint == self.fingerprint or fingerprint in self.metadata.get("lineage", [])
+
     # ------------------------------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict:
         return {

@@ -227,6 +227,71 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
         rows = rows / rows.norm(dim=1, keepdim=True).clamp_min(1e-12) * target_norm
         weight[self.config.metaid_token_range.start : self.config.metaid_token_range.stop] = rows
 
+    # ------------------------------------------------------------------------------------------------- growth
+    def extend_vocabulary(self, tokenizer) -> MetaIDForConditionalGeneration:
+        """Grow the model, in place, to ``tokenizer``'s vocabulary, which must have grown from the model's by
+        ``EntityVocabulary.extend`` (its token ids for the old ID tokens are the model's; ``extend_tokenizer``).
+
+        What grows: the embedding rows (and an untied ``lm_head``'s) for the new rank tokens, F's table of fixed
+        vectors (the new tokens' vectors from the vocabulary), the tree softmax's item table if it is on, and the
+        config's token count and fingerprint. New rows start as the mean of the existing rank-token rows: a rank
+        token is shared by every cluster, so it has no centroid of its own, and the mean scores a new item like a
+        typical one of its cluster until training moves it (F still adds the token's own fixed vector).
+
+        What stays equal: every existing token's rows and every other weight, bit for bit (spare rows past the old
+        tokenizer's last token, which a checkpoint's table may hold, belong to no token and may become new tokens'
+        rows), and the encoder input of any prompt made of old tokens. So an old prompt's logits for the old tokens
+        are the same numbers (up to the floating-point order of a wider matrix product), and at each step every old
+        token's log-probability moves by the same amount, ``log(1 - share)``, where ``share`` is the probability
+        the new tokens take (with the tree softmax: what the new items' codes newly allow, e.g. their ranks after
+        their cluster); on a checkpoint with spare rows those rows' old share leaves the sum too.
+
+        A LoRA (PEFT) model is refused: its ID-token rows live in the adapter's own table; merge it first
+        (``model.merge_and_unload()``), grow, and train again with or without LoRA.
+
+        Raises:
+            InvalidArgumentError: a PEFT-wrapped model.
+            VocabularyMismatchError: the tokenizer's vocabulary did not grow from the model's, or moves its tokens.
+        """
+        embeddings = self.get_input_embeddings()
+        if type(embeddings) is not nn.Embedding or type(self.encoder.metaid_augmentation) is not MetaIDAugmentation:
+            raise InvalidArgumentError(
+                "extend_vocabulary needs a full model; this one is wrapped (LoRA): call model.merge_and_unload() "
+                "first, grow the merged model, then train again"
+            )
+        vocabulary = getattr(tokenizer, "entity_vocabulary", None)
+        config = self.config
+        if vocabulary is None or not vocabulary.descends_from(config.metaid_vocab_fingerprint):
+            raise VocabularyMismatchError(
+                f"the tokenizer's vocabulary {getattr(vocabulary, 'fingerprint', None)!r} did not grow from the "
+                f"model's {config.metaid_vocab_fingerprint!r}; extend the vocabulary the model was built for"
+            )
+        old_count, new_count = config.metaid_num_new_tokens, len(tokenizer.id_token_range)
+        start, ranks = config.metaid_first_new_id, config.metaid_first_new_id + config.metaid_num_clusters
+        layout = (tokenizer.id_token_range.start, vocabulary.num_clusters)
+        if layout != (start, config.metaid_num_clusters) or new_count < old_count:
+            raise VocabularyMismatchError(
+                f"the tokenizer moves the model's ID tokens: first id {start} -> {layout[0]}, clusters "
+                f"{config.metaid_num_clusters} -> {layout[1]}, tokens {old_count} -> {new_count}"
+            )
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            if start + new_count > embeddings.weight.shape[0]:
+                self.resize_token_embeddings(start + new_count, mean_resizing=False)
+            tables = {self.get_input_embeddings().weight}
+            if self.get_output_embeddings() is not None:
+                tables.add(self.get_output_embeddings().weight)
+            for weight in tables:
+                weight[start + old_count : start + new_count] = weight[ranks : start + old_count].mean(dim=0)
+            augmentation = self.encoder.metaid_augmentation
+            fresh = torch.from_numpy(vocabulary.token_vectors()[old_count:]).to(augmentation.vectors)
+            augmentation.vectors = torch.cat([augmentation.vectors, fresh])
+        config.metaid_num_new_tokens = new_count
+        config.metaid_vocab_fingerprint = vocabulary.fingerprint
+        self._metaid_item_tree = None
+        if config.metaid_tree_softmax:
+            self.set_tree_softmax(tokenizer)
+        return self
+
     # ------------------------------------------------------------------------------------------- tree softmax
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)

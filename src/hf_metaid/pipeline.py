@@ -50,6 +50,7 @@ from .prompt_templates import TEMPLATE_SETS, TEMPLATES, check_templates
 from .saving import looks_like_hub_repository
 from .tokenization_metaid import MetaIDTokenizer
 from .training import build_trainer, training_arguments
+from .vocabulary_growth import DEFAULT_MIN_INTERACTIONS, extend_tokenizer
 
 SCHEMES = ("metaid", "sequential", "random")
 
@@ -346,9 +347,30 @@ def train(
     model.set_prompt_format(
         None if templates is TEMPLATES else templates, settings.max_history, settings.history_in_decoder
     )
-    if settings.history_in_decoder:
+    return fine_tune(model, tokenizer, train_split, output_dir, settings, arguments, **trainer_kwargs)
+
+
+def fine_tune(
+    model: MetaIDForConditionalGeneration,
+    tokenizer: MetaIDTokenizer,
+    train_split: datasets.Dataset,
+    output_dir: str | os.PathLike,
+    settings: TrainingSettings = TrainingSettings(),
+    arguments: Mapping[str, object] | None = None,
+    **trainer_kwargs,
+) -> TrainingRun:
+    """Train ``model`` (built by :func:`build_model`, or a saved one, e.g. after :func:`extend_model`) on
+    ``train_split``: interaction rows (``user``, ``item``, ``position``), turned into prompts in the format the
+    model's config records (templates, history length, history in the decoder), whatever ``settings`` say of it;
+    or prompts already built (columns ``source`` and ``target``), e.g. only those whose target is new. The rest of
+    ``settings`` drive the run as in :func:`train`."""
+    config = model.config
+    templates = config.metaid_prompt_templates or TEMPLATES
+    if {"source", "target"} <= set(train_split.column_names):
+        prompts = train_split
+    elif config.metaid_history_in_decoder:
         prompts = build_decoder_history_examples(
-            train_split, tokenizer, templates=templates, max_history=settings.max_history, seed=settings.seed
+            train_split, tokenizer, templates=templates, max_history=config.metaid_max_history, seed=settings.seed
         )
     else:
         prompts = build_training_prompts(
@@ -356,7 +378,7 @@ def train(
             tokenizer,
             tasks=tuple(settings.tasks.split(",")),
             templates=templates,
-            max_history=settings.max_history,
+            max_history=config.metaid_max_history,
             seed=settings.seed,
         )
     training = training_arguments(
@@ -372,10 +394,42 @@ def train(
         disable_tqdm=False,
         bf16={"on": True, "off": False}.get(settings.bf16, settings.bf16),
         # Decoder sequences range from 1 to max_history items: batches of similar length waste little on padding.
-        train_sampling_strategy="group_by_length" if settings.history_in_decoder else "random",
+        train_sampling_strategy="group_by_length" if config.metaid_history_in_decoder else "random",
         **(arguments or {}),
     )
     trainer = build_trainer(model, tokenizer, prompts, training, lora=True if settings.lora else None, **trainer_kwargs)
     started = time.perf_counter()
     result = trainer.train()
     return TrainingRun(trainer.model, tokenizer, trainer, time.perf_counter() - started, result.training_loss)
+
+
+# --------------------------------------------------------------------------------------------- a growing catalogue
+def load_for_training(folder: str | os.PathLike) -> tuple[MetaIDForConditionalGeneration, MetaIDTokenizer]:
+    """A saved model folder (full or LoRA) as a full model to train further, with its tokenizer.
+
+    A LoRA adapter is merged into its base (``merge_and_unload``), so a further run may train in full or with a
+    fresh adapter. The model forgets where it was loaded from: a LoRA run on it then saves the base's weights
+    beside the adapter (``base/``), since they are no longer those of any checkpoint.
+    """
+    from .peft_utils import is_peft
+    from .saving import load_for_inference
+
+    model, tokenizer = load_for_inference(folder)
+    if is_peft(model):
+        model = model.merge_and_unload()
+    model.config.name_or_path = ""
+    return model.train(), tokenizer
+
+
+def extend_model(
+    model: MetaIDForConditionalGeneration,
+    tokenizer: MetaIDTokenizer,
+    interactions: datasets.Dataset,
+    min_interactions: int = DEFAULT_MIN_INTERACTIONS,
+) -> tuple[MetaIDForConditionalGeneration, MetaIDTokenizer]:
+    """IDs for the users and items of ``interactions`` the model's vocabulary lacks (``EntityVocabulary.extend``),
+    the tokenizer that spells them with every old token id kept, and ``model`` grown to it in place
+    (:meth:`~hf_metaid.MetaIDForConditionalGeneration.extend_vocabulary`); then :func:`fine_tune` on new data."""
+    vocabulary = tokenizer.entity_vocabulary.extend(interactions, min_interactions=min_interactions)
+    grown = extend_tokenizer(tokenizer, vocabulary)
+    return model.extend_vocabulary(grown), grown
