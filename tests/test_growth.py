@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import hf_metaid as hm
-from conftest import named_vocabulary, prompt, quiet_args, synthetic_interactions
+from conftest import named_vocabulary, prompt, quiet_args, synthetic_interactions, with_item_vectors
 from hf_metaid.data import build_training_prompts, tokenize_prompts
 from hf_metaid.vocabulary_growth import extend_tokenizer
 
@@ -203,3 +203,29 @@ def test_a_new_item_that_dominates_the_new_data_is_recommended_after_a_short_fin
     trainer.train()
     hits = sum("fresh" in items for items in top(model, grown_tokenizer))
     assert hits >= len(users) // 2
+
+
+def items_own_vectors(model, tokenizer) -> dict[str, tuple[torch.Tensor, ...]]:
+    """Each item's item-output vector and bias and item-input vector (rows in (cluster, rank) order)."""
+    vocabulary = tokenizer.entity_vocabulary
+    order = sorted(range(len(vocabulary.items)), key=lambda n: tuple(vocabulary.item_codes[n]))
+    output, encoder_input = model.metaid_item_output, model.get_encoder().metaid_item_input
+    return {
+        vocabulary.items[n]: (output.weight[row].clone(), output.bias[row].clone(), encoder_input.weight[row].clone())
+        for row, n in enumerate(order)
+    }
+
+
+def test_extend_vocabulary_keeps_each_old_items_own_vectors(tokenizer, grown_pair):
+    grown, grown_tokenizer = grown_pair
+    model = hm.MetaIDForConditionalGeneration.from_base(hm.tiny_t5_config(vocab_size=len(tokenizer)), tokenizer)
+    with_item_vectors(model, tokenizer, input=True)
+    before = items_own_vectors(model, tokenizer)
+    model.extend_vocabulary(grown_tokenizer)
+    after = items_own_vectors(model, grown_tokenizer)
+    assert model.config.metaid_num_items == len(grown.items) > len(before)
+    for item, vectors in before.items():
+        assert all(torch.equal(old, new) for old, new in zip(vectors, after[item], strict=True)), item
+    for item in set(after) - set(before):
+        assert all(not vector.any() for vector in after[item]), item
+    model.recommend(grown_tokenizer, user="u1", history=["i3"], k=5)

@@ -132,3 +132,16 @@ class MetaIDItemInput(nn.Module):
         item = self.item_index()[code]
         inside &= item >= 0
         return self.weight[item.clamp(min=0)] * inside.unsqueeze(-1).to(self.weight.dtype)
+
+
+def regrow_item_rows(values: torch.Tensor, old_mask: torch.Tensor, new_mask: torch.Tensor) -> torch.Tensor:
+    """``values`` (one row per item of ``old_mask``, in its numbering) laid out for ``new_mask``, a grown item
+    table: each old item keeps its row, a new item gets zeros (no item-specific score until it trains)."""
+    old_cluster, old_rank = old_mask.bool().nonzero(as_tuple=True)
+    new_flat = new_mask.bool().flatten()
+    codes = old_cluster * new_mask.shape[1] + old_rank
+    if old_mask.shape[0] != new_mask.shape[0] or old_mask.shape[1] > new_mask.shape[1] or not new_flat[codes].all():
+        raise ValueError("the new item table does not hold every item of the old one at its (cluster, rank)")
+    grown = values.new_zeros((int(new_flat.sum()), *values.shape[1:]))
+    grown[(new_flat.long().cumsum(0) - 1)[codes]] = values
+    return grown

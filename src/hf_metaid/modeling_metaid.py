@@ -24,7 +24,7 @@ from transformers.utils.generic import can_return_tuple
 from .checks import check_bool, check_choice, check_int, check_number
 from .configuration_metaid import MetaIDConfig
 from .errors import InvalidArgumentError, VocabularyMismatchError
-from .item_output import MetaIDItemInput, MetaIDItemOutput
+from .item_output import MetaIDItemInput, MetaIDItemOutput, regrow_item_rows
 from .recommendation import RecommendationMixin
 from .tree_softmax import check_labels, next_token_table
 
@@ -285,12 +285,36 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
             augmentation = self.encoder.metaid_augmentation
             fresh = torch.from_numpy(vocabulary.token_vectors()[old_count:]).to(augmentation.vectors)
             augmentation.vectors = torch.cat([augmentation.vectors, fresh])
+        old_items = self.metaid_item_mask.clone() if "metaid_item_mask" in self._buffers else None
         config.metaid_num_new_tokens = new_count
         config.metaid_vocab_fingerprint = vocabulary.fingerprint
         self._metaid_item_tree = None
         if config.metaid_tree_softmax:
             self.set_tree_softmax(tokenizer)
+        self._grow_item_vectors(tokenizer, old_items)
         return self
+
+    def _grow_item_vectors(self, tokenizer, old_items: torch.Tensor | None) -> None:
+        """The items' own vectors (item output, item input) for a grown vocabulary: every old item keeps its vector
+        and bias, bit for bit (under its new number: items are numbered in (cluster, rank) order, so new items fall
+        in between), and a new item starts at zero, i.e. scored by its shared ID tokens alone until it trains."""
+        config = self.config
+        if not (config.metaid_item_output or config.metaid_item_input):
+            return
+        new_items = (self.item_tree(tokenizer).item_of_code >= 0).to(torch.uint8)
+        with torch.no_grad():
+            if config.metaid_item_output:
+                module = self.metaid_item_output
+                module.weight = nn.Parameter(regrow_item_rows(module.weight, old_items, new_items))
+                module.bias = nn.Parameter(regrow_item_rows(module.bias, old_items, new_items))
+                module._tables = None
+                self._fill_item_mask(tokenizer)
+            if config.metaid_item_input:
+                module = self.get_encoder().metaid_item_input
+                module.weight = nn.Parameter(regrow_item_rows(module.weight, module.item_mask, new_items))
+                module.item_mask = new_items.to(module.item_mask.device)
+                module._index = None
+        config.metaid_num_items = self.get_encoder().config.metaid_num_items = int(new_items.sum())
 
     # ------------------------------------------------------------------------------------------- tree softmax
     def _init_weights(self, module: nn.Module) -> None:
