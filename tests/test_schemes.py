@@ -15,7 +15,7 @@ import hf_metaid as hm
 from hf_metaid.cli import main
 from hf_metaid.decoding import decode_items
 from hf_metaid.indexing import CollaborativeIndexer, CollaborativeIndexerConfig, IndependentIndexer
-from hf_metaid.indexing.collaborative import cluster_qr, cooccurrence, recursive_leaves, spectral_split
+from hf_metaid.indexing.collaborative import Cooccurrence, cluster_qr, recursive_leaves, spectral_split
 from hf_metaid.indexing.graph import build_graph
 from hf_metaid.pipeline import SCHEMES, build_indexer
 from test_decoding import assert_beam_parity, brute_force_scores, prompts
@@ -50,26 +50,42 @@ def test_cooccurrence_counts_pairs_of_positions_as_openp5_does(train):
             if a != b:
                 expected[a, b] += 1
                 expected[b, a] += 1
-    matrix = cooccurrence(graph).tocoo()
+    cooccurrence = Cooccurrence.of_graph(graph)
+    matrix = cooccurrence.to_sparse().tocoo()
     pairs = zip(matrix.row, matrix.col, matrix.data, strict=True)
     found = {(graph.items[i], graph.items[j]): int(v) for i, j, v in pairs}
     assert found == dict(expected)
     assert (matrix.row != matrix.col).all()
+    # the products the eigensolver takes from the factor are those of the matrix
+    vector = np.random.default_rng(0).standard_normal(cooccurrence.num_items)
+    np.testing.assert_allclose(cooccurrence.matvec(vector), matrix.tocsr() @ vector, rtol=1e-12, atol=1e-9)
+    some = np.array([1, 4, 5, 9])
+    np.testing.assert_array_equal(
+        cooccurrence.restrict(some).to_sparse().toarray(), matrix.tocsr()[some][:, some].toarray()
+    )
 
 
-def test_cluster_qr_and_the_spectral_split_find_planted_groups():
+@pytest.mark.parametrize("dense_limit", [1500, 10], ids=["dense", "arpack"])
+def test_cluster_qr_and_the_spectral_split_find_planted_groups(dense_limit, monkeypatch):
     from scipy import sparse
 
+    from hf_metaid.indexing import collaborative
+
+    monkeypatch.setattr(collaborative, "DENSE_LIMIT", dense_limit)
     rng = np.random.default_rng(0)
-    truth = np.repeat(np.arange(3), [5, 7, 6])
-    dense = (truth[:, None] == truth[None, :]).astype(float) * rng.uniform(1, 3, (18, 18))
-    dense[0, 17] = dense[17, 0] = 0.1  # a weak link between two groups
-    dense = (dense + dense.T) / 2
-    np.fill_diagonal(dense, 0)
-    labels = spectral_split(sparse.csr_matrix(dense), 3, seed=0)
+    truth = np.repeat(np.arange(3), [15, 17, 16])  # three audiences, each buying from its own shelf of items
+    rows, cols = [], []
+    for user in range(60):
+        shelf = np.flatnonzero(truth == user % 3)
+        rows += [user] * 4
+        cols += rng.choice(shelf, 4, replace=False).tolist()
+    rows, cols = [*rows, 0], [*cols, 47]  # one purchase across shelves
+    counts = sparse.csc_matrix((np.ones(len(rows)), (rows, cols)), shape=(60, 48))
+    group = Cooccurrence(counts, np.asarray(counts.multiply(counts).sum(0)).ravel())
+    labels = spectral_split(group, 3, seed=0)
     assert len(set(labels.tolist())) == 3
-    assert all(len(set(labels[truth == group].tolist())) == 1 for group in range(3))
-    indicators = np.eye(3)[truth] + rng.normal(0, 0.01, (18, 3))
+    assert all(len(set(labels[truth == shelf].tolist())) == 1 for shelf in range(3))
+    indicators = np.eye(3)[truth] + rng.normal(0, 0.01, (48, 3))
     rotated = indicators @ np.linalg.qr(rng.normal(size=(3, 3)))[0]  # any basis of the same space
     labels = cluster_qr(rotated)
     assert all(len(set(labels[truth == group].tolist())) == 1 for group in range(3))
@@ -77,8 +93,7 @@ def test_cluster_qr_and_the_spectral_split_find_planted_groups():
 
 def test_leaves_cover_every_item_once_and_follow_the_taste_communities(train):
     graph = build_graph(train)
-    matrix = cooccurrence(graph)
-    leaves, paths, counts = recursive_leaves(matrix, num_groups=2, leaf_size=6, seed=0)
+    leaves, paths, counts = recursive_leaves(Cooccurrence.of_graph(graph), num_groups=2, leaf_size=6, seed=0)
     members = np.concatenate(leaves)
     assert sorted(members.tolist()) == list(range(graph.num_items))
     assert max(len(leaf) for leaf in leaves) <= 6
@@ -101,7 +116,7 @@ def test_groups_the_spectral_step_cannot_split_are_cut_so_the_tree_ends():
     vocab = CollaborativeIndexer(num_groups=4, leaf_size=10).fit(lonely)
     assert_valid(vocab, lonely["user"], lonely["item"])
     facts = vocab.metadata
-    assert facts["cooccurring_pairs"] == 0 and facts["isolated_groups"] == 1 and facts["unsplit_groups"] == 1
+    assert facts["items_without_cooccurrence"] == 25 and facts["isolated_groups"] == 1 and facts["unsplit_groups"] == 1
     assert facts["item_leaves"] == 3 and facts["leaf_sizes"] == {"min": 5, "median": 10.0, "max": 10}
 
 
@@ -110,7 +125,7 @@ def test_collaborative_codes_are_leaf_and_position_and_users_follow_in_blocks(tr
     indexer = CollaborativeIndexer(num_groups=3, leaf_size=8, seed=4)
     vocab = indexer.fit(train)
     graph = build_graph(train)
-    leaves, paths, _ = recursive_leaves(cooccurrence(graph), 3, 8, seed=4)
+    leaves, paths, _ = recursive_leaves(Cooccurrence.of_graph(graph), 3, 8, seed=4)
     facts = vocab.metadata
     assert facts["item_leaves"] == len(leaves) and facts["leaf_paths"] == paths
     assert facts["params"] == {"num_groups": 3, "leaf_size": 8, "dim": 64, "seed": 4}
