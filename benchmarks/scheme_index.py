@@ -20,6 +20,7 @@ for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # 
 import argparse  # noqa: E402
 import hashlib  # noqa: E402
 import platform  # noqa: E402
+import resource  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -55,8 +56,12 @@ def machine() -> str:
 
 
 def sizes_of(vocab: hm.EntityVocabulary) -> np.ndarray:
-    """Items per cluster token, over the clusters that hold at least one item."""
+    """Items per cluster token, over the clusters that hold at least one item trained on (the cold-start cluster
+    left out)."""
     counts = np.bincount(vocab.item_codes[:, 0], minlength=vocab.num_clusters)
+    cold = vocab.metadata["cold_start"]["cluster"]
+    if cold is not None:
+        counts[cold] = 0
     return counts[counts > 0]
 
 
@@ -95,7 +100,8 @@ def power_law_table(interactions: int, seed: int = 0) -> datasets.Dataset:
 def scheme_rows(results: dict) -> list[str]:
     lines = [
         "| scheme | fit median (s) | stages, median (s) | byte-identical | cluster tokens | rank tokens | new tokens "
-        "| items per item cluster: clusters, min / median / mean / max | file (MB) | tokenizer build (s) |",
+        "| items per item cluster: clusters, min / median / mean / max (cold-start cluster left out) | file (MB) "
+        "| tokenizer build (s) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for scheme, result in results.items():
@@ -158,7 +164,8 @@ def main() -> None:
         *tree_lines(results["collaborative"]["vocab"], "Collaborative tree on Beauty (N = 20, M = 200, OpenP5's)"),
         "",
         "Independent IDs: one cluster token per user and per item, so the token count is the entity count; the rank "
-        "tokens beyond `<R0>` are the cold-start cluster's (one per catalogue entity absent from training).",
+        "tokens beyond `<R0>` are the cold-start cluster's (one per catalogue entity absent from training: "
+        f"{results['independent']['vocab'].metadata['cold_start']['items']} items on Beauty).",
         "",
     ]
     if args.synthetic:
@@ -171,7 +178,8 @@ def main() -> None:
         lines += [
             f"Synthetic power-law table ({args.synthetic:,} interactions drawn, {len(split['train']):,} in the train "
             f"split after the 3-interaction rule and leave-one-out; {len(vocab.users):,} users, "
-            f"{len(vocab.items):,} items), collaborative defaults, one fit: {stages}.",
+            f"{len(vocab.items):,} items), collaborative defaults, one fit: {stages}; peak resident memory of the "
+            f"whole benchmark process after it {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB.",
             "",
             *tree_lines(vocab, "Its tree"),
             "",
