@@ -6,7 +6,7 @@ their tokens carry no meaning: seeded random unit vectors.
 
 Independent IDs (IID, one new token per entity) are the block scheme with blocks of one: entity ``m`` is
 (cluster ``m``, rank 0). The library's IDs always have two tokens, so an IID is one distinctive token followed by the
-same rank token ``<R0>`` for every entity, which the model learns to write after any cluster at no cost; the decoder,
+same rank token ``<R0>`` for every entity, which the model learns to write after any cluster token; the decoder,
 the item tree and the tokenizer need nothing special for it. The new tokens number users + items + 1 (about 34,500 on
 Beauty), plus the cold-start ranks where the catalogue holds entities unseen in training.
 """

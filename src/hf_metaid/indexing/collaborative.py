@@ -18,12 +18,14 @@ depth-first order of the paths (sibling leaves get neighbouring numbers), and an
 leaf (a seeded shuffle, as OpenP5 draws its last token at random). So an item's cluster token names its whole path,
 where OpenP5 spells the path with one token per level from a pool of M tokens shared by all levels: the model sees
 the leaf, not the levels above it (two sibling leaves share no token), and every ID has the same depth. The paths
-are kept in the vocabulary's metadata (``leaf_paths``), from which OpenP5's variable-length IDs can be rebuilt.
+are kept in the vocabulary's metadata (``leaf_paths``), from which a variable-length, one-token-per-level spelling
+can be rebuilt.
 
-What this adds to OpenP5, where its recursion would not end or scipy would refuse: items that co-occur with no other
-item of their group (bought only by users with one training item) cannot be placed by the spectral step and form a
-group of their own, and a group the spectral step leaves in one piece is cut into consecutive runs of at most M
-items (both counted in the metadata).
+What this adds to OpenP5, whose recursion has no rule for them: items that co-occur with no other item of their group
+(at the root, items bought only by users with one training item; deeper, items whose partners all went to other
+groups) cannot be placed by the spectral step and form a group of their own, and a group the spectral step leaves in
+one piece is cut into consecutive runs of at most M items, so the recursion always ends (both counted in the
+metadata).
 
 Users: OpenP5 numbers users sequentially; here users get the sequential block IDs of
 :class:`~hf_metaid.indexing.SequentialIndexer` with blocks of M, in cluster tokens after the leaves, so the rank
