@@ -15,6 +15,10 @@ import pytest
 import hf_metaid
 from hf_metaid.indexing import (
     BlockIndexerConfig,
+    CollaborativeIndexer,
+    CollaborativeIndexerConfig,
+    IndependentIndexer,
+    IndependentIndexerConfig,
     MetaIDIndexer,
     MetaIDIndexerConfig,
     RandomIndexer,
@@ -162,7 +166,10 @@ def test_settings_are_stored_as_plain_values():
         config.dim = 16
 
 
-@pytest.mark.parametrize("config_class", [SkipGramConfig, MetaIDIndexerConfig, BlockIndexerConfig])
+@pytest.mark.parametrize(
+    "config_class",
+    [SkipGramConfig, MetaIDIndexerConfig, BlockIndexerConfig, CollaborativeIndexerConfig, IndependentIndexerConfig],
+)
 def test_every_setting_is_documented(config_class):
     for setting in fields(config_class):
         assert len(setting.metadata.get("help", "")) > 20, setting.name
@@ -199,6 +206,11 @@ def test_config_and_keywords_give_the_same_vocabulary(slice_split, tmp_path):
         block = BlockIndexerConfig(block_size=12, dim=8, seed=3)
         first = saved_bytes(indexer(block), slice_split, tmp_path)
         assert first == saved_bytes(indexer(block_size=12, dim=8, seed=3), slice_split, tmp_path)
+    collaborative = CollaborativeIndexerConfig(num_groups=4, leaf_size=50, dim=8, seed=3)
+    first = saved_bytes(CollaborativeIndexer(collaborative), slice_split, tmp_path)
+    assert first == saved_bytes(CollaborativeIndexer(num_groups=4, leaf_size=50, dim=8, seed=3), slice_split, tmp_path)
+    first = saved_bytes(IndependentIndexer(IndependentIndexerConfig(dim=8)), slice_split, tmp_path)
+    assert first == saved_bytes(IndependentIndexer(dim=8), slice_split, tmp_path)
 
 
 def saved_bytes(indexer, split, tmp_path) -> bytes:
@@ -265,3 +277,6 @@ def test_a_saved_vocabulary_rebuilds_its_indexer(slice_split, tmp_path):
 def test_public_names():
     assert hf_metaid.MetaIDIndexerConfig is MetaIDIndexerConfig and hf_metaid.SkipGramConfig is SkipGramConfig
     assert hf_metaid.BlockIndexerConfig is BlockIndexerConfig
+    assert hf_metaid.CollaborativeIndexer is CollaborativeIndexer and hf_metaid.IndependentIndexer is IndependentIndexer
+    assert hf_metaid.CollaborativeIndexerConfig is CollaborativeIndexerConfig
+    assert hf_metaid.IndependentIndexerConfig is IndependentIndexerConfig

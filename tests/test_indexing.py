@@ -8,7 +8,14 @@ from datasets import Dataset
 
 import hf_metaid
 from hf_metaid.errors import InteractionFormatError
-from hf_metaid.indexing import BaseIndexer, MetaIDIndexer, RandomIndexer, SequentialIndexer
+from hf_metaid.indexing import (
+    BaseIndexer,
+    CollaborativeIndexer,
+    IndependentIndexer,
+    MetaIDIndexer,
+    RandomIndexer,
+    SequentialIndexer,
+)
 from hf_metaid.indexing.graph import build_graph
 from hf_metaid.indexing.skipgram import skipgram_embeddings, window_pairs
 from hf_metaid.indexing.walks import metapath_walks
@@ -101,6 +108,8 @@ INDEXERS = {
     "metaid-separate": lambda: MetaIDIndexer(joint=False, **SMALL),
     "sequential": SequentialIndexer,
     "random": RandomIndexer,
+    "collaborative": lambda: CollaborativeIndexer(num_groups=3, leaf_size=8),
+    "independent": IndependentIndexer,
 }
 
 
@@ -209,7 +218,7 @@ def test_torch_skipgram_is_bit_identical_and_learns_structure(train):
     assert same > across + 0.1
 
 
-@pytest.mark.parametrize("make", [lambda: MetaIDIndexer(**SMALL), SequentialIndexer])
+@pytest.mark.parametrize("make", [lambda: MetaIDIndexer(**SMALL), SequentialIndexer, CollaborativeIndexer])
 def test_held_out_items_do_not_change_the_vocabulary(make, tmp_path):
     tables = [synthetic(seed=3, tail_seed=10), synthetic(seed=3, tail_seed=11)]
     splits = [hf_metaid.leave_one_out(t) for t in tables]
@@ -242,7 +251,8 @@ def test_cold_start_entities_get_the_reserved_cluster(table, train):
     warm = [vocab.item_code(i)[0] for i in train.unique("item")]
     assert max(warm) < cold
     # every scheme shares the rule
-    for other in (SequentialIndexer(), RandomIndexer(), MetaIDIndexer(num_clusters=6, embedding="spectral")):
+    others = (SequentialIndexer(), RandomIndexer(), CollaborativeIndexer(), IndependentIndexer())
+    for other in (*others, MetaIDIndexer(num_clusters=6, embedding="spectral")):
         vocab = other.fit(train, catalogue)
         assert vocab.item_code("new-item")[0] == vocab.num_clusters - 1
 
@@ -300,7 +310,13 @@ def test_beauty_subset():
 # ------------------------------------------------------------------------------------------------ bad input
 def test_empty_training_table_is_refused():
     empty = Dataset.from_dict({"user": [], "item": [], "position": []})
-    for indexer in (MetaIDIndexer(), SequentialIndexer(), RandomIndexer()):
+    for indexer in (
+        MetaIDIndexer(),
+        SequentialIndexer(),
+        RandomIndexer(),
+        CollaborativeIndexer(),
+        IndependentIndexer(),
+    ):
         with pytest.raises(ValueError, match="empty"):
             indexer.fit(empty)
 

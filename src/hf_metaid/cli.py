@@ -24,7 +24,7 @@ from pathlib import Path
 from .config_arguments import add_config_arguments, config_from_arguments
 from .errors import InvalidArgumentError, MetaIDError
 from .evaluation import MIN_KNOWN_TARGETS
-from .indexing import MetaIDIndexerConfig
+from .indexing import CollaborativeIndexerConfig, MetaIDIndexerConfig
 from .metrics import DEFAULT_KS
 from .output_folders import atomic_folder, check_output_folder
 from .pipeline import DEMO, SCHEMES, ModelSettings, Recipe, TrainingSettings
@@ -105,6 +105,8 @@ _non_negative_int = _int_from(0)
 # The options each command offers, per settings class of hf_metaid.pipeline; type, default, rule and help text come
 # from the fields (hf_metaid.config_arguments). The seed is one option for every stage, --layers has its own syntax.
 INDEX_FIELDS = ("num_clusters", "dim", "embedding", "rank_by")
+COLLABORATIVE_FIELDS = ("num_groups", "leaf_size")
+COLLABORATIVE_TITLE = "collaborative IDs (--scheme collaborative)"
 MODEL_FIELDS = ("base", "d_model", "d_ff", "dropout", "tree_softmax", "item_output", "item_input")
 TRAINING_FIELDS = (
     "epochs",
@@ -145,8 +147,12 @@ def _from_options(args: argparse.Namespace, current, names: Sequence[str], **fix
     return config_from_arguments(args, type(current), **kept, **fixed)
 
 
-def _index_config(args: argparse.Namespace, preset: Recipe) -> MetaIDIndexerConfig:
-    return _from_options(args, preset.index, INDEX_FIELDS, seed=args.seed, joint=not getattr(args, "separate", False))
+def _index_config(args: argparse.Namespace, preset: Recipe) -> MetaIDIndexerConfig | CollaborativeIndexerConfig:
+    """The settings of ``--scheme``'s indexer: META ID's, or a baseline's (which take its seed and ``--dim``)."""
+    config = _from_options(args, preset.index, INDEX_FIELDS, seed=args.seed, joint=not getattr(args, "separate", False))
+    if args.scheme == "collaborative":
+        return config_from_arguments(args, CollaborativeIndexerConfig, seed=config.seed, dim=config.dim)
+    return config
 
 
 def _model_and_training(args: argparse.Namespace, preset: Recipe) -> tuple[ModelSettings, TrainingSettings]:
@@ -338,9 +344,9 @@ def run_demo(args: argparse.Namespace) -> int:
     model_settings, training_settings = _model_and_training(args, DEMO)
     out = check_output_folder(args.out, args.overwrite)
     splits, names = split_data(args.data)
-    embedding = index_config.embedding
-    print(f"[1/4] indexing {len(names['users'])} users and {len(names['items'])} items ({embedding})", flush=True)
-    vocabulary = build_vocabulary(splits["train"], names, index_config)
+    how = index_config.embedding if args.scheme == "metaid" else f"{args.scheme} IDs"
+    print(f"[1/4] indexing {len(names['users'])} users and {len(names['items'])} items ({how})", flush=True)
+    vocabulary = build_vocabulary(splits["train"], names, index_config, scheme=args.scheme)
     index_seconds = time.perf_counter() - started
     encoder_layers, decoder_layers = model_settings.layers
     shape = (
@@ -422,6 +428,18 @@ def _add_eval_options(parser: argparse.ArgumentParser, exclude_seen: bool | None
     group.add_argument("--eval-batch-size", dest="batch_size", type=_positive_int, default=128)
 
 
+def _add_scheme(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument(
+        "--scheme",
+        choices=SCHEMES,
+        default=default,
+        help="ID scheme: metaid (the paper's), sequential or random (OpenP5's SID / RID: numbered entities in blocks), "
+        "collaborative (OpenP5's CID: recursive spectral clustering of item co-occurrence; users in sequential "
+        "blocks), independent (IID: one token per entity). The baselines read --seed and --dim of the indexing "
+        "options; --clusters, --embedding and --rank-by are META ID's (default: %(default)s)",
+    )
+
+
 def _add_seed(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--seed", type=_non_negative_int, default=0, help="seed of every random choice (indexing and training)"
@@ -458,10 +476,11 @@ def build_parser() -> argparse.ArgumentParser:
     index = commands.add_parser("index", help="build an ID vocabulary from the training split")
     index.add_argument("data", nargs="?", default="beauty", help=data_help)
     _add_output(index, None, "metaid_vocab.json")
-    index.add_argument("--scheme", choices=SCHEMES, default=defaults.scheme)
+    _add_scheme(index, defaults.scheme)
     index.add_argument("--separate", action="store_true", help="cluster users and items separately")
     _add_seed(index)
     _add_settings(index, "indexing", defaults.index, INDEX_FIELDS)
+    _add_settings(index, COLLABORATIVE_TITLE, CollaborativeIndexerConfig(), COLLABORATIVE_FIELDS)
     index.set_defaults(func=run_index)
 
     train = commands.add_parser("train", help="fine-tune a model on the training prompts")
@@ -531,7 +550,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_output(demo, "metaid-demo", "the trained model and tokenizer")
     _add_seed(demo)
     # The defaults are the DEMO recipe (hf_metaid.pipeline), chosen on the validation split.
+    _add_scheme(demo, DEMO.scheme)
     _add_settings(demo, "indexing", DEMO.index, INDEX_FIELDS)
+    _add_settings(demo, COLLABORATIVE_TITLE, CollaborativeIndexerConfig(), COLLABORATIVE_FIELDS)
     _add_training_options(demo, DEMO)
     _add_eval_options(demo, exclude_seen=DEMO.exclude_seen)
     demo.set_defaults(func=run_demo)

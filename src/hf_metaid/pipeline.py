@@ -38,13 +38,15 @@ from .data import (
 from .entity_vocabulary import EntityVocabulary
 from .errors import InvalidArgumentError, MetaIDError, SavedFileError
 from .indexing import (
-    BaseIndexer,
-    BlockIndexerConfig,
+    CollaborativeIndexer,
+    IndependentIndexer,
     MetaIDIndexer,
     MetaIDIndexerConfig,
     RandomIndexer,
     SequentialIndexer,
 )
+from .indexing.base import BaseIndexer, ConfiguredIndexer
+from .indexing.config import SeededConfig
 from .modeling_metaid import MetaIDForConditionalGeneration
 from .prompt_templates import TEMPLATE_SETS, TEMPLATES, check_templates
 from .saving import looks_like_hub_repository
@@ -52,7 +54,16 @@ from .tokenization_metaid import MetaIDTokenizer
 from .training import build_trainer, training_arguments
 from .vocabulary_growth import DEFAULT_MIN_INTERACTIONS, extend_tokenizer
 
-SCHEMES = ("metaid", "sequential", "random")
+# The ID schemes by name: META ID and the baselines (OpenP5's sequential, random and collaborative indexing, and one
+# token per entity). Every one builds an EntityVocabulary that the same tokenizer, model, trainer and evaluation take.
+INDEXERS: dict[str, type[ConfiguredIndexer]] = {
+    "metaid": MetaIDIndexer,
+    "sequential": SequentialIndexer,
+    "random": RandomIndexer,
+    "collaborative": CollaborativeIndexer,
+    "independent": IndependentIndexer,
+}
+SCHEMES = tuple(INDEXERS)
 
 
 # ------------------------------------------------------------------------------------------------------ settings
@@ -208,22 +219,33 @@ def split_data(data: str | os.PathLike | datasets.Dataset | None = "beauty"):
     return leave_one_out(interactions), catalogue(interactions)
 
 
-def build_indexer(scheme: str = "metaid", config: MetaIDIndexerConfig | None = None) -> BaseIndexer:
-    """The indexer of ``scheme`` (``config``: the META ID settings, default ones when ``None``); the block baselines
-    take its seed and vector size."""
-    config = MetaIDIndexerConfig() if config is None else config
-    if scheme == "metaid":
-        return MetaIDIndexer(config)
-    if scheme in ("sequential", "random"):
-        block = BlockIndexerConfig(seed=config.seed, dim=config.dim)
-        return SequentialIndexer(block) if scheme == "sequential" else RandomIndexer(block)
-    raise InvalidArgumentError(f"unknown scheme {scheme!r}; use one of {SCHEMES}")
+def build_indexer(scheme: str = "metaid", config: SeededConfig | None = None) -> BaseIndexer:
+    """The indexer of ``scheme`` (one of :data:`SCHEMES`).
+
+    ``config`` is the scheme's own settings object (e.g. a ``CollaborativeIndexerConfig`` for ``"collaborative"``),
+    or a ``MetaIDIndexerConfig``, of which the baselines take only the seed and the vector size (so one recipe's
+    settings serve every scheme); ``None``: the scheme's defaults.
+
+    Raises:
+        InvalidArgumentError: an unknown scheme, or settings of another scheme.
+    """
+    if scheme not in INDEXERS:
+        raise InvalidArgumentError(f"unknown scheme {scheme!r}; use one of {SCHEMES}")
+    indexer_class = INDEXERS[scheme]
+    if config is None or isinstance(config, indexer_class.config_class):
+        return indexer_class(config)
+    if isinstance(config, MetaIDIndexerConfig):
+        return indexer_class(seed=config.seed, dim=config.dim)
+    raise InvalidArgumentError(
+        f"config for scheme {scheme!r} must be a {indexer_class.config_class.__name__} or a MetaIDIndexerConfig, "
+        f"got {type(config).__name__}"
+    )
 
 
 def build_vocabulary(
     train: datasets.Dataset,
     names: dict | None = None,
-    config: MetaIDIndexerConfig | None = None,
+    config: SeededConfig | None = None,
     scheme: str = "metaid",
 ) -> EntityVocabulary:
     """The ID vocabulary of the training split (``names``: the catalogue, whose unseen entities get cold-start IDs)."""

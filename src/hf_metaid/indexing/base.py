@@ -104,6 +104,12 @@ class BaseIndexer(ABC):
     def _index(self, train: datasets.Dataset) -> IndexedEntities:
         """Codes for every user and item of the (validated, non-empty) training table."""
 
+    def _lap(self, name: str, since: float) -> float:
+        """Record the seconds since ``since`` as stage ``name`` of :attr:`timings_`; returns the time now."""
+        now = time.perf_counter()
+        self.timings_[name] = now - since
+        return now
+
 
 class ConfiguredIndexer(BaseIndexer, Generic[ConfigT]):
     """An indexer whose settings are one validated settings object, :attr:`config` (a :attr:`config_class`).

@@ -144,7 +144,15 @@ class MetaIDIndexerConfig(SkipGramConfig):
 
 
 @dataclass(frozen=True, kw_only=True)
-class BlockIndexerConfig(SeededConfig):
+class VectorConfig(SeededConfig):
+    """Base of the baselines' settings: the size of the seeded random vectors behind their tokens (the model's F
+    reads one per token; the baselines' tokens carry no meaning, so their vectors do not either)."""
+
+    dim: int = field(default=64, metadata={"help": "size of the random vectors behind the tokens", "minimum": 1})
+
+
+@dataclass(frozen=True, kw_only=True)
+class BlockIndexerConfig(VectorConfig):
     """Settings of the block baselines :class:`~hf_metaid.indexing.SequentialIndexer` and ``RandomIndexer``."""
 
     block_size: int | None = field(
@@ -154,7 +162,34 @@ class BlockIndexerConfig(SeededConfig):
             "minimum": 1,
         },
     )
-    dim: int = field(default=64, metadata={"help": "size of the random vectors behind the tokens", "minimum": 1})
+
+
+@dataclass(frozen=True, kw_only=True)
+class IndependentIndexerConfig(VectorConfig):
+    """Settings of :class:`~hf_metaid.indexing.IndependentIndexer`: one token per entity, nothing else to choose."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class CollaborativeIndexerConfig(VectorConfig):
+    """Settings of :class:`~hf_metaid.indexing.CollaborativeIndexer`; the defaults are OpenP5's
+    (``--collaborative_cluster 20 --collaborative_token_size 200``)."""
+
+    num_groups: int = field(
+        default=20,
+        metadata={
+            "help": "N, the groups each spectral clustering step splits a group of items into (OpenP5's "
+            "collaborative_cluster)",
+            "minimum": 2,
+        },
+    )
+    leaf_size: int = field(
+        default=200,
+        metadata={
+            "help": "M, the most items a leaf group holds: larger groups are split again (OpenP5's "
+            "collaborative_token_size); also the users' block size, so the rank tokens number M",
+            "minimum": 1,
+        },
+    )
 
 
 def configure(config_class: type[ConfigT], config: ConfigT | None, settings: dict[str, Any]) -> ConfigT:

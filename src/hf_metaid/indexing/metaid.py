@@ -77,8 +77,3 @@ class MetaIDIndexer(ConfiguredIndexer[MetaIDIndexerConfig]):
         codes = np.concatenate([users.codes, item_codes])
         centroids = np.concatenate([users.centroids, items.centroids])
         return codes, centroids, {"users": users.num_clusters, "items": items.num_clusters}
-
-    def _lap(self, name: str, since: float) -> float:
-        now = time.perf_counter()
-        self.timings_[name] = now - since
-        return now

@@ -47,7 +47,7 @@ def spectral_embeddings(graph: BipartiteGraph, dim: int = 64, seed: int = 0) -> 
         vectors[:, 0] = 1.0
         return vectors
     start = np.random.default_rng([seed, 0x53564453]).standard_normal(min(normalised.shape))
-    with _single_threaded_openblas():
+    with single_threaded_openblas():
         left, values, right_t = svds(normalised, k=rank, v0=start, random_state=seed)
     order = np.argsort(-values, kind="stable")
     left, values, right = left[:, order], values[order], right_t[order].T
@@ -69,7 +69,7 @@ _OPENBLAS_THREAD_SYMBOLS = (
 
 
 @contextlib.contextmanager
-def _single_threaded_openblas() -> Iterator[None]:
+def single_threaded_openblas() -> Iterator[None]:
     """Limit numpy's and scipy's OpenBLAS to one thread for the duration, then restore their thread counts."""
     restore = []
     for library in _loaded_openblas():
