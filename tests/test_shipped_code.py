@@ -14,8 +14,10 @@ import hf_metaid as hm
 PACKAGE = Path(hm.__file__).parent
 # Third-party modules a shipped file may import at its top: transformers and what transformers itself requires.
 ALLOWED = {"torch", "transformers", "numpy", "tokenizers", "huggingface_hub"}
-# Imported inside a function only, for an optional feature (EntityVocabulary.to_dataset / from_dataset).
-OPTIONAL = {"datasets"}
+# Imported inside a function only, for a feature that needs the library where it is installed: datasets for
+# EntityVocabulary.to_dataset / from_dataset, hf_metaid itself for the Hub methods (save_pretrained, from_pretrained,
+# push_to_hub), which delegate to hf_metaid.vocabulary_hub.
+OPTIONAL = {"datasets", "hf_metaid"}
 SHIPPED_MODULES = {name.removesuffix(".py") for name in hm.SHIPPED_FILES}
 
 
