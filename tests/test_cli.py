@@ -13,7 +13,7 @@ import pytest
 import hf_metaid as hm
 from hf_metaid.cli import main
 
-SUBCOMMANDS = ("index", "train", "evaluate", "recommend", "demo")
+SUBCOMMANDS = ("index", "train", "evaluate", "recommend", "demo", "push")
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""The ``hf-metaid`` command: index | train | evaluate | recommend | demo.
+"""The ``hf-metaid`` command: index | train | evaluate | recommend | demo | push.
 
 Each subcommand parses its options into the settings of :mod:`hf_metaid.pipeline` (whose fields carry the help
 texts), calls the pipeline or the public API, and prints a results table at the end. User mistakes (bad options,
@@ -155,16 +155,18 @@ def _model_and_training(args: argparse.Namespace, preset: Recipe) -> tuple[Model
 
 # ------------------------------------------------------------------------------------------------------ index
 def run_index(args: argparse.Namespace) -> int:
-    from .pipeline import build_indexer, split_data
+    from .pipeline import build_indexer, data_name, split_data
+    from .vocabulary_hub import write_vocabulary_folder
 
     out = check_output_folder(args.out, args.overwrite)
     config = _index_config(args, Recipe())
     splits, names = split_data(args.data)
     started = time.perf_counter()
-    vocabulary = build_indexer(args.scheme, config).fit(splits["train"], catalogue=names)
+    indexer = build_indexer(args.scheme, config)
+    vocabulary = indexer.fit(splits["train"], catalogue=names, source=data_name(args.data))
     seconds = time.perf_counter() - started
-    with atomic_folder(out, args.overwrite) as staging:
-        vocabulary.save(staging / "metaid_vocab.json")
+    with atomic_folder(out, args.overwrite) as staging:  # a vocabulary folder, ready for the Hub
+        write_vocabulary_folder(vocabulary, staging, timings=indexer.timings_)
     rows = [
         ["scheme", vocabulary.scheme],
         ["users", len(vocabulary.users)],
@@ -195,20 +197,13 @@ def _train_and_save(
     return run
 
 
-def _vocabulary_file(path: str) -> Path:
-    """``--vocab``: a vocabulary file, or a folder holding one (what ``index`` writes, or a model folder)."""
-    from .tokenization_metaid import VOCAB_FILE
-
-    return Path(path) / VOCAB_FILE if Path(path).is_dir() else Path(path)
-
-
 def run_train(args: argparse.Namespace) -> int:
     from .entity_vocabulary import EntityVocabulary
     from .pipeline import split_data
 
     out = check_output_folder(args.out, args.overwrite)
     settings = _model_and_training(args, Recipe())
-    vocabulary = EntityVocabulary.load(_vocabulary_file(args.vocab))
+    vocabulary = EntityVocabulary.from_pretrained(args.vocab)
     splits, _ = split_data(args.data)
     run = _train_and_save(settings, splits["train"], vocabulary, out, args.overwrite)
     rows = [["mode", "LoRA" if settings[1].lora else "full"], ["train loss", run.loss]]
@@ -235,18 +230,40 @@ def evaluate_split(model, tokenizer, split, args: argparse.Namespace) -> dict:
     )
 
 
+def evaluation_of(metrics: dict, args: argparse.Namespace) -> dict:
+    """The card's record of an evaluation run with the command's protocol (:mod:`hf_metaid.model_card`)."""
+    from .model_card import evaluation_record
+    from .pipeline import data_name
+
+    return evaluation_record(
+        metrics,
+        split=args.split,
+        data=data_name(args.data),
+        template=args.template,
+        mode=args.mode,
+        exclude_seen=bool(args.exclude_seen),
+    )
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
+    from .model_card import add_evaluation
     from .pipeline import split_data
     from .saving import load_for_inference
 
+    if args.save_to_card and not Path(args.model).is_dir():
+        raise InvalidArgumentError(f"--save-to-card writes into a local model folder; {args.model} is not one")
     model, tokenizer = load_for_inference(args.model)
     splits, _ = split_data(args.data)
     metrics = evaluate_split(model, tokenizer, splits[args.split], args)
+    if args.save_to_card:
+        card = add_evaluation(args.model, evaluation_of(metrics, args))
     print(metrics_table(metrics, args.k))
     users, invalid, seconds = int(metrics["num_users"]), metrics["invalid_rate"], metrics["seconds"]
     known = f"known_users={int(metrics['known_users'])} known_targets={int(metrics['known_targets'])}"
     print(f"users={users} {known} invalid_rate={invalid:.4f} seconds={seconds:.1f}")
     print(metrics_line(metrics, args.k))
+    if args.save_to_card:
+        print(f"model card: {card}")
     return 0
 
 
@@ -269,7 +286,8 @@ def run_recommend(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------------------- demo
 def run_demo(args: argparse.Namespace) -> int:
     """Index → train → evaluate the full test split → save → example recommendations, on the embedded Beauty."""
-    from .pipeline import build_vocabulary, decide_exclude_seen, split_data
+    from .model_card import add_evaluation
+    from .pipeline import build_vocabulary, data_name, decide_exclude_seen, split_data
     from .saving import load_for_inference
 
     started = time.perf_counter()
@@ -279,7 +297,7 @@ def run_demo(args: argparse.Namespace) -> int:
     splits, names = split_data(args.data)
     embedding = index_config.embedding
     print(f"[1/4] indexing {len(names['users'])} users and {len(names['items'])} items ({embedding})", flush=True)
-    vocabulary = build_vocabulary(splits["train"], names, index_config)
+    vocabulary = build_vocabulary(splits["train"], names, index_config, source=data_name(args.data))
     index_seconds = time.perf_counter() - started
     encoder_layers, decoder_layers = model_settings.layers
     shape = (
@@ -295,6 +313,7 @@ def run_demo(args: argparse.Namespace) -> int:
         ranking += " (as asked)"
     print(f"[3/4] evaluating on the {args.split} split ({splits[args.split].num_rows} users; {ranking})", flush=True)
     metrics = evaluate_split(run.model, run.tokenizer, splits[args.split], args)
+    add_evaluation(out, evaluation_of(metrics, args))  # the measured figures on the model card
     print("[4/4] example recommendations from the saved folder", flush=True)
     reloaded, reloaded_tokenizer = load_for_inference(out)
     for row in splits["test"].select(range(3)):
@@ -320,6 +339,26 @@ def run_demo(args: argparse.Namespace) -> int:
     partial.write_text(json.dumps(results, indent=2, sort_keys=True), encoding="utf-8")
     os.replace(partial, out / "demo_results.json")  # the file is whole or absent
     print(metrics_line(metrics, args.k))
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------------- push
+def run_push(args: argparse.Namespace) -> int:
+    from .hub_push import push_model
+
+    urls = push_model(
+        args.model,
+        args.repo_id,
+        vocab_repo=args.vocab_repo,
+        private=True if args.private else None,  # None: an existing repository keeps its visibility
+        token=args.token,
+        commit_message=args.commit_message,
+        license=args.license,
+    )
+    rows = [["model", args.repo_id, urls["model"]]]
+    if "vocabulary" in urls:
+        rows.append(["vocabulary (dataset)", args.vocab_repo, urls["vocabulary"]])
+    print(format_table(["pushed", "repository", "commit"], rows))
     return 0
 
 
@@ -403,7 +442,10 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="fine-tune a model on the training prompts")
     train.add_argument("data", nargs="?", default="beauty", help=data_help)
     train.add_argument(
-        "--vocab", required=True, help="metaid_vocab.json written by 'hf-metaid index', or the folder holding it"
+        "--vocab",
+        required=True,
+        help="the ID vocabulary: the folder 'hf-metaid index' wrote, a metaid_vocab.json file, a model folder, or a "
+        "Hub dataset repository namespace/name shared with EntityVocabulary.push_to_hub or 'hf-metaid push'",
     )
     _add_output(train, None, "the model (or adapter) and tokenizer")
     _add_seed(train)
@@ -419,6 +461,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help=f"evaluate even when the model's vocabulary knows under {MIN_KNOWN_TARGETS * 100:g}%% of the split's "
         "target items (refused otherwise: that is other data than the model's, and its HR would read as a bad model)",
+    )
+    evaluate.add_argument(
+        "--save-to-card",
+        action="store_true",
+        help="record the metrics and their protocol in the model folder (metaid_evaluation.json) and rewrite its "
+        "model card (README.md) with them; a run under the same protocol replaces the earlier one",
     )
     evaluate.set_defaults(func=run_evaluate)
 
@@ -442,6 +490,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training_options(demo, DEMO)
     _add_eval_options(demo, exclude_seen=DEMO.exclude_seen)
     demo.set_defaults(func=run_demo)
+
+    push = commands.add_parser(
+        "push", help="upload a model folder with its model card, and optionally its vocabulary as a dataset"
+    )
+    push.add_argument("model", help="local model folder written by 'hf-metaid train' or 'demo' (full or LoRA)")
+    push.add_argument("repo_id", help="the model repository on the Hub, namespace/name (created if needed)")
+    push.add_argument(
+        "--vocab-repo",
+        default=None,
+        help="also push the model's ID vocabulary as this dataset repository (namespace/name); the two cards link "
+        "each other",
+    )
+    push.add_argument("--private", action="store_true", help="create the repositories private")
+    push.add_argument("--token", default=None, help="Hub token (default: the one 'hf auth login' stored, or HF_TOKEN)")
+    push.add_argument("--commit-message", default=None, help="message of the model repository's commit")
+    push.add_argument("--license", default="apache-2.0", help="license in the model card's metadata")
+    push.set_defaults(func=run_push)
     return parser
 
 
