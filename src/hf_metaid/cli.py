@@ -26,7 +26,7 @@ from .errors import InvalidArgumentError, MetaIDError
 from .evaluation import MIN_KNOWN_TARGETS
 from .indexing import MetaIDIndexerConfig
 from .metrics import DEFAULT_KS
-from .output_folders import atomic_folder, check_output_folder
+from .output_folders import atomic_folder, check_output_folder, replace_file
 from .pipeline import DEMO, SCHEMES, ModelSettings, Recipe, TrainingSettings
 
 
@@ -335,9 +335,7 @@ def run_demo(args: argparse.Namespace) -> int:
     print(format_table(["demo", "value"], summary))
     print(metrics_table(metrics, args.k))
     results = {**metrics, "exclude_seen": args.exclude_seen, "total_seconds": total}
-    partial = out / ".demo_results.json.partial"
-    partial.write_text(json.dumps(results, indent=2, sort_keys=True), encoding="utf-8")
-    os.replace(partial, out / "demo_results.json")  # the file is whole or absent
+    replace_file(out / "demo_results.json", json.dumps(results, indent=2, sort_keys=True))  # whole or absent
     print(metrics_line(metrics, args.k))
     return 0
 

@@ -9,7 +9,6 @@ and an upload that fails leaves nothing behind.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import tempfile
@@ -20,6 +19,7 @@ from .entity_vocabulary import EntityVocabulary
 from .errors import InvalidArgumentError, SavedFileError
 from .hub_upload import check_repo_id, upload_folder
 from .model_card import BASE_RECORD, CARD_FILE, DEFAULT_LICENSE, write_model_card
+from .output_folders import read_json_object
 from .saving import check_model_folder
 from .tokenization_metaid import VOCAB_FILE
 from .vocabulary_hub import write_vocabulary_folder
@@ -98,7 +98,7 @@ def _warn_on_local_base(folder: Path) -> None:
     record = folder / BASE_RECORD
     if not record.is_file():
         return
-    checkpoint = json.loads(record.read_text(encoding="utf-8")).get("checkpoint")
+    checkpoint = read_json_object(record).get("checkpoint")
     if checkpoint and os.path.isabs(checkpoint):
         warnings.warn(
             f"{folder}: the adapter's base is the local checkpoint {checkpoint}; others can load the pushed adapter "

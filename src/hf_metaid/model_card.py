@@ -24,9 +24,10 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .errors import InvalidArgumentError, SavedFileError
+from .output_folders import read_json_object, replace_file
 from .prompt_templates import TEMPLATES
 from .tokenization_metaid import VOCAB_FILE
-from .vocabulary_card import CITATION, PAPER
+from .vocabulary_card import PAPER, citation_section
 from .vocabulary_card import TAGS as VOCABULARY_TAGS
 
 TRAINING_FILE = "metaid_training.json"
@@ -109,14 +110,17 @@ def write_records(folder: Path, training: Mapping | None, evaluations: Sequence[
         _write_json(folder / EVALUATION_FILE, {"results": list(evaluations)})
 
 
-def add_evaluation(folder: str | os.PathLike, record: Mapping, license: str = DEFAULT_LICENSE) -> Path:
-    """Add one evaluation run to a saved model folder and rewrite its card; each file is replaced whole."""
+def add_evaluation(folder: str | os.PathLike, record: Mapping, license: str | None = None) -> Path:
+    """Add one evaluation run to a saved model folder and rewrite its card (keeping its license unless ``license``
+    is given); each file is replaced whole."""
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise SavedFileError(f"{folder}: not a model folder (no config.json)")
+    if license is None and (folder / CARD_FILE).is_file():
+        license = ModelCard.load(folder / CARD_FILE).data.license
     results = merge_evaluations(read_evaluations(folder), [record])
-    _replace(folder / EVALUATION_FILE, json.dumps({"results": results}, indent=2, sort_keys=True) + "\n")
-    _replace(folder / CARD_FILE, str(model_card(folder, license=license)))
+    replace_file(folder / EVALUATION_FILE, json.dumps({"results": results}, indent=2, sort_keys=True) + "\n")
+    replace_file(folder / CARD_FILE, str(model_card(folder, license=license or DEFAULT_LICENSE)))
     return folder / CARD_FILE
 
 
@@ -124,7 +128,7 @@ def read_evaluations(folder: Path) -> list[dict]:
     path = folder / EVALUATION_FILE
     if not path.is_file():
         return []
-    results = _read_json(path).get("results")
+    results = read_json_object(path).get("results")
     if not isinstance(results, list) or not all(isinstance(r, dict) and "metrics" in r for r in results):
         raise SavedFileError(f"{path}: damaged evaluation record (expected {{'results': [{{..., 'metrics': ...}}]}})")
     return results
@@ -134,40 +138,26 @@ def _write_json(path: Path, data: Mapping) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def _replace(path: Path, text: str) -> None:
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, path)  # whole or absent, never half-written
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
-    except (OSError, ValueError) as err:
-        raise SavedFileError(f"{path}: damaged JSON file ({' '.join(str(err).split())})") from None
-    if not isinstance(data, dict):
-        raise SavedFileError(f"{path}: not a JSON object")
-    return data
-
-
 # -------------------------------------------------------------------------------------------------------- card
 def model_card(
     folder: str | os.PathLike,
     model_repo: str | None = None,
     vocab_repo: str | None = None,
     license: str = DEFAULT_LICENSE,
+    name: str | None = None,
 ) -> ModelCard:
     """The card of the model folder ``folder`` (full or LoRA), from its config, records and vocabulary;
-    ``model_repo`` / ``vocab_repo``: where the model and its vocabulary are (to be) pushed, for the links."""
+    ``model_repo`` / ``vocab_repo``: where the model and its vocabulary are (to be) pushed, for the links; ``name``:
+    the model's name where it is not pushed (default: the folder's name)."""
     folder = Path(folder)
-    config = _read_json(folder / "config.json")
+    config = read_json_object(folder / "config.json")
     lora = (folder / ADAPTER_CONFIG).is_file()
-    base_record = _read_json(folder / BASE_RECORD) if (folder / BASE_RECORD).is_file() else {}
-    training = _read_json(folder / TRAINING_FILE) if (folder / TRAINING_FILE).is_file() else None
+    base_record = read_json_object(folder / BASE_RECORD) if (folder / BASE_RECORD).is_file() else {}
+    training = read_json_object(folder / TRAINING_FILE) if (folder / TRAINING_FILE).is_file() else None
     evaluations = read_evaluations(folder)
-    vocabulary = _read_json(folder / VOCAB_FILE) if (folder / VOCAB_FILE).is_file() else {}
+    vocabulary = read_json_object(folder / VOCAB_FILE) if (folder / VOCAB_FILE).is_file() else {}
     fingerprint = config.get("metaid_vocab_fingerprint") or vocabulary.get("fingerprint")
-    name = model_repo or folder.name
+    name = model_repo or name or folder.name
     base = base_record.get("checkpoint") or (training or {}).get("base_checkpoint")
     hub_base = base if base and not os.path.isabs(base) else None
     data = ModelCardData(
@@ -194,18 +184,18 @@ def model_card(
         *_vocabulary_section(fingerprint, vocab_repo, vocabulary),
         *_prompt_section(config),
         *_usage_section(name, lora),
-        "## Citation",
-        "",
-        "```bibtex",
-        CITATION,
-        "```",
+        *citation_section(),
     ]
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n")
 
 
-def write_model_card(folder: Path, model_repo=None, vocab_repo=None, license: str = DEFAULT_LICENSE) -> None:
-    """Write :func:`model_card` as ``README.md`` into ``folder``."""
-    (folder / CARD_FILE).write_text(str(model_card(folder, model_repo, vocab_repo, license)), encoding="utf-8")
+def write_model_card(
+    folder: Path, model_repo=None, vocab_repo=None, license: str = DEFAULT_LICENSE, name: str | None = None
+) -> None:
+    """Write :func:`model_card` as ``README.md`` into ``folder`` (a folder being built: see :func:`add_evaluation`
+    for a saved one)."""
+    card = model_card(folder, model_repo, vocab_repo, license, name)
+    (folder / CARD_FILE).write_text(str(card), encoding="utf-8")
 
 
 def _protocol(record: Mapping) -> str:

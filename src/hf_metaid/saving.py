@@ -105,7 +105,7 @@ def save_for_inference(
         tokenizer.save_pretrained(staging)
         training = None if trainer is None else training_record(trainer, is_peft(model))
         write_records(staging, training, evaluations)
-        write_model_card(staging, license=license)
+        write_model_card(staging, license=license, name=Path(output_dir).name)
     return Path(output_dir)
 
 

@@ -134,13 +134,14 @@ def vocabulary_card(
         json.dumps(vocabulary.metadata.get("params") or {}, indent=2, sort_keys=True),
         "```",
         "",
-        "## Citation",
-        "",
-        "```bibtex",
-        CITATION,
-        "```",
+        *citation_section(),
     ]
     return DatasetCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n")
+
+
+def citation_section() -> list[str]:
+    """The card's closing section: the paper, as BibTeX."""
+    return ["## Citation", "", "```bibtex", CITATION, "```"]
 
 
 def _kept(flag: bool) -> str:

@@ -26,7 +26,7 @@ from pathlib import Path
 from .entity_vocabulary import FORMAT_VERSION, EntityVocabulary
 from .errors import InvalidArgumentError, MetaIDError, SavedFileError
 from .hub_upload import check_repo_id, upload_folder
-from .output_folders import atomic_folder
+from .output_folders import atomic_folder, read_json_object
 from .png_histogram import bar_chart_png, histogram_bins
 from .tokenization_metaid import VOCAB_FILE
 from .vocabulary_card import (
@@ -203,7 +203,7 @@ def _load_folder(folder: Path) -> EntityVocabulary:
             "would read other ones"
         )
     if (folder / VOCAB_FILE).is_file():
-        beside = _json_object(folder / VOCAB_FILE).get("fingerprint")
+        beside = read_json_object(folder / VOCAB_FILE).get("fingerprint")
         if beside != recorded:
             raise SavedFileError(
                 f"{folder / VOCAB_FILE}: records the vocabulary fingerprint {beside}, but the rows and {INFO_FILE} "
@@ -215,20 +215,10 @@ def _load_folder(folder: Path) -> EntityVocabulary:
 def _info(path: Path) -> dict:
     if not path.is_file():
         raise SavedFileError(f"{path}: missing; it records the fingerprint and settings the rows belong to")
-    info = _json_object(path)
+    info = read_json_object(path)
     if info.get("format_version") != FORMAT_VERSION:
         raise SavedFileError(f"{path}: unsupported format_version {info.get('format_version')!r}")
     return info
-
-
-def _json_object(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
-    except (OSError, ValueError) as err:
-        raise SavedFileError(f"{path}: damaged JSON file ({' '.join(str(err).split())})") from None
-    if not isinstance(data, dict):
-        raise SavedFileError(f"{path}: not a JSON object")
-    return data
 
 
 def _from_rows(rows: Path, info: Mapping) -> EntityVocabulary:
