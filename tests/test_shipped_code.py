@@ -58,6 +58,11 @@ def test_shipped_files_import_only_each_other_and_transformers(name):
     assert offences((PACKAGE / name).read_text(encoding="utf-8")) == []
 
 
+def test_library_only_features_may_import_the_library_inside_a_function():
+    method = "def save_pretrained(self):\n    from hf_metaid.vocabulary_hub import save_vocabulary\n"
+    assert offences(method) == []
+
+
 @pytest.mark.parametrize(
     "source",
     [
