@@ -131,6 +131,18 @@ def test_the_dataset_card_reports_the_vocabulary(fitted, tmp_path):
     assert bars == int(np.count_nonzero(histogram_bins(sizes.tolist(), 20)[0]))
 
 
+def test_the_card_names_the_vocabulary_a_vocabulary_extends(fitted, tmp_path):
+    vocabulary, _ = fitted
+    assert (
+        "Extends the vocabulary"
+        not in DatasetCard.load(Path(vocabulary.save_pretrained(tmp_path / "a")) / "README.md").text
+    )
+    child = hm.EntityVocabulary.from_pretrained(tmp_path / "a")
+    child.metadata["parent_fingerprint"] = "0123456789abcdef"
+    card = DatasetCard.load(Path(child.save_pretrained(tmp_path / "b")) / "README.md")
+    assert "Extends the vocabulary `0123456789abcdef`" in card.text
+
+
 def test_a_saved_vocabulary_is_byte_identical_and_never_replaced_unasked(fitted, tmp_path):
     vocabulary, _ = fitted
     vocabulary.save_pretrained(tmp_path / "a")

@@ -17,10 +17,11 @@ Everything but the timings is the same, byte for byte, for the same vocabulary.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from .entity_vocabulary import FORMAT_VERSION, EntityVocabulary
@@ -84,7 +85,8 @@ def write_vocabulary_folder(
         if value is not None:
             check_repo_id(value, name)
     vocabulary.save(folder / VOCAB_FILE)
-    vocabulary.to_dataset().to_parquet(str(folder / ROWS_FILE))
+    with _quiet_datasets():
+        vocabulary.to_dataset().to_parquet(str(folder / ROWS_FILE))
     summary = vocabulary_summary(vocabulary, timings)
     info = {
         "format_version": FORMAT_VERSION,
@@ -101,6 +103,20 @@ def write_vocabulary_folder(
     counts, _ = histogram_bins(cluster_sizes(vocabulary).tolist(), HISTOGRAM_BINS)
     (folder / HISTOGRAM_FILE).write_bytes(bar_chart_png(counts))
     vocabulary_card(vocabulary, summary, repo_id, model_repo, license).save(folder / CARD_FILE)
+
+
+@contextlib.contextmanager
+def _quiet_datasets() -> Iterator[None]:
+    """No progress bar for writing one small file (it would stand before a command's one-line answer)."""
+    import datasets
+
+    was_enabled = not datasets.are_progress_bars_disabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            datasets.enable_progress_bars()
 
 
 def push_vocabulary(
