@@ -23,7 +23,6 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 import hf_metaid as hm
 from conftest import quiet_args, tiny_model
 from hf_metaid.cli import main
-from hf_metaid.hub_push import push_model
 from hf_metaid.png_histogram import BAR, histogram_bins
 from hf_metaid.saving import load_for_inference, save_for_inference
 from hf_metaid.training import build_trainer, lora_config
@@ -45,9 +44,10 @@ class FakeHub:
     """Stands in for the Hub's network calls: records them and keeps each upload as a snapshot folder."""
 
     def __init__(self, root: Path, fail: Exception | None = None) -> None:
-        self.root, self.fail, self.calls = root, fail, []
+        self.root, self.fail, self.calls, self.tokens = root, fail, [], []
 
     def create_repo(self, api, repo_id, *, repo_type=None, private=None, exist_ok=False, **rest):
+        self.tokens.append(api.token)
         self.calls.append(("create_repo", repo_id, {"repo_type": repo_type, "private": private, "exist_ok": exist_ok}))
         if self.fail is not None:
             raise self.fail
@@ -205,7 +205,8 @@ def test_push_uploads_a_model_and_its_vocabulary_cross_linked(tiny, hub, tmp_pat
     folder = save_for_inference(model, tokenizer, tmp_path / "model")
     before = tree(folder)
     command = ["push", str(folder), "me/beauty-metaid", "--vocab-repo", "me/beauty-ids", "--private"]
-    assert main([*command, "--commit-message", "trained on Beauty"]) == 0
+    assert main([*command, "--commit-message", "trained on Beauty", "--token", "hf_test"]) == 0
+    assert hub.tokens == ["hf_test", "hf_test"]
     assert [(call, repo) for call, repo, _ in hub.calls] == [
         ("create_repo", "me/beauty-ids"),
         ("upload_folder", "me/beauty-ids"),
@@ -238,7 +239,7 @@ def test_push_uploads_a_lora_adapter_that_loads_back(tiny, hub, tmp_path):
     trainer = build_trainer(model, tokenizer, train, quiet_args(tmp_path / "run", max_steps=1), lora=lora_config(model))
     trainer.train()
     folder = save_for_inference(trainer, tokenizer, tmp_path / "adapter")
-    urls = push_model(folder, "me/beauty-lora")
+    urls = hm.push_model(folder, "me/beauty-lora")
     assert urls == {"model": "https://hub.test/me/beauty-lora/commit/1"}
     snapshot = hub.snapshot("model", "me/beauty-lora")
     assert "base/model.safetensors" in hub.calls[-1][2]["files"]
@@ -276,3 +277,31 @@ def test_push_refuses_what_it_cannot_push(tiny, tmp_path, capsys):
     (folder / "tokenizer.json").unlink()
     assert main(["push", str(folder), "me/m"]) == 2
     assert "missing tokenizer.json" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (lambda v, t: hm.EntityVocabulary.from_pretrained(3), hm.InvalidArgumentError, "must be a folder, a file or"),
+        (lambda v, t: hm.EntityVocabulary.from_pretrained(t / "none"), hm.SavedFileError, "no such vocabulary file"),
+        (lambda v, t: hm.EntityVocabulary.from_pretrained(t), hm.SavedFileError, "no vocabulary here"),
+        (lambda v, t: v.push_to_hub("not a repo"), hm.InvalidArgumentError, "not a valid Hub repository name"),
+        (lambda v, t: v.save_pretrained(t / "v", model_repo="a b"), hm.InvalidArgumentError, "model_repo 'a b'"),
+        (lambda v, t: hm.push_model(t / "none", "me/m"), hm.SavedFileError, "no such model folder"),
+    ],
+    ids=["name-type", "missing", "empty-folder", "repo-name", "model-repo-name", "push-missing"],
+)
+def test_bad_sharing_arguments_are_named(fitted, tmp_path, call, error, message):
+    with pytest.raises(error, match=message):
+        call(fitted[0], tmp_path)
+    assert not (tmp_path / "v").exists()
+
+
+def test_a_damaged_info_file_is_named(fitted, tmp_path):
+    folder = Path(fitted[0].save_pretrained(tmp_path / "vocab"))
+    (folder / "vocabulary_info.json").write_text('{"format_version": 1, "fing')
+    with pytest.raises(hm.SavedFileError, match=r"vocabulary_info\.json: damaged JSON file"):
+        hm.EntityVocabulary.from_pretrained(folder)
+    (folder / "vocabulary_info.json").unlink()
+    with pytest.raises(hm.SavedFileError, match=r"vocabulary_info\.json: missing"):
+        hm.EntityVocabulary.from_pretrained(folder)
