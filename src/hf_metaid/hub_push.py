@@ -42,7 +42,9 @@ def push_model(
 
     Raises:
         SavedFileError: ``model_dir`` is not a complete model folder (the missing or damaged file named).
-        HubError: the Hub could not be reached or refused, in one line; the local folder is as it was.
+        HubError: the Hub could not be reached or refused, in one line; the local folder is as it was. Where the
+            vocabulary went up and the model did not, pushing again replaces the vocabulary's files with the same
+            ones (a commit with no change) and pushes the model.
     """
     if not isinstance(model_dir, (str, os.PathLike)) or not Path(model_dir).is_dir():
         raise SavedFileError(f"{model_dir}: no such model folder (push takes a local folder)")
