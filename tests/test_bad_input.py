@@ -572,9 +572,15 @@ API_CASES = [
     ),
     Api(
         "tokenizer-vocabulary",
-        lambda k: hm.MetaIDTokenizer.from_base(None, "vocab"),
+        lambda k: hm.MetaIDTokenizer.from_base(None, 3),
         BAD,
         "vocabulary must be an EntityVocabulary",
+    ),
+    Api(
+        "tokenizer-vocabulary-path",
+        lambda k: hm.MetaIDTokenizer.from_base(None, "vocab"),
+        hm.SavedFileError,
+        "vocab: no such vocabulary file or folder",
     ),
     Api("tokenizer-base", lambda k: hm.MetaIDTokenizer.from_base(3, k.vocab), BAD, "base must be None, a checkpoint"),
     Api("model-alpha", lambda k: _model(k, alpha="0.1"), BAD, "alpha must be a finite number, got str"),

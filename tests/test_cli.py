@@ -9,11 +9,12 @@ import sys
 
 import datasets
 import pytest
+from huggingface_hub import ModelCard
 
 import hf_metaid as hm
 from hf_metaid.cli import main
 
-SUBCOMMANDS = ("index", "train", "extend", "evaluate", "recommend", "demo")
+SUBCOMMANDS = ("index", "train", "extend", "evaluate", "recommend", "demo", "push")
 
 
 @pytest.fixture(scope="module")
@@ -208,6 +209,15 @@ def test_demo_runs_end_to_end_on_a_small_file(tiny_file, tmp_path, capsys):
     assert [part.split("=")[0] for part in last] == ["HR@5", "HR@10", "NDCG@5", "NDCG@10"]
     results = json.loads((out / "demo_results.json").read_text())
     assert f"HR@10={results['hr@10']:.4f}" in last and results["exclude_seen"] is True
+    card = ModelCard.load(out / "README.md")  # the card holds the figures the demo measured
+    measured = {r.metric_type: r.metric_value for r in card.data.eval_results}
+    assert measured["hr@10"] == pytest.approx(results["hr@10"], abs=1e-6) and set(measured) == {
+        "hr@5",
+        "hr@10",
+        "ndcg@5",
+        "ndcg@10",
+    }
+    assert all(r.metric_args["history_items"] == "left out" for r in card.data.eval_results)
     config = json.loads((out / "config.json").read_text())
     assert (config["num_layers"], config["num_decoder_layers"], config["d_ff"]) == (1, 3, 48)
     assert main(["demo", "--data", str(tiny_file), "--out", str(out)]) == 2  # never overwrites silently

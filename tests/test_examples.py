@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+import hf_metaid as hm
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
@@ -69,4 +71,8 @@ def test_share_on_hub_folder_loads_without_the_package(tmp_path, capsys):
     share_on_hub.main(["--out", str(tmp_path / "shared")])
     printed = capsys.readouterr().out
     assert "transformers_modules" in printed and "MetaIDForConditionalGeneration" in printed
+    assert "generative-retrieval" in printed and "model-index:" in printed  # both cards, the model's evaluated
+    model = tmp_path / "shared" / "model"
+    vocabulary = hm.EntityVocabulary.from_pretrained(tmp_path / "shared" / "vocabulary")
+    assert hm.MetaIDTokenizer.from_pretrained(model).entity_vocabulary.fingerprint == vocabulary.fingerprint
     assert sys.modules["share_on_hub"].__file__.startswith(str(EXAMPLES))

@@ -169,6 +169,8 @@ def test_lora_on_a_hub_base_records_its_name_and_revision(tiny, tmp_path, monkey
     folder = save_for_inference(trainer, tokenizer, tmp_path / "adapter")
     record = json.loads((folder / "metaid_base.json").read_text())
     assert (record["checkpoint"], record["revision"]) == ("org/base", commit)
+    card = huggingface_hub.ModelCard.load(folder / "README.md")  # the card links the base on the Hub
+    assert card.data.base_model == "org/base" and "[org/base](https://huggingface.co/org/base)" in card.text
     loaded, _ = load_for_inference(folder)
     batch = fixed_batch(tokenizer, train)
     assert torch.equal(logits_of(loaded, batch), logits_of(trainer.model, batch))

@@ -14,8 +14,10 @@ import hf_metaid as hm
 PACKAGE = Path(hm.__file__).parent
 # Third-party modules a shipped file may import at its top: transformers and what transformers itself requires.
 ALLOWED = {"torch", "transformers", "numpy", "tokenizers", "huggingface_hub"}
-# Imported inside a function only, for an optional feature (EntityVocabulary.to_dataset / from_dataset; and
-# EntityVocabulary.extend, which calls the library's own hf_metaid.vocabulary_growth).
+# Imported inside a function only, for a feature that needs the library where it is installed: datasets for
+# EntityVocabulary.to_dataset / from_dataset, hf_metaid itself for the Hub methods (save_pretrained, from_pretrained,
+# push_to_hub), which delegate to hf_metaid.vocabulary_hub, and for EntityVocabulary.extend
+# (hf_metaid.vocabulary_growth).
 OPTIONAL = {"datasets", "hf_metaid"}
 SHIPPED_MODULES = {name.removesuffix(".py") for name in hm.SHIPPED_FILES}
 
@@ -55,6 +57,11 @@ def offences(source: str) -> list[str]:
 @pytest.mark.parametrize("name", hm.SHIPPED_FILES)
 def test_shipped_files_import_only_each_other_and_transformers(name):
     assert offences((PACKAGE / name).read_text(encoding="utf-8")) == []
+
+
+def test_library_only_features_may_import_the_library_inside_a_function():
+    method = "def save_pretrained(self):\n    from hf_metaid.vocabulary_hub import save_vocabulary\n"
+    assert offences(method) == []
 
 
 @pytest.mark.parametrize(

@@ -31,6 +31,7 @@ from .errors import (
     VocabularyMismatchError,
 )
 from .evaluation import RecommendationEvaluator, evaluate_recommender
+from .hub_push import push_model
 from .indexing import (
     BaseIndexer,
     BlockIndexerConfig,
@@ -45,6 +46,7 @@ from .indexing import (
     SkipGramConfig,
 )
 from .item_tree import ItemTree
+from .model_card import evaluation_record
 from .modeling_metaid import MetaIDForConditionalGeneration
 from .pipeline import DEMO, ModelSettings, Recipe, TrainingSettings, tiny_t5_config
 from .saving import load_for_inference, save_for_inference
@@ -129,12 +131,14 @@ __all__ = [
     "decode_items",
     "embedded_beauty_path",
     "evaluate_recommender",
+    "evaluation_record",
     "extend_tokenizer",
     "extend_vocabulary",
     "leave_one_out",
     "load_for_inference",
     "load_interactions",
     "lora_config",
+    "push_model",
     "save_for_inference",
     "tiny_t5_config",
     "tokenize_prompts",

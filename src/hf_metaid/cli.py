@@ -1,4 +1,4 @@
-"""The ``hf-metaid`` command: index | train | extend | evaluate | recommend | demo.
+"""The ``hf-metaid`` command: index | train | extend | evaluate | recommend | demo | push.
 
 Each subcommand parses its options into the settings of :mod:`hf_metaid.pipeline` (whose fields carry the help
 texts), calls the pipeline or the public API, and prints a results table at the end. User mistakes (bad options,
@@ -26,7 +26,7 @@ from .errors import InvalidArgumentError, MetaIDError
 from .evaluation import MIN_KNOWN_TARGETS
 from .indexing import CollaborativeIndexerConfig, MetaIDIndexerConfig
 from .metrics import DEFAULT_KS
-from .output_folders import atomic_folder, check_output_folder
+from .output_folders import atomic_folder, check_output_folder, replace_file
 from .pipeline import DEMO, SCHEMES, ModelSettings, Recipe, TrainingSettings
 from .vocabulary_growth import DEFAULT_MIN_INTERACTIONS
 
@@ -162,16 +162,19 @@ def _model_and_training(args: argparse.Namespace, preset: Recipe) -> tuple[Model
 
 # ------------------------------------------------------------------------------------------------------ index
 def run_index(args: argparse.Namespace) -> int:
-    from .pipeline import build_indexer, split_data
+    from .pipeline import build_indexer, data_name, split_data
+    from .vocabulary_hub import write_vocabulary_folder
 
     out = check_output_folder(args.out, args.overwrite)
     config = _index_config(args, Recipe())
     splits, names = split_data(args.data)
     started = time.perf_counter()
-    vocabulary = build_indexer(args.scheme, config).fit(splits["train"], catalogue=names)
+    vocabulary = build_indexer(args.scheme, config).fit(splits["train"], catalogue=names, source=data_name(args.data))
     seconds = time.perf_counter() - started
+    # A vocabulary folder, ready for the Hub; the fit's times are printed, not written, so the same data and seed
+    # give the same folder byte for byte.
     with atomic_folder(out, args.overwrite) as staging:
-        vocabulary.save(staging / "metaid_vocab.json")
+        write_vocabulary_folder(vocabulary, staging)
     rows = [
         ["scheme", vocabulary.scheme],
         ["users", len(vocabulary.users)],
@@ -181,7 +184,7 @@ def run_index(args: argparse.Namespace) -> int:
         ["new tokens", len(vocabulary.new_tokens)],
         ["fingerprint", vocabulary.fingerprint],
         ["seconds", f"{seconds:.1f}"],
-        ["written", str(out / "metaid_vocab.json")],
+        ["written", f"{out} (vocabulary folder with its dataset card)"],
     ]
     print(format_table(["vocabulary", "value"], rows))
     return 0
@@ -215,7 +218,7 @@ def _resume_and_save(folder: str, settings: TrainingSettings, train_split, out: 
 
 
 def _vocabulary_file(path: str) -> Path:
-    """``--vocab``: a vocabulary file, or a folder holding one (what ``index`` writes, or a model folder)."""
+    """A vocabulary file, or a folder holding one (what ``index`` writes, or a model folder)."""
     from .tokenization_metaid import VOCAB_FILE
 
     return Path(path) / VOCAB_FILE if Path(path).is_dir() else Path(path)
@@ -233,7 +236,7 @@ def run_train(args: argparse.Namespace) -> int:
     if args.resume_from is not None:
         run = _resume_and_save(args.resume_from, settings[1], splits["train"], out, args.overwrite)
     else:
-        vocabulary = EntityVocabulary.load(_vocabulary_file(args.vocab))
+        vocabulary = EntityVocabulary.from_pretrained(args.vocab)
         run = _train_and_save(settings, splits["train"], vocabulary, out, args.overwrite)
     rows = [["mode", "LoRA" if settings[1].lora else "full"], ["train loss", run.loss]]
     rows += [["seconds", f"{run.seconds:.1f}"], ["written", str(out)]]
@@ -302,18 +305,40 @@ def evaluate_split(model, tokenizer, split, args: argparse.Namespace) -> dict:
     )
 
 
+def evaluation_of(metrics: dict, args: argparse.Namespace) -> dict:
+    """The card's record of an evaluation run with the command's protocol (:mod:`hf_metaid.model_card`)."""
+    from .model_card import evaluation_record
+    from .pipeline import data_name
+
+    return evaluation_record(
+        metrics,
+        split=args.split,
+        data=data_name(args.data),
+        template=args.template,
+        mode=args.mode,
+        exclude_seen=bool(args.exclude_seen),
+    )
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
+    from .model_card import add_evaluation
     from .pipeline import split_data
     from .saving import load_for_inference
 
+    if args.save_to_card and not Path(args.model).is_dir():
+        raise InvalidArgumentError(f"--save-to-card writes into a local model folder; {args.model} is not one")
     model, tokenizer = load_for_inference(args.model)
     splits, _ = split_data(args.data)
     metrics = evaluate_split(model, tokenizer, splits[args.split], args)
+    if args.save_to_card:
+        card = add_evaluation(args.model, evaluation_of(metrics, args))
     print(metrics_table(metrics, args.k))
     users, invalid, seconds = int(metrics["num_users"]), metrics["invalid_rate"], metrics["seconds"]
     known = f"known_users={int(metrics['known_users'])} known_targets={int(metrics['known_targets'])}"
     print(f"users={users} {known} invalid_rate={invalid:.4f} seconds={seconds:.1f}")
     print(metrics_line(metrics, args.k))
+    if args.save_to_card:
+        print(f"model card: {card}")
     return 0
 
 
@@ -336,7 +361,8 @@ def run_recommend(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------------------- demo
 def run_demo(args: argparse.Namespace) -> int:
     """Index → train → evaluate the full test split → save → example recommendations, on the embedded Beauty."""
-    from .pipeline import build_vocabulary, decide_exclude_seen, split_data
+    from .model_card import add_evaluation
+    from .pipeline import build_vocabulary, data_name, decide_exclude_seen, split_data
     from .saving import load_for_inference
 
     started = time.perf_counter()
@@ -346,7 +372,7 @@ def run_demo(args: argparse.Namespace) -> int:
     splits, names = split_data(args.data)
     how = index_config.embedding if args.scheme == "metaid" else f"{args.scheme} IDs"
     print(f"[1/4] indexing {len(names['users'])} users and {len(names['items'])} items ({how})", flush=True)
-    vocabulary = build_vocabulary(splits["train"], names, index_config, scheme=args.scheme)
+    vocabulary = build_vocabulary(splits["train"], names, index_config, scheme=args.scheme, source=data_name(args.data))
     index_seconds = time.perf_counter() - started
     encoder_layers, decoder_layers = model_settings.layers
     shape = (
@@ -362,6 +388,7 @@ def run_demo(args: argparse.Namespace) -> int:
         ranking += " (as asked)"
     print(f"[3/4] evaluating on the {args.split} split ({splits[args.split].num_rows} users; {ranking})", flush=True)
     metrics = evaluate_split(run.model, run.tokenizer, splits[args.split], args)
+    add_evaluation(out, evaluation_of(metrics, args))  # the measured figures on the model card
     print("[4/4] example recommendations from the saved folder", flush=True)
     reloaded, reloaded_tokenizer = load_for_inference(out)
     for row in splits["test"].select(range(3)):
@@ -383,10 +410,28 @@ def run_demo(args: argparse.Namespace) -> int:
     print(format_table(["demo", "value"], summary))
     print(metrics_table(metrics, args.k))
     results = {**metrics, "exclude_seen": args.exclude_seen, "total_seconds": total}
-    partial = out / ".demo_results.json.partial"
-    partial.write_text(json.dumps(results, indent=2, sort_keys=True), encoding="utf-8")
-    os.replace(partial, out / "demo_results.json")  # the file is whole or absent
+    replace_file(out / "demo_results.json", json.dumps(results, indent=2, sort_keys=True))  # whole or absent
     print(metrics_line(metrics, args.k))
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------------- push
+def run_push(args: argparse.Namespace) -> int:
+    from .hub_push import push_model
+
+    urls = push_model(
+        args.model,
+        args.repo_id,
+        vocab_repo=args.vocab_repo,
+        private=True if args.private else None,  # None: an existing repository keeps its visibility
+        token=args.token,
+        commit_message=args.commit_message,
+        license=args.license,
+    )
+    rows = [["model", args.repo_id, urls["model"]]]
+    if "vocabulary" in urls:
+        rows.append(["vocabulary (dataset)", args.vocab_repo, urls["vocabulary"]])
+    print(format_table(["pushed", "repository", "commit"], rows))
     return 0
 
 
@@ -486,7 +531,11 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="fine-tune a model on the training prompts")
     train.add_argument("data", nargs="?", default="beauty", help=data_help)
     train.add_argument(
-        "--vocab", default=None, help="metaid_vocab.json written by 'hf-metaid index', or the folder holding it"
+        "--vocab",
+        default=None,
+        help="the ID vocabulary of a new model: the folder 'hf-metaid index' wrote, a metaid_vocab.json file, a model "
+        "folder, or a Hub dataset repository namespace/name shared with EntityVocabulary.push_to_hub or "
+        "'hf-metaid push'",
     )
     train.add_argument(
         "--resume-from",
@@ -532,6 +581,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"evaluate even when the model's vocabulary knows under {MIN_KNOWN_TARGETS * 100:g}%% of the split's "
         "target items (refused otherwise: that is other data than the model's, and its HR would read as a bad model)",
     )
+    evaluate.add_argument(
+        "--save-to-card",
+        action="store_true",
+        help="record the metrics and their protocol in the model folder (metaid_evaluation.json) and rewrite its "
+        "model card (README.md) with them; a run under the same protocol replaces the earlier one",
+    )
     evaluate.set_defaults(func=run_evaluate)
 
     recommend = commands.add_parser("recommend", help="top-k items for one user")
@@ -556,6 +611,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training_options(demo, DEMO)
     _add_eval_options(demo, exclude_seen=DEMO.exclude_seen)
     demo.set_defaults(func=run_demo)
+
+    push = commands.add_parser(
+        "push", help="upload a model folder with its model card, and optionally its vocabulary as a dataset"
+    )
+    push.add_argument("model", help="local model folder written by 'hf-metaid train' or 'demo' (full or LoRA)")
+    push.add_argument("repo_id", help="the model repository on the Hub, namespace/name (created if needed)")
+    push.add_argument(
+        "--vocab-repo",
+        default=None,
+        help="also push the model's ID vocabulary as this dataset repository (namespace/name); the two cards link "
+        "each other",
+    )
+    push.add_argument("--private", action="store_true", help="create the repositories private")
+    push.add_argument("--token", default=None, help="Hub token (default: the one 'hf auth login' stored, or HF_TOKEN)")
+    push.add_argument("--commit-message", default=None, help="message of the model repository's commit")
+    push.add_argument("--license", default="apache-2.0", help="license in the model card's metadata")
+    push.set_defaults(func=run_push)
     return parser
 
 

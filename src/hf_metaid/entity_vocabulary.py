@@ -330,9 +330,14 @@ class EntityVocabulary:
         return datasets.Dataset.from_dict(rows, features=features, info=info)
 
     @classmethod
-    def from_dataset(cls, table, scheme: str | None = None) -> EntityVocabulary:
-        """Rebuild from :meth:`to_dataset` output (or the same table loaded back from disk or the Hub)."""
-        header = json.loads(table.info.description) if table.info and table.info.description else {}
+    def from_dataset(cls, table, scheme: str | None = None, header: Mapping | None = None) -> EntityVocabulary:
+        """Rebuild from :meth:`to_dataset` output (or the same table loaded back from disk or the Hub).
+
+        ``header``: the scheme, seed and metadata where the table does not carry them in its ``info`` (a table read
+        back from Parquet, whose header is the ``vocabulary_info.json`` beside it).
+        """
+        if header is None:
+            header = json.loads(table.info.description) if table.info and table.info.description else {}
         columns = {name: table[name] for name in ("type", "id", "cluster", "rank", "tokens", "vector")}
         entities: dict[str, tuple[list, list, list]] = {k: ([], [], []) for k in ENTITY_TYPES}
         token_vectors: dict[str, dict[int, list]] = {"cluster_token": {}, "rank_token": {}}
@@ -369,6 +374,33 @@ class EntityVocabulary:
 
     def _header(self) -> dict:
         return {"scheme": self.scheme, "seed": self.seed, "metadata": self.metadata}
+
+    # ------------------------------------------------------------------------------------------------ the Hub
+    # Sharing needs the library (datasets, the card): these delegate to hf_metaid.vocabulary_hub, imported on call,
+    # so this file still loads alone in a model folder (trust_remote_code), where they are not needed.
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> str:
+        """Write the vocabulary as a dataset folder (Parquet rows, ``vocabulary_info.json``, a dataset card with a
+        cluster-size histogram, and ``metaid_vocab.json``), atomically; see
+        :func:`hf_metaid.vocabulary_hub.save_vocabulary` for the options."""
+        from hf_metaid.vocabulary_hub import save_vocabulary
+
+        return save_vocabulary(self, save_directory, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, name: str | os.PathLike, **kwargs) -> EntityVocabulary:
+        """A shared vocabulary: a folder :meth:`save_pretrained` wrote, a Hub dataset repository ``org/name``
+        (``revision=``, ``token=``, ``cache_dir=``, ``local_files_only=``), or a ``metaid_vocab.json`` file; see
+        :func:`hf_metaid.vocabulary_hub.load_vocabulary`."""
+        from hf_metaid.vocabulary_hub import load_vocabulary
+
+        return load_vocabulary(name, **kwargs)
+
+    def push_to_hub(self, repo_id: str, **kwargs) -> str:
+        """Upload the :meth:`save_pretrained` folder as the dataset repository ``repo_id`` (``private=``,
+        ``token=``, ``commit_message=``, ``model_repo=``); see :func:`hf_metaid.vocabulary_hub.push_vocabulary`."""
+        from hf_metaid.vocabulary_hub import push_vocabulary
+
+        return push_vocabulary(self, repo_id, **kwargs)
 
 
 def _raw_ids(ids: Sequence, name: str) -> list[str]:

@@ -52,3 +52,8 @@ class SavedFileError(MetaIDError, OSError, ValueError):
 class OutputExistsError(MetaIDError, FileExistsError):
     """An output folder already holds files and replacing it was not asked for (``overwrite=True``,
     ``--overwrite``)."""
+
+
+class HubError(MetaIDError, ConnectionError):
+    """The Hugging Face Hub could not be reached or refused a request (no network, no login, no write access);
+    the message names the repository and the Hub's reason."""

@@ -14,13 +14,14 @@ A folder is only replaced when it holds a ``metaid_vocab.json``, which every fol
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import InvalidArgumentError, OutputExistsError
+from .errors import InvalidArgumentError, OutputExistsError, SavedFileError
 
 # Every folder hf_metaid writes holds one (a vocabulary folder, and the tokenizer's copy in a model folder).
 MARKER = "metaid_vocab.json"
@@ -116,3 +117,30 @@ def _sync_path(path: Path) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+def replace_file(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` through a hidden file beside it renamed into place: the file is whole or as it was,
+    never half-written (for a record or card updated inside an existing folder)."""
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.partial-{secrets.token_hex(4)}")
+    try:
+        partial.write_text(text, encoding="utf-8")
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def read_json_object(path: str | os.PathLike) -> dict:
+    """The JSON object in the file ``path`` (a byte-order mark is no harm).
+
+    Raises:
+        SavedFileError: the file is unreadable, not JSON, or not an object; the message names it.
+    """
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8-sig"))
+    except (OSError, ValueError) as err:
+        raise SavedFileError(f"{path}: damaged JSON file ({' '.join(str(err).split())})") from None
+    if not isinstance(data, dict):
+        raise SavedFileError(f"{path}: not a JSON object")
+    return data

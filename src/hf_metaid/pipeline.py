@@ -247,9 +247,22 @@ def build_vocabulary(
     names: dict | None = None,
     config: SeededConfig | None = None,
     scheme: str = "metaid",
+    source: str | None = None,
 ) -> EntityVocabulary:
-    """The ID vocabulary of the training split (``names``: the catalogue, whose unseen entities get cold-start IDs)."""
-    return build_indexer(scheme, config).fit(train, catalogue=names)
+    """The ID vocabulary of the training split (``names``: the catalogue, whose unseen entities get cold-start IDs;
+    ``source``: the data's name, recorded with the training rows' hash, see :func:`data_name`)."""
+    return build_indexer(scheme, config).fit(train, catalogue=names, source=source)
+
+
+def data_name(data: str | os.PathLike | datasets.Dataset | None) -> str:
+    """A short public name for the data of :func:`split_data`: ``"beauty"`` for the embedded Amazon Beauty data,
+    a file's name without its folders (a card on the Hub should not show someone's paths), ``"<dataset>"`` for a
+    table."""
+    if data is None or data == "beauty":
+        return "beauty"
+    if isinstance(data, datasets.Dataset):
+        return "<dataset>"
+    return Path(data).name
 
 
 def tiny_t5_config(**overrides) -> MetaIDConfig:

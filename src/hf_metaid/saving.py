@@ -34,6 +34,7 @@ from .errors import (
     SavedFileError,
     VocabularyMismatchError,
 )
+from .model_card import DEFAULT_LICENSE, merge_evaluations, training_record, write_model_card, write_records
 from .modeling_metaid import MetaIDForConditionalGeneration
 from .output_folders import atomic_folder
 from .peft_utils import AUGMENTATION_MODULE, is_peft, strip_parallel, unwrap
@@ -50,7 +51,14 @@ HUB_OPTIONS = ("revision", "token", "cache_dir", "local_files_only")
 
 
 # ------------------------------------------------------------------------------------------------------- saving
-def save_for_inference(trainer_or_model, tokenizer, output_dir: str | os.PathLike, overwrite: bool = False) -> Path:
+def save_for_inference(
+    trainer_or_model,
+    tokenizer,
+    output_dir: str | os.PathLike,
+    overwrite: bool = False,
+    evaluation: Mapping | Sequence[Mapping] | None = None,
+    license: str = DEFAULT_LICENSE,
+) -> Path:
     """Write everything needed to recommend into ONE folder, atomically.
 
     Full model: ``config.json`` + weights + tokenizer (loads with the Auto classes). LoRA model: the adapter
@@ -63,6 +71,13 @@ def save_for_inference(trainer_or_model, tokenizer, output_dir: str | os.PathLik
         tokenizer: the model's :class:`~hf_metaid.MetaIDTokenizer`.
         output_dir: the folder; it must be absent or empty unless ``overwrite``.
         overwrite: replace an existing folder that hf_metaid wrote.
+        evaluation: the runs to put on the model card, each :func:`~hf_metaid.model_card.evaluation_record` of
+            metrics measured on this model (or a list of them); without one the card says it was not evaluated.
+            ``hf-metaid evaluate --save-to-card`` (:func:`~hf_metaid.model_card.add_evaluation`) adds runs later.
+        license: the model card's license.
+
+    The folder also holds ``README.md``, the model card (:mod:`hf_metaid.model_card`), and, when a Trainer is given,
+    ``metaid_training.json`` with its settings, time and loss.
 
     Raises:
         OutputExistsError: ``output_dir`` holds files and ``overwrite`` is not set.
@@ -81,13 +96,33 @@ def save_for_inference(trainer_or_model, tokenizer, output_dir: str | os.PathLik
     if trainer is not None and not trainer.is_world_process_zero():
         return Path(output_dir)
     unwrap(model).check_tokenizer(tokenizer)
+    evaluations = _evaluation_records(evaluation)
     with atomic_folder(output_dir, overwrite) as staging:
         if is_peft(model):
             _save_adapter(model, staging)
         else:
             model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
+        training = None if trainer is None else training_record(trainer, is_peft(model))
+        write_records(staging, training, evaluations)
+        write_model_card(staging, license=license, name=Path(output_dir).name)
     return Path(output_dir)
+
+
+def _evaluation_records(evaluation: Mapping | Sequence[Mapping] | None) -> list[dict]:
+    """``evaluation`` as a list of records, each checked to carry metrics and a protocol."""
+    if evaluation is None:
+        return []
+    records = [evaluation] if isinstance(evaluation, Mapping) else evaluation
+    if isinstance(records, (str, bytes)) or not isinstance(records, Sequence):
+        raise InvalidArgumentError(f"evaluation must be an evaluation record or a list of them, got {evaluation!r:.80}")
+    for record in records:
+        if not isinstance(record, Mapping) or not isinstance(record.get("metrics"), Mapping):
+            raise InvalidArgumentError(
+                "each evaluation must be hf_metaid.model_card.evaluation_record(metrics, split=..., data=...), got "
+                f"{record!r:.80}"
+            )
+    return merge_evaluations([], records)
 
 
 def _save_adapter(model, folder: Path) -> None:
@@ -189,9 +224,7 @@ def load_for_inference(
             f"base must be None, a checkpoint name/path or a MetaIDForConditionalGeneration, got {type(base).__name__}"
         )
     folder = model_folder(folder, {k: v for k, v in from_pretrained_kwargs.items() if k in HUB_OPTIONS})
-    lora = (folder / ADAPTER_CONFIG).is_file()
-    files = ["config.json", *TOKENIZER_FILES, *([ADAPTER_CONFIG] if lora else [])]
-    _require(folder, files, ADAPTER_WEIGHTS if lora else MODEL_WEIGHTS)
+    lora = check_model_folder(folder)
     if not lora and base is not None:
         raise InvalidArgumentError(f"{folder} holds a full model; base= is only for LoRA adapters")
     vocabulary = EntityVocabulary.load(folder / VOCAB_FILE)  # read here, so that a damaged one is named
@@ -254,6 +287,14 @@ def looks_like_hub_repository(text: str, bare_names: bool = False) -> bool:
     except HFValidationError:
         return False
     return True
+
+
+def check_model_folder(folder: Path) -> bool:
+    """Refuse a folder that lacks a file loading needs or holds a damaged one (named); ``True`` for a LoRA folder."""
+    lora = (folder / ADAPTER_CONFIG).is_file()
+    files = ["config.json", *TOKENIZER_FILES, *([ADAPTER_CONFIG] if lora else [])]
+    _require(folder, files, ADAPTER_WEIGHTS if lora else MODEL_WEIGHTS)
+    return lora
 
 
 def _require(folder: Path, files: Iterable[str], weights: Sequence[str]) -> None:

@@ -66,7 +66,7 @@ class MetaIDTokenizer(TokenizersBackend):
     def from_base(
         cls,
         base: str | PreTrainedTokenizerBase | None,
-        vocabulary: EntityVocabulary,
+        vocabulary: EntityVocabulary | str | os.PathLike,
         **kwargs,
     ) -> MetaIDTokenizer:
         """Add ``vocabulary``'s ID tokens to a base tokenizer.
@@ -74,9 +74,13 @@ class MetaIDTokenizer(TokenizersBackend):
         Args:
             base: a fast Hugging Face tokenizer, a model name or path (``"t5-small"``, needs the Hub or a local
                 copy), or ``None`` for the built-in offline word-level base (see ``offline_base_tokenizer``).
-            vocabulary: the entity vocabulary from an indexer.
+            vocabulary: the entity vocabulary from an indexer, or a shared one: a Hub dataset repository
+                ``"org/vocab"``, a folder :meth:`EntityVocabulary.save_pretrained` (or ``hf-metaid index``) wrote, or
+                a ``metaid_vocab.json`` file (read with :meth:`EntityVocabulary.from_pretrained`).
             **kwargs: extra tokenizer settings (``model_max_length``, ...).
         """
+        if isinstance(vocabulary, (str, os.PathLike)):
+            vocabulary = EntityVocabulary.from_pretrained(vocabulary)
         if not isinstance(vocabulary, EntityVocabulary):
             raise InvalidArgumentError(f"vocabulary must be an EntityVocabulary, got {type(vocabulary).__name__}")
         if base is None:

@@ -13,6 +13,7 @@ it, ranks run ``0, 1, ...`` over the cold users then the cold items, each in cat
 
 from __future__ import annotations
 
+import hashlib
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, fields
@@ -79,7 +80,9 @@ class BaseIndexer(ABC):
         self.seed = int(seed)
         self.timings_: dict[str, float] = {}
 
-    def fit(self, train: datasets.Dataset, catalogue: dict | None = None) -> EntityVocabulary:
+    def fit(
+        self, train: datasets.Dataset, catalogue: dict | None = None, source: str | None = None
+    ) -> EntityVocabulary:
         """Index the users and items of ``train`` (one row per interaction, columns ``user`` and ``item``).
 
         Args:
@@ -87,6 +90,8 @@ class BaseIndexer(ABC):
                 would leak into the IDs.
             catalogue: optional ``{"users": [...], "items": [...]}`` of every known id, as returned by
                 :func:`hf_metaid.data.catalogue`; entities absent from ``train`` get IDs by the cold-start rule.
+            source: a name for the data (a file name, ``"beauty"``), recorded in the metadata as ``source`` with
+                :func:`training_table_hash` of ``train``, so a shared vocabulary says what it was fit on.
 
         Raises:
             InteractionFormatError (a ``ValueError``): empty table, missing columns or a malformed catalogue.
@@ -97,6 +102,12 @@ class BaseIndexer(ABC):
         wanted = _check_catalogue(catalogue)
         entities = self._index(train)
         vocabulary = _with_cold_start(entities, wanted, self.scheme, self.seed)
+        if source is not None and not isinstance(source, str):
+            raise InteractionFormatError(f"source must be a name (str) for the data, got {type(source).__name__}")
+        vocabulary.metadata["source"] = {
+            "name": source,
+            "train_sha256": training_table_hash(train, self.user_column, self.item_column),
+        }
         self.timings_["total_s"] = time.perf_counter() - start
         return vocabulary
 
@@ -135,6 +146,15 @@ class ConfiguredIndexer(BaseIndexer, Generic[ConfigT]):
         if config is not None and name in {f.name for f in fields(config)}:
             return getattr(config, name)
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+
+def training_table_hash(train: datasets.Dataset, user_column: str = "user", item_column: str = "item") -> str:
+    """sha256 of the training interactions as the indexer reads them: one ``user<TAB>item`` line per row, in
+    order. Two vocabularies fit on the same rows record the same hash, whatever file format the rows came from."""
+    digest = hashlib.sha256()
+    for user, item in zip(train[user_column][:], train[item_column][:], strict=True):
+        digest.update(f"{user}\t{item}\n".encode())
+    return digest.hexdigest()
 
 
 def _check_catalogue(catalogue: dict | None) -> dict[str, list[str]]:
