@@ -173,8 +173,8 @@ def table() -> None:
             "",
             "`benchmarks/quality_budget.py` (its docstring has the arms and the protocol). Beauty (or the synthetic "
             "`markov` log), spectral IDs (K=100), every user of the split, beam 10; HR/NDCG with the history kept (the "
-            "paper's protocol) and HR@10/NDCG@10 with it left out of the ranking (the demo's). One HR@10 near 0.05 over "
-            "22,363 users has a binomial standard error of sqrt(p(1-p)/n) = 0.0015; the same settings trained on "
+            "paper's protocol) and HR@10/NDCG@10 with it left out of the ranking (the demo's). One HR@10 near 0.05 "
+            "over 22,363 users has a binomial standard error of sqrt(p(1-p)/n) = 0.0015; the same settings trained on "
             "another thread count move by about as much (`demo.md`), so differences under 0.003 are noise here. "
             "Train seconds on a shared machine: "
             f"compare steps and epochs too. CPU: {cpu}; `OMP_WAIT_POLICY=PASSIVE`. Eval s: the history-kept "
