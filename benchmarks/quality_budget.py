@@ -58,6 +58,16 @@ ARMS: dict[str, tuple[dict, dict, str]] = {
     "item-tree": ({"item_output": True, "tree_softmax": True}, {}, "item output and tree softmax"),
     "item-io": ({"item_output": True, "item_input": True}, {}, "item output and item input (each item's own vectors)"),
     "item-in": ({"item_input": True}, {}, "item input only (each item's own encoder vector)"),
+    "item-io-no-user": (
+        {"item_output": True, "item_input": True},
+        {"templates": "benchmarks/templates/history_only.json"},
+        "item output and input, prompts without the user's ID tokens (nothing to memorise a user by)",
+    ),
+    "dec-w20-e12-item": (
+        {"item_output": True},
+        {**DECODER, "max_history": 20, "epochs": 12.0},
+        "history in the decoder (windows of 20, 12 epochs) with the item output",
+    ),
 }
 
 
