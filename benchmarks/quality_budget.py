@@ -175,7 +175,11 @@ def table() -> None:
             f"| {out['ndcg@10']:.4f} |"
         )
     cpu = records[0]["cpu"] if records else _cpu()
-    counts = [line for line in COUNTS.read_text().splitlines() if line.startswith("|")] if COUNTS.exists() else []
+    counts = []
+    for name, path in (("Beauty", COUNTS), ("the synthetic markov log", COUNTS.with_name("count_baselines_markov.md"))):
+        if path.exists():
+            counts += ["", f"On {name} (`{path.name}`):", ""]
+            counts += [line for line in path.read_text().splitlines() if line.startswith("|")]
     commands = sorted({r["command"] for r in records})
     text = "\n".join(
         [
@@ -195,8 +199,7 @@ def table() -> None:
             DEMO_REFERENCE,
             *rows,
             "",
-            "Counting references on the same splits (`count_baselines.md`; HR@10 / NDCG@10):",
-            "",
+            "Counting references on the same splits (`count_baselines.py`; HR@10 / NDCG@10):",
             *counts,
             "",
             "Commands:",
