@@ -58,6 +58,7 @@ from hf_metaid.pipeline import (
     load_templates,
     split_data,
 )
+from machine import cpu_model
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "catalogue_growth.md"
@@ -214,16 +215,6 @@ def write_report(results: dict, args, facts: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=700, help="training steps before the catalogue grows")
@@ -264,7 +255,7 @@ def main() -> None:
         "new_users_tested": len(test_sets["new"]),
         "sampled_users": len(test_sets["sample"]),
         "exclude_seen": exclude_seen,
-        "cpu": cpu_name(),
+        "cpu": cpu_model(),
     }
     report = write_report(results, args, facts)
     RESULTS.write_text(report)

@@ -22,7 +22,6 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import shlex
 import sys
 import time
@@ -35,6 +34,7 @@ import torch
 from hf_metaid.evaluation import evaluate_recommender
 from hf_metaid.pipeline import DEMO, build_vocabulary, split_data, train
 from hf_metaid.saving import load_for_inference, save_for_inference
+from machine import cpu_and_cores
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "quality_budget"
@@ -140,7 +140,7 @@ def run(
         "training": dataclasses.asdict(training_settings),
         **json.loads(trained.read_text()),
         "eval_threads": threads,
-        "cpu": _cpu(),
+        "cpu": cpu_and_cores(),
         "command": "python " + shlex.join(sys.argv),
         "metrics": metrics,
     }
@@ -148,13 +148,6 @@ def run(
     out.write_text(json.dumps(record, indent=2, sort_keys=True))
     print(json.dumps({p: {k: round(v, 4) for k, v in m.items()} for p, m in metrics.items()}))
     return out
-
-
-def _cpu() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
 
 
 def table() -> None:
@@ -174,7 +167,7 @@ def table() -> None:
             f"| {kept['hr@10']:.4f} | {kept['ndcg@5']:.4f} | {kept['ndcg@10']:.4f} | {out['hr@10']:.4f} "
             f"| {out['ndcg@10']:.4f} |"
         )
-    cpu = records[0]["cpu"] if records else _cpu()
+    cpu = records[0]["cpu"] if records else cpu_and_cores()
     counts = []
     for name, path in (("Beauty", COUNTS), ("the synthetic markov log", COUNTS.with_name("count_baselines_markov.md"))):
         if path.exists():

@@ -19,7 +19,6 @@ for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # 
 
 import argparse  # noqa: E402
 import hashlib  # noqa: E402
-import platform  # noqa: E402
 import resource  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
@@ -33,17 +32,9 @@ import torch  # noqa: E402
 
 import hf_metaid as hm  # noqa: E402
 from hf_metaid.pipeline import DEMO, SCHEMES, build_indexer  # noqa: E402
+from machine import cpu_model  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            names = [line.split(":", 1)[1].strip() for line in info if line.startswith("model name")]
-    except OSError:
-        names = []
-    return names[0] if names else platform.processor() or platform.machine()
 
 
 def machine() -> str:
