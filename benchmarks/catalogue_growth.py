@@ -47,6 +47,7 @@ import numpy as np
 import torch
 
 import hf_metaid as hm
+from benchmark_common import cpu_model
 from hf_metaid.pipeline import (
     DEMO,
     build_model,
@@ -58,7 +59,6 @@ from hf_metaid.pipeline import (
     load_templates,
     split_data,
 )
-from machine import cpu_model
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "catalogue_growth.md"

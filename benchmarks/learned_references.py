@@ -26,9 +26,9 @@ from pathlib import Path
 import torch
 
 import hf_metaid as hm
+from benchmark_common import cpu_and_cores, write_report
 from hf_metaid.metrics import ranking_metrics
 from hf_metaid.pipeline import DEMO
-from machine import cpu_and_cores
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "learned_references"
@@ -116,26 +116,18 @@ def table() -> None:
         + "|"
         for r in records
     ]
-    text = "\n".join(
-        [
-            "# A learned item-level reference: the factorised first-order Markov chain",
-            "",
-            "`benchmarks/learned_references.py` (its docstring says what it is). Each cell: HR@10 / NDCG@10, every "
-            "user of the split, top 10 over all items. Trained with the demo's learning rate, batch and epochs on "
-            f"the training transitions. CPU: {records[0]['cpu'] if records else cpu_and_cores()}.",
-            "",
-            "| data | dim | epochs | lr | steps | train s | " + " | ".join(columns) + " |",
-            "|---|---:|---:|---:|---:|---:|---|---|---|---|",
-            *rows,
-            "",
-            "Commands:",
-            "",
-            *sorted({f"    {r['command']}" for r in records}),
-            "",
-        ]
-    )
-    TABLE.write_text(text)
-    print(text)
+    lines = [
+        "# A learned item-level reference: the factorised first-order Markov chain",
+        "",
+        "`benchmarks/learned_references.py` (its docstring says what it is). Each cell: HR@10 / NDCG@10, every "
+        "user of the split, top 10 over all items. Trained with the demo's learning rate, batch and epochs on "
+        f"the training transitions. CPU: {records[0]['cpu'] if records else cpu_and_cores()}.",
+        "",
+        "| data | dim | epochs | lr | steps | train s | " + " | ".join(columns) + " |",
+        "|---|---:|---:|---:|---:|---:|---|---|---|---|",
+        *rows,
+    ]
+    write_report(TABLE, lines, (r["command"] for r in records))
 
 
 def main() -> None:

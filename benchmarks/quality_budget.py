@@ -31,10 +31,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts its t
 
 import torch
 
+from benchmark_common import cpu_and_cores, write_report
 from hf_metaid.evaluation import evaluate_recommender
 from hf_metaid.pipeline import DEMO, build_vocabulary, split_data, train
 from hf_metaid.saving import load_for_inference, save_for_inference
-from machine import cpu_and_cores
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "quality_budget"
@@ -174,35 +174,27 @@ def table() -> None:
             counts += ["", f"On {name} (`{path.name}`):", ""]
             counts += [line for line in path.read_text().splitlines() if line.startswith("|")]
     commands = sorted({r["command"] for r in records})
-    text = "\n".join(
-        [
-            "# Quality per training budget: what makes the small model learn items",
-            "",
-            "`benchmarks/quality_budget.py` (its docstring has the arms and the protocol). Beauty (or the synthetic "
-            "`markov` log), spectral IDs (K=100), every user of the split, beam 10; HR/NDCG with the history kept (the "
-            "paper's protocol) and HR@10/NDCG@10 with it left out of the ranking (the demo's). One HR@10 near 0.05 "
-            "over 22,363 users has a binomial standard error of sqrt(p(1-p)/n) = 0.0015; the same settings trained on "
-            "another thread count move by about as much (`demo.md`), so differences under 0.003 are noise here. "
-            "Train seconds on a shared machine: "
-            f"compare steps and epochs too. CPU: {cpu}; `OMP_WAIT_POLICY=PASSIVE`. Eval s: the history-kept "
-            "evaluation; dec-w50 and dec-w50-tree were evaluated before the decoder prefix ran on its real tokens "
-            "only, on a loaded machine (33 s on two threads with the current code, `demo.md`, sixth round).",
-            "",
-            header,
-            DEMO_REFERENCE,
-            *rows,
-            "",
-            "Counting references on the same splits (`count_baselines.py`; HR@10 / NDCG@10):",
-            *counts,
-            "",
-            "Commands:",
-            "",
-            *[f"    {command}" for command in commands],
-            "",
-        ]
-    )
-    TABLE.write_text(text)
-    print(text)
+    lines = [
+        "# Quality per training budget: what makes the small model learn items",
+        "",
+        "`benchmarks/quality_budget.py` (its docstring has the arms and the protocol). Beauty (or the synthetic "
+        "`markov` log), spectral IDs (K=100), every user of the split, beam 10; HR/NDCG with the history kept (the "
+        "paper's protocol) and HR@10/NDCG@10 with it left out of the ranking (the demo's). One HR@10 near 0.05 "
+        "over 22,363 users has a binomial standard error of sqrt(p(1-p)/n) = 0.0015; the same settings trained on "
+        "another thread count move by about as much (`demo.md`), so differences under 0.003 are noise here. "
+        "Train seconds on a shared machine: "
+        f"compare steps and epochs too. CPU: {cpu}; `OMP_WAIT_POLICY=PASSIVE`. Eval s: the history-kept "
+        "evaluation; dec-w50 and dec-w50-tree were evaluated before the decoder prefix ran on its real tokens "
+        "only, on a loaded machine (33 s on two threads with the current code, `demo.md`, sixth round).",
+        "",
+        header,
+        DEMO_REFERENCE,
+        *rows,
+        "",
+        "Counting references on the same splits (`count_baselines.py`; HR@10 / NDCG@10):",
+        *counts,
+    ]
+    write_report(TABLE, lines, commands)
 
 
 def main() -> None:

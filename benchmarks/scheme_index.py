@@ -31,8 +31,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import hf_metaid as hm  # noqa: E402
+from benchmark_common import cpu_model  # noqa: E402
 from hf_metaid.pipeline import DEMO, SCHEMES, build_indexer  # noqa: E402
-from machine import cpu_model  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

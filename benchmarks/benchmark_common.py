@@ -1,9 +1,10 @@
-"""What machine a benchmark ran on: the CPU model that every results file quotes with its timings."""
+"""What the benchmark scripts share: the CPU model every results file quotes with its timings, and the results file."""
 
 from __future__ import annotations
 
 import os
 import platform
+from collections.abc import Iterable
 from pathlib import Path
 
 
@@ -21,3 +22,10 @@ def cpu_model() -> str:
 def cpu_and_cores() -> str:
     """``"<model>, N cores"``."""
     return f"{cpu_model()}, {os.cpu_count()} cores"
+
+
+def write_report(path: Path, lines: list[str], commands: Iterable[str]) -> None:
+    """Write a results file: ``lines``, then the commands that regenerate it (sorted, indented as code); print it."""
+    text = "\n".join([*lines, "", "Commands:", "", *(f"    {command}" for command in sorted(set(commands))), ""])
+    path.write_text(text)
+    print(text)
