@@ -63,6 +63,7 @@ ARMS: dict[str, tuple[dict, dict, str]] = {
         {"templates": "benchmarks/templates/history_only.json"},
         "item output and input, prompts without the user's ID tokens (nothing to memorise a user by)",
     ),
+    "item-io-e12": ({"item_output": True, "item_input": True}, {"epochs": 12.0}, "item output and input, 12 epochs"),
     "dec-w20-e12-item": (
         {"item_output": True},
         {**DECODER, "max_history": 20, "epochs": 12.0},
