@@ -24,8 +24,13 @@ def cpu_and_cores() -> str:
     return f"{cpu_model()}, {os.cpu_count()} cores"
 
 
-def write_report(path: Path, lines: list[str], commands: Iterable[str]) -> None:
-    """Write a results file: ``lines``, then the commands that regenerate it (sorted, indented as code); print it."""
-    text = "\n".join([*lines, "", "Commands:", "", *(f"    {command}" for command in sorted(set(commands))), ""])
-    path.write_text(text)
+def write_report(path: Path, lines: list[str], commands: Iterable[str] = ()) -> None:
+    """Write a results file (its folder made if needed): ``lines``, then the commands that regenerate it (sorted,
+    indented as code) where given; print it."""
+    commands = sorted(set(commands))
+    text = "\n".join(
+        [*lines, *(["", "Commands:", "", *(f"    {command}" for command in commands), ""] if commands else [])]
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
     print(text)

@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import hf_metaid as hm  # noqa: E402
-from benchmark_common import cpu_model  # noqa: E402
+from benchmark_common import cpu_model, write_report  # noqa: E402
 from hf_metaid.pipeline import DEMO, SCHEMES, build_indexer  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -175,10 +175,7 @@ def main() -> None:
             *tree_lines(vocab, "Its tree"),
             "",
         ]
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    text = "\n".join(lines)
-    (RESULTS / "scheme_index.md").write_text(text, encoding="utf-8")
-    print(text)
+    write_report(RESULTS / "scheme_index.md", lines)
 
 
 if __name__ == "__main__":
