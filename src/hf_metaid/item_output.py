@@ -115,9 +115,7 @@ class MetaIDItemInput(nn.Module):
         mask = self.item_mask
         key = (id(mask), mask._version, mask.device)
         if self._index is None or self._index[0] != key:
-            flat = mask.flatten().bool()
-            index = torch.where(flat, flat.long().cumsum(0) - 1, -1)
-            self._index = (key, index)
+            self._index = (key, item_numbers(mask))
         return self._index[1]
 
     def forward(self, input_ids: torch.Tensor, first_cluster_token: int) -> torch.Tensor:
@@ -137,11 +135,20 @@ class MetaIDItemInput(nn.Module):
 def regrow_item_rows(values: torch.Tensor, old_mask: torch.Tensor, new_mask: torch.Tensor) -> torch.Tensor:
     """``values`` (one row per item of ``old_mask``, in its numbering) laid out for ``new_mask``, a grown item
     table: each old item keeps its row, a new item gets zeros (no item-specific score until it trains)."""
+    message = "the new item table does not hold every item of the old one at its (cluster, rank)"
+    if old_mask.shape[0] != new_mask.shape[0] or old_mask.shape[1] > new_mask.shape[1]:
+        raise ValueError(message)
     old_cluster, old_rank = old_mask.bool().nonzero(as_tuple=True)
-    new_flat = new_mask.bool().flatten()
-    codes = old_cluster * new_mask.shape[1] + old_rank
-    if old_mask.shape[0] != new_mask.shape[0] or old_mask.shape[1] > new_mask.shape[1] or not new_flat[codes].all():
-        raise ValueError("the new item table does not hold every item of the old one at its (cluster, rank)")
-    grown = values.new_zeros((int(new_flat.sum()), *values.shape[1:]))
-    grown[(new_flat.long().cumsum(0) - 1)[codes]] = values
+    numbers = item_numbers(new_mask)[old_cluster * new_mask.shape[1] + old_rank]
+    if bool((numbers < 0).any()):
+        raise ValueError(message)
+    grown = values.new_zeros((int(new_mask.bool().sum()), *values.shape[1:]))
+    grown[numbers] = values
     return grown
+
+
+def item_numbers(item_mask: torch.Tensor) -> torch.Tensor:
+    """``(num_clusters * num_ranks,)``: the number of the item at each flattened (cluster, rank), in row-major order
+    (the numbering of every item table here), -1 where there is no item."""
+    flat = item_mask.flatten().bool()
+    return torch.where(flat, flat.long().cumsum(0) - 1, -1)

@@ -301,7 +301,7 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
         config = self.config
         if not (config.metaid_item_output or config.metaid_item_input):
             return
-        new_items = (self.item_tree(tokenizer).item_of_code >= 0).to(torch.uint8)
+        new_items = self._item_table(tokenizer)
         with torch.no_grad():
             if config.metaid_item_output:
                 module = self.metaid_item_output
@@ -384,9 +384,8 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
             self.config.metaid_item_input = encoder.config.metaid_item_input = False
             encoder._modules.pop("metaid_item_input", None)
             return
-        mask = (self.item_tree(tokenizer).item_of_code >= 0).to(torch.uint8)
-        device = self.get_input_embeddings().weight.device
-        module = MetaIDItemInput(int(mask.bool().sum()), self.config.d_model, *mask.shape).to(device)
+        mask = self._item_table(tokenizer)
+        module = MetaIDItemInput(int(mask.bool().sum()), self.config.d_model, *mask.shape).to(mask.device)
         module.item_mask.copy_(mask)
         self._set_num_items(module.weight.shape[0])
         self.config.metaid_item_input = encoder.config.metaid_item_input = True
@@ -403,9 +402,14 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
         """The (cluster, rank) → is-an-item table of ``tokenizer``, as the saved buffer ``metaid_item_mask``."""
         if "metaid_item_mask" not in self._buffers:
             self._register_item_mask()
-        mask = (self.item_tree(tokenizer).item_of_code >= 0).to(torch.uint8)
-        self.metaid_item_mask = mask.to(self.get_input_embeddings().weight.device)
+        self.metaid_item_mask = self._item_table(tokenizer)
         return self.metaid_item_mask
+
+    def _item_table(self, tokenizer) -> torch.Tensor:
+        """``(clusters, ranks)`` uint8, 1 where (cluster, rank) is one of ``tokenizer``'s items, on the model's device:
+        what the tree softmax masks by and what numbers the items' own vectors."""
+        table = (self.item_tree(tokenizer).item_of_code >= 0).to(torch.uint8)
+        return table.to(self.get_input_embeddings().weight.device)
 
     def next_token_bias(self, tokens: torch.Tensor, vocab_size: int) -> torch.Tensor:
         """The tree softmax's additive bias (0 or -inf, float32) on the logits that follow ``tokens``: shape
