@@ -140,7 +140,7 @@ def with_item_vectors(model, tokenizer, seed: int = 0, std: float = 0.5, output:
         modules.append(model.metaid_item_output)
     if input:
         model.set_item_input(tokenizer)
-        modules.append(model.get_encoder().metaid_item_input)
+        modules.append(model.item_input_stack.metaid_item_input)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for parameter in (p for module in modules for p in module.parameters()):

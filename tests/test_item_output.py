@@ -141,11 +141,16 @@ def test_every_decoding_path_reads_the_item_vectors(shape, tree_softmax, input):
     assert not torch.equal(plain_items, exact_items)
 
 
+@pytest.mark.parametrize(
+    ("output", "input"), [(True, False), (False, True), (True, True)], ids=["output", "input", "input+output"]
+)
 @pytest.mark.parametrize("shape", SHAPES[:2], ids=lambda s: f"seed{s[0]}")
-def test_history_in_the_decoder_reads_the_item_output(shape):
-    """Decoder prefixes (item IDs before the next one) decode as ``generate`` does, fast path and public forward."""
+def test_history_in_the_decoder_reads_the_item_vectors(shape, output, input):
+    """With the history in the decoder (the item input lives in the decoder then), every decoding path reads the
+    item vectors alike: fast path and public forward as ``generate`` with the prefix, exact fast = exact generic."""
     tokenizer, model = decoder_pair(shape)
-    with_item_vectors(model, tokenizer, seed=shape[0])
+    with_item_vectors(model, tokenizer, seed=shape[0], output=output, input=input)
+    assert model.decoder.has_item_input == input and not model.encoder.has_item_input
     batch = user_prompts(tokenizer)
     prefix = prefixes(tokenizer, histories(tokenizer, seed=shape[0]))
     tree = model.item_tree(tokenizer)
@@ -154,6 +159,24 @@ def test_history_in_the_decoder_reads_the_item_output(shape):
         items, scores = decode(model, batch, tree, prefix, k=4, fast_path=fast_path)
         assert names(tree, items) == expected_items
         torch.testing.assert_close(scores, expected_scores, rtol=0, atol=1e-4)
+    fast = decode(model, batch, tree, prefix, k=6, mode="exact")
+    generic = decode(model, batch, tree, prefix, k=6, mode="exact", fast_path=False)
+    assert torch.equal(fast[0], generic[0])
+    torch.testing.assert_close(fast[1], generic[1], rtol=0, atol=1e-4)
+    if input:  # the decoder's item vectors matter: without them the same model scores otherwise
+        model.decoder.metaid_item_input.weight.data.zero_()
+        assert not torch.equal(decode(model, batch, tree, prefix, k=6, mode="exact")[1], fast[1])
+
+
+def test_the_item_input_follows_the_history_between_encoder_and_decoder():
+    tokenizer, model = item_pair(SHAPES[0], input=True)
+    module = model.encoder.metaid_item_input
+    model.set_prompt_format(history_in_decoder=True)
+    assert model.decoder.metaid_item_input is module and not model.encoder.has_item_input
+    model.set_prompt_format(history_in_decoder=False)
+    assert model.encoder.metaid_item_input is module and not model.decoder.has_item_input
+    model.set_item_input(tokenizer, enabled=False)
+    assert not (model.encoder.has_item_input or model.decoder.has_item_input or model.config.metaid_item_input)
 
 
 # ------------------------------------------------------------------------------------------ training and saving
@@ -183,6 +206,26 @@ def test_training_moves_the_item_input(tiny, tmp_path):
     assert model.get_encoder().metaid_item_input.weight.abs().sum() > 0
 
 
+def test_training_moves_the_decoders_item_input_and_it_survives_reload(tiny, tmp_path):
+    split, tokenizer, _ = tiny
+    model = tiny_model(tokenizer)
+    model.set_item_input(tokenizer)
+    model.set_prompt_format(max_history=8, history_in_decoder=True)
+    examples = hm.build_decoder_history_examples(split["train"], tokenizer, max_history=8)
+    trainer = build_trainer(model, tokenizer, examples, quiet_args(tmp_path / "run", max_steps=3))
+    trainer.train()
+    assert model.decoder.metaid_item_input.weight.abs().sum() > 0
+    folder = hm.save_for_inference(trainer, tokenizer, tmp_path / "model")
+    loaded, loaded_tokenizer = hm.load_for_inference(folder)
+    assert loaded.decoder.has_item_input and not loaded.encoder.has_item_input
+    user = tokenizer.entity_vocabulary.users[0]
+    history = tokenizer.entity_vocabulary.items[:3]
+    assert_same_lists(
+        loaded.recommend(loaded_tokenizer, user=user, history=history, k=5),
+        model.eval().recommend(tokenizer, user=user, history=history, k=5),
+    )
+
+
 def test_item_vectors_survive_auto_reload_and_can_be_switched_off(tmp_path):
     tokenizer, model = item_pair(SHAPES[2], tree_softmax=True, input=True)
     model.save_pretrained(tmp_path)
@@ -208,18 +251,22 @@ def assert_same_lists(got, expected):
     assert [score for _, score in got] == pytest.approx([score for _, score in expected], abs=1e-5)
 
 
-def test_lora_trains_and_saves_the_item_vectors(tiny, tmp_path):
+@pytest.mark.parametrize("in_decoder", [False, True], ids=["history-in-prompt", "history-in-decoder"])
+def test_lora_trains_and_saves_the_item_vectors(tiny, tmp_path, in_decoder):
     pytest.importorskip("peft")
-    _, tokenizer, train = tiny
+    split, tokenizer, train = tiny
     base = tiny_model(tokenizer)
     base.set_item_output(tokenizer)
     base.set_item_input(tokenizer)
+    if in_decoder:
+        base.set_prompt_format(max_history=8, history_in_decoder=True)
+        train = hm.build_decoder_history_examples(split["train"], tokenizer, max_history=8)
     config = lora_config(base, r=4)
     assert {"metaid_item_output", "metaid_item_input"} <= set(config.modules_to_save)
     trainer = build_trainer(base, tokenizer, train, quiet_args(tmp_path / "run", max_steps=3), lora=config)
     trainer.train()
     trained = trainer.model.get_base_model()
-    for wrapper in (trained.metaid_item_output, trained.get_encoder().metaid_item_input):
+    for wrapper in (trained.metaid_item_output, trained.item_input_stack.metaid_item_input):
         copy = next(iter(wrapper.modules_to_save.values()))
         assert copy.weight.abs().sum() > 0  # the trained copy, the one the forward reads
     folder = hm.save_for_inference(trainer, tokenizer, tmp_path / "adapter")

@@ -1,5 +1,5 @@
-"""Items' own parameters beside their two shared ID tokens: an output vector at the rank step, an input vector in the
-encoder.
+"""Items' own parameters beside their two shared ID tokens: an output vector at the rank step, an input vector where
+the history is read.
 
 With plain META ID decoding the score of item (c, r) at the rank step is ``h · W[rank r]``, and the row W[rank r]
 is shared by the items of rank r in every cluster: a small model must fold "which item of cluster c" into the
@@ -7,7 +7,8 @@ decoder state h alone, and it learns clusters far better than items. This module
 own vector u_i and bias b_i, and adds ``h · u_i + b_i`` to the logit of rank token r wherever the previous token is
 cluster token c. Everything else (the cluster step, the end token, text tokens) is untouched, the ID tokens stay
 the same, and u, b start at zero, so an untrained item output changes nothing. :class:`MetaIDItemInput` does the
-same on the input side: the encoder embedding of an item's rank token gets the item's own vector.
+same on the input side: the input embedding of an item's rank token (in the encoder, or in the decoder when the
+history is there) gets the item's own vector.
 
 Items are numbered by (cluster, rank) in the order of the model's item table (row-major over the saved
 ``metaid_item_mask``), so the numbering travels with the weights. Only torch is imported: the file travels with a
@@ -96,12 +97,15 @@ class MetaIDItemOutput(nn.Module):
 
 
 class MetaIDItemInput(nn.Module):
-    """Per-item input vectors w (``num_items x d_model``) added to the encoder embedding of an item's rank token.
+    """Per-item input vectors w (``num_items x d_model``) added to the input embedding of an item's rank token, in the
+    stack that reads the history: the encoder (prompts) or, with the history in the decoder, the decoder.
 
     A history item reaches the encoder as two tokens whose rows are shared (cluster c by all of c's entities, rank r
     by the r-th entity of every cluster), so the encoder must compose an item's identity from the pair. Here the rank
     token that follows cluster token c also gets w_i for the item i = (c, r); w starts at zero. The item table is a
-    buffer of this module (the encoder has no other way to it: ``generate`` calls the encoder alone).
+    buffer of this module (the stack has no other way to it: ``generate`` calls the encoder alone). In the decoder,
+    the rank token of history item n is the position that predicts item n + 1: its own vector is one residual step
+    from the next item's scores, as an item embedding is in a sequential recommender.
     """
 
     def __init__(self, num_items: int, d_model: int, num_clusters: int, num_ranks: int) -> None:
@@ -118,11 +122,15 @@ class MetaIDItemInput(nn.Module):
             self._index = (key, item_numbers(mask))
         return self._index[1]
 
-    def forward(self, input_ids: torch.Tensor, first_cluster_token: int) -> torch.Tensor:
+    def forward(
+        self, input_ids: torch.Tensor, first_cluster_token: int, previous: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """``input_ids.shape + (d_model,)``: w_i at the rank token of every item (c, r) written as its two tokens,
-        zero elsewhere."""
+        zero elsewhere. ``previous`` (shape of ``input_ids``): the token before each one, where it is not the one
+        to its left in ``input_ids`` (a decoder fed one token per step); default: ``input_ids`` shifted right."""
         num_clusters, num_ranks = self.item_mask.shape
-        previous = nn.functional.pad(input_ids[..., :-1], (1, 0), value=-1)
+        if previous is None:
+            previous = nn.functional.pad(input_ids[..., :-1], (1, 0), value=-1)
         cluster = previous - first_cluster_token
         rank = input_ids - first_cluster_token - num_clusters
         inside = (cluster >= 0) & (cluster < num_clusters) & (rank >= 0) & (rank < num_ranks)

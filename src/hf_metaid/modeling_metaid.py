@@ -45,9 +45,36 @@ class MetaIDAugmentation(nn.Module):
         return nn.functional.linear(self.vectors.to(self.weight.dtype), self.weight, self.bias)
 
 
-class MetaIDEncoderStack(T5Stack):
-    """T5 encoder whose input embedding of ID token t is E[t] + α·F(v_t) (plus, with the item input, the item's own
-    vector at the rank token of each item)."""
+class _ItemInputStack(T5Stack):
+    """A T5 stack that may hold the items' own input vectors (``metaid_item_input``) and adds them to its input
+    embeddings: the encoder's when the history is in the prompt, the decoder's when it is in the decoder."""
+
+    def _add_item_input(self, config: MetaIDConfig) -> None:
+        self.metaid_item_input = MetaIDItemInput(
+            config.metaid_num_items,
+            config.d_model,
+            config.metaid_num_clusters,
+            config.metaid_num_new_tokens - config.metaid_num_clusters,
+        )
+
+    @property
+    def has_item_input(self) -> bool:
+        return "metaid_item_input" in self._modules
+
+    def item_input_for(self, input_ids: torch.Tensor, previous: torch.Tensor | None = None) -> torch.Tensor:
+        """The items' own vectors at ``input_ids`` (see :class:`MetaIDItemInput`)."""
+        return self.metaid_item_input(input_ids, self.config.metaid_first_new_id, previous)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        if isinstance(module, MetaIDItemInput):
+            init.zeros_(module.weight)  # an untrained item input changes nothing
+            init.zeros_(module.item_mask)
+
+
+class MetaIDEncoderStack(_ItemInputStack):
+    """T5 encoder whose input embedding of ID token t is E[t] + α·F(v_t) (plus, with the item input and the history in
+    the prompt, the item's own vector at the rank token of each item)."""
 
     def __init__(self, config: MetaIDConfig) -> None:
         super().__init__(config)
@@ -55,13 +82,8 @@ class MetaIDEncoderStack(T5Stack):
             config.metaid_num_new_tokens, config.metaid_vector_dim, config.d_model
         )
         self.augmentation_active = True
-        if config.metaid_item_input:
-            self.metaid_item_input = MetaIDItemInput(
-                config.metaid_num_items,
-                config.d_model,
-                config.metaid_num_clusters,
-                config.metaid_num_new_tokens - config.metaid_num_clusters,
-            )
+        if config.metaid_item_input and not config.metaid_history_in_decoder:
+            self._add_item_input(config)
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
@@ -69,9 +91,6 @@ class MetaIDEncoderStack(T5Stack):
             init.normal_(module.weight, mean=0.0, std=self.config.initializer_factor * module.weight.shape[1] ** -0.5)
             init.zeros_(module.bias)
             init.zeros_(module.vectors)
-        if isinstance(module, MetaIDItemInput):
-            init.zeros_(module.weight)  # an untrained item input changes nothing
-            init.zeros_(module.item_mask)
 
     def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, **kwargs):
         if input_ids is not None and inputs_embeds is None:
@@ -83,12 +102,12 @@ class MetaIDEncoderStack(T5Stack):
 
     def input_embeddings(self, input_ids: torch.Tensor) -> torch.Tensor:
         """The encoder's input vectors for ``input_ids`` (…, L): E[t], + α·F(v_t) at ID tokens, + the item's own
-        vector at an item's rank token where the model has the item input. The fast encoder reads the same."""
+        vector at an item's rank token where the encoder has the item input. The fast encoder reads the same."""
         embeddings = self.embed_tokens(input_ids)
         if self.augmentation_active:
             embeddings = embeddings + self.augmentation_for(input_ids)
-        if self.config.metaid_item_input:
-            embeddings = embeddings + self.metaid_item_input(input_ids, self.config.metaid_first_new_id)
+        if self.has_item_input:
+            embeddings = embeddings + self.item_input_for(input_ids)
         return embeddings
 
     def augmentation_for(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -109,6 +128,18 @@ class MetaIDEncoderStack(T5Stack):
             self.augmentation_active = previous
 
 
+class MetaIDDecoderStack(_ItemInputStack):
+    """T5 decoder that, with the item input and the history in the decoder, adds each history item's own vector at
+    its rank token (as read from ``input_ids``; a token fed alone has no previous token here, which is right where
+    it is fed alone: the cluster token of the item being decoded). Otherwise T5's decoder as it is."""
+
+    def forward(self, input_ids=None, inputs_embeds=None, **kwargs):
+        if self.has_item_input and input_ids is not None and inputs_embeds is None:
+            inputs_embeds = self.embed_tokens(input_ids) + self.item_input_for(input_ids)
+            input_ids = None
+        return super().forward(input_ids=input_ids, inputs_embeds=inputs_embeds, **kwargs)
+
+
 class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGeneration):
     """T5 seq2seq model over META ID tokens. Build with :meth:`from_base`, reload with the Auto classes; the
     recommendation API (``recommend``, ``recommend_batch``, the prompt format) comes from ``recommendation``."""
@@ -125,10 +156,14 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
         encoder_config.use_cache = False
         self.encoder = MetaIDEncoderStack(encoder_config)
         self.encoder.set_input_embeddings(self.shared)
+        # T5's decoder as built (the same weights from the same random draws as before), with the META ID forward.
+        self.decoder.__class__ = MetaIDDecoderStack
         if config.metaid_tree_softmax or config.metaid_item_output:
             self._register_item_mask()
         if config.metaid_item_output:
             self.metaid_item_output = MetaIDItemOutput(config.metaid_num_items, config.d_model)
+        if config.metaid_item_input and config.metaid_history_in_decoder:
+            self.decoder._add_item_input(config)
         self.post_init()
 
     # --------------------------------------------------------------------------------------------- building
@@ -162,7 +197,7 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
                 :meth:`set_tree_softmax`); ``False``, the paper's plain softmax over the vocabulary.
             item_output: give every item its own output vector at the rank step (:meth:`set_item_output`);
                 ``False``, the paper's rank step.
-            item_input: give every item its own input vector in the encoder (:meth:`set_item_input`).
+            item_input: give every item its own input vector where the history is read (:meth:`set_item_input`).
             seed: seed of the random initialisation (config path) and of the ``"centroid"`` projection.
         """
         vocabulary = getattr(tokenizer, "entity_vocabulary", None)
@@ -310,11 +345,11 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
                 module._tables = None
                 self._fill_item_mask(tokenizer)
             if config.metaid_item_input:
-                module = self.get_encoder().metaid_item_input
+                module = self.item_input_stack.metaid_item_input
                 module.weight = nn.Parameter(regrow_item_rows(module.weight, module.item_mask, new_items))
                 module.item_mask = new_items.to(module.item_mask.device)
                 module._index = None
-        config.metaid_num_items = self.get_encoder().config.metaid_num_items = int(new_items.sum())
+        self._set_stack_fields(metaid_num_items=int(new_items.sum()))
 
     # ------------------------------------------------------------------------------------------- tree softmax
     def _init_weights(self, module: nn.Module) -> None:
@@ -371,32 +406,53 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
         self.metaid_item_output = MetaIDItemOutput(self.config.metaid_num_items, self.config.d_model).to(device)
 
     def set_item_input(self, tokenizer, enabled: bool = True) -> None:
-        """Give every item of ``tokenizer``'s vocabulary its own input vector in the encoder (or remove them).
+        """Give every item of ``tokenizer``'s vocabulary its own input vector where the history is read (or take
+        them away).
 
-        On, the encoder embedding of the rank token that follows cluster token c gets w_i for the item i = (c, r)
-        (:class:`~hf_metaid.item_output.MetaIDItemInput`), so a history item reaches the encoder as itself and not
-        only as a cluster and a rank shared with other items; w starts at zero and is saved with the weights, with
-        the item table that numbers it. LoRA trains it in full.
+        On, the input embedding of the rank token that follows cluster token c gets w_i for the item i = (c, r)
+        (:class:`~hf_metaid.item_output.MetaIDItemInput`), so a history item reaches the model as itself and not
+        only as a cluster and a rank shared with other items: in the encoder, or with the history in the decoder
+        (:meth:`set_prompt_format`) in the decoder, where the rank token of history item n predicts item n + 1. w
+        starts at zero and is saved with the weights, with the item table that numbers it. LoRA trains it in full.
         """
         self.check_tokenizer(tokenizer)
-        encoder = self.get_encoder()
+        for stack in (self.encoder, self.decoder):
+            stack._modules.pop("metaid_item_input", None)
         if not enabled:
-            self.config.metaid_item_input = encoder.config.metaid_item_input = False
-            encoder._modules.pop("metaid_item_input", None)
+            self._set_stack_fields(metaid_item_input=False)
             return
         mask = self._item_table(tokenizer)
         module = MetaIDItemInput(int(mask.bool().sum()), self.config.d_model, *mask.shape).to(mask.device)
         module.item_mask.copy_(mask)
         self._set_num_items(module.weight.shape[0])
-        self.config.metaid_item_input = encoder.config.metaid_item_input = True
-        encoder.metaid_item_input = module
+        self._set_stack_fields(metaid_item_input=True)
+        self.item_input_stack.metaid_item_input = module
+
+    @property
+    def item_input_stack(self) -> _ItemInputStack:
+        """Where the item input lives: the stack that reads the history (the decoder with
+        ``config.metaid_history_in_decoder``, else the encoder)."""
+        return self.decoder if self.config.metaid_history_in_decoder else self.encoder
+
+    def _place_item_input(self) -> None:
+        """Move the item input (same weights) to :attr:`item_input_stack` after the prompt format changed."""
+        target = self.item_input_stack
+        other = self.encoder if target is self.decoder else self.decoder
+        if "metaid_item_input" in other._modules:
+            target.metaid_item_input = other._modules.pop("metaid_item_input")
+
+    def _set_stack_fields(self, **fields) -> None:
+        """Set config fields on the model and on both stacks' own copies of the config."""
+        for config in (self.config, self.encoder.config, self.decoder.config):
+            for name, value in fields.items():
+                setattr(config, name, value)
 
     def _set_num_items(self, count: int) -> None:
         if self.config.metaid_num_items not in (0, count):
             raise VocabularyMismatchError(
                 f"the model holds {self.config.metaid_num_items} items, the tokenizer {count}"
             )
-        self.config.metaid_num_items = self.get_encoder().config.metaid_num_items = count
+        self._set_stack_fields(metaid_num_items=count)
 
     def _fill_item_mask(self, tokenizer) -> torch.Tensor:
         """The (cluster, rank) → is-an-item table of ``tokenizer``, as the saved buffer ``metaid_item_mask``."""

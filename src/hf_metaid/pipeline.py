@@ -103,8 +103,9 @@ class ModelSettings:
     item_input: bool = field(
         default=False,
         metadata={
-            "help": "give every item its own input vector in the encoder, added at its rank token, so the encoder "
-            "reads which item and not only which cluster and rank (off: the paper's embeddings)"
+            "help": "give every item its own input vector, added at its rank token where the history is read (the "
+            "encoder; with --history-in-decoder the decoder), so the model reads which item and not only which "
+            "cluster and rank (off: the paper's embeddings)"
         },
     )
 

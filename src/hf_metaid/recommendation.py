@@ -42,6 +42,8 @@ class RecommendationMixin:
         self.config.metaid_max_history = check_max_history(max_history)
         self.config.metaid_prompt_templates = None if templates is None else check_templates(templates)
         self.config.metaid_history_in_decoder = bool(history_in_decoder)
+        if hasattr(self, "_place_item_input"):  # the items' own input vectors follow the history
+            self._place_item_input()
 
     def item_tree(self, tokenizer) -> ItemTree:
         """The valid-item tree of ``tokenizer`` (cached per vocabulary and token ids; the pairing check runs when

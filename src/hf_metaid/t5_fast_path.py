@@ -189,7 +189,10 @@ class BeamDecoder:
         self.cache: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in self.decoder.block]
         # Per layer: the context's keys and values (N, H, P, D), shared by every beam; its mask (N, 1, 1, P), additive.
         self.context: list[tuple[torch.Tensor, torch.Tensor]] = []
+        # (N, 1): the token before the first one fed to step (the context's last; none without a context).
+        self.previous = torch.full((n, 1), -1, dtype=torch.long, device=device)
         if context is not None:
+            self.previous = context[:, -1:].masked_fill(~context_mask[:, -1:].bool(), -1)
             mask = context_mask.bool()[:, None, None, :]
             self.context_mask = torch.zeros(mask.shape, dtype=dtype, device=device).masked_fill(
                 ~mask, torch.finfo(dtype).min
@@ -206,7 +209,7 @@ class BeamDecoder:
         causal = torch.ones(length, length, dtype=torch.bool, device=tokens.device).tril()
         bias = self.position_bias[:, :, :length, :length]
         self_mask = torch.where(causal & mask, bias, torch.finfo(bias.dtype).min)  # (N, H, P, P)
-        hidden = self.decoder.embed_tokens(tokens.flatten()[index])  # (T, d): real tokens only
+        hidden = self._embed(tokens).flatten(0, 1)[index]  # (T, d): real tokens only
         last = len(self.decoder.block) - 1
         for number, block in enumerate(self.decoder.block):
             self_layer, cross_layer, ff_layer = block.layer[0], block.layer[1], block.layer[-1]
@@ -235,6 +238,14 @@ class BeamDecoder:
     def _heads(self, states: torch.Tensor) -> torch.Tensor:
         return states.view(*states.shape[:-1], self.heads, self.head_dim)
 
+    def _embed(self, tokens: torch.Tensor, previous: torch.Tensor | None = None) -> torch.Tensor:
+        """The decoder's input vectors: E[t], plus the items' own vectors where the decoder has the item input
+        (``previous``: the token before each of ``tokens``; default: the one to its left)."""
+        hidden = self.decoder.embed_tokens(tokens)
+        if getattr(self.decoder, "has_item_input", False):
+            hidden = hidden + self.decoder.item_input_for(tokens, previous).to(hidden.dtype)
+        return hidden
+
     def select(self, parents: torch.Tensor) -> None:
         """Keep the beams ``parents`` ((N, B') indices into the current beams) for the next step."""
         n, beams = parents.shape[0], self.cache[0][-1][0].shape[1]
@@ -246,11 +257,13 @@ class BeamDecoder:
             return t.flatten(0, 1).index_select(0, rows).view(n, parents.shape[1], *t.shape[2:])
 
         self.cache = [[(pick(k), pick(v)) for k, v in layer] for layer in self.cache]
+        self.previous = pick(self.previous.unsqueeze(-1)).squeeze(-1)
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         """Feed one token per beam (``tokens``: (N, B)); return the next-token logits (N, B, V) in float32."""
         position = self.context_length + len(self.cache[0])
-        hidden = self.decoder.embed_tokens(tokens)  # (N, B, d)
+        hidden = self._embed(tokens, self.previous.expand_as(tokens))  # (N, B, d)
+        self.previous = tokens
         bias = self.position_bias[0, :, position, : position + 1].T  # (P + T, H)
         context_bias, bias = bias[: self.context_length], bias[self.context_length :]
         for index, block in enumerate(self.decoder.block):
