@@ -421,6 +421,12 @@ API_CASES = [
         BAD,
         "lacks {history}",
     ),
+    Api(
+        "set-prompt-format-mistyped-user",
+        lambda k: tiny_model(k.tokenizer).set_prompt_format({"direct": {"seen": ["user {usr}"]}}),
+        BAD,
+        "lacks {user}",
+    ),
     # evaluation
     Api("evaluate-split-list", lambda k: _evaluate(k, split=[1]), BAD, "split must be a datasets.Dataset"),
     Api("evaluate-ks-zero", lambda k: _evaluate(k, ks=(0,)), BAD, "every cut-off in ks must be a positive integer"),

@@ -17,7 +17,7 @@ import hf_metaid as hm
 from conftest import synthetic_interactions
 from hf_metaid.decoding import decode_items
 from hf_metaid.item_tree import trie_prefix_allowed_tokens_fn
-from hf_metaid.prompt_templates import COMPACT_TEMPLATES
+from hf_metaid.prompt_templates import COMPACT_TEMPLATES, check_templates
 from test_auto_loading import REMOTE_SCRIPT
 from test_decoding import SHAPES, make_pair, names, with_lora
 
@@ -255,3 +255,23 @@ def test_evaluation_asks_with_the_users_prompt_and_the_history_in_the_decoder():
     assert any(rank is not None for rank in ranks)  # the ranks below say something
     ndcg = np.mean([0.0 if rank is None else 1 / np.log2(rank + 2) for rank in ranks])
     assert metrics["ndcg@10"] == pytest.approx(ndcg)
+
+
+ANONYMOUS = {"direct": {"seen": ["next item"]}, "sequential": {"seen": ["items {history}"]}}
+
+
+def test_an_anonymous_prompt_asks_every_user_alike_and_the_history_decides():
+    """A direct template without placeholders (the anonymous prompt) is accepted for the history in the decoder: the
+    training examples and ``recommend`` then read no user ID, so two users with one history get one list."""
+    tokenizer, model = decoder_pair(SHAPES[1])
+    model.set_prompt_format(ANONYMOUS, max_history=8, history_in_decoder=True)
+    users = tokenizer.entity_vocabulary.users
+    history = ["i3", "i7", "i11"]
+    first = model.recommend(tokenizer, user=users[0], history=history, k=5)
+    assert model.recommend(tokenizer, user=users[1], history=history, k=5) == first
+    assert model.recommend(tokenizer, user=users[0], history=history[:1], k=5) != first
+    interactions = synthetic_interactions(num_users=6, num_items=20)
+    examples = hm.build_decoder_history_examples(hm.leave_one_out(interactions)["train"], tokenizer, ANONYMOUS)
+    assert len({tuple(row) for row in examples["input_ids"]}) == 1
+    with pytest.raises(hm.InvalidArgumentError, match="lacks"):
+        check_templates({"direct": {"seen": ["next {item}"]}})  # a placeholder other than {user} is a typo

@@ -53,8 +53,18 @@ HISTORY_SEPARATOR = " , "
 TASKS = ("sequential", "direct")
 KINDS = ("seen", "unseen")
 # What a template of each task must show: a sequential prompt without the history, or a direct one without the user,
-# would ask every user the same question.
+# would ask every user the same question. One exception: a direct template with no placeholder at all is an anonymous
+# prompt, for a model that reads the history in its decoder (the same question for every user on purpose: the model
+# then learns from the history alone, with no user ID to memorise).
 PLACEHOLDERS = {"sequential": "{history}", "direct": "{user}"}
+
+
+def template_shows_its_task(task: str, template: str) -> bool:
+    """Whether ``template`` shows what a ``task`` prompt must (:data:`PLACEHOLDERS`; a direct template may instead
+    show nothing at all, the anonymous prompt; any other ``{...}`` is a typo and fails)."""
+    if PLACEHOLDERS[task] in template:
+        return True
+    return task == "direct" and "{" not in template and "}" not in template
 
 
 def fill_template(template: str, user_tokens: str = "", history_tokens: Sequence[str] = ()) -> str:
@@ -100,7 +110,7 @@ def resolve_template(
             return COLD_USER_SEQUENTIAL
         return _group(templates, task, template)[0]
     _group(templates, task, "seen")  # the task must exist
-    if PLACEHOLDERS[task] not in template:
+    if not template_shows_its_task(task, template):
         raise InvalidArgumentError(
             f"template must be 'seen', 'unseen' or a {task} template with {PLACEHOLDERS[task]}: {template!r}"
         )
@@ -144,7 +154,7 @@ def check_templates(templates: dict) -> dict:
                 raise InvalidArgumentError(f"templates[{task!r}]: unknown kind {kind!r}; use {' and/or '.join(KINDS)}")
             group = [group] if isinstance(group, str) else list(group)
             for text in group:
-                if not isinstance(text, str) or PLACEHOLDERS[task] not in text:
+                if not isinstance(text, str) or not template_shows_its_task(task, text):
                     raise InvalidArgumentError(
                         f"templates[{task!r}][{kind!r}]: {text!r} lacks {PLACEHOLDERS[task]}, which a {task} prompt "
                         "must show"
