@@ -104,6 +104,11 @@ ARMS: dict[str, tuple[dict, dict, str]] = {
         {**DECODER, "max_history": 20, "epochs": 12.0, "templates": "benchmarks/templates/anonymous_decoder.json"},
         "the same with dropout 0.1 (the items' own vectors memorise training sequences)",
     ),
+    "dec-w20-e12-item-io-anon-drop0.2": (
+        {"item_output": True, "item_input": True, "dropout": 0.2},
+        {**DECODER, "max_history": 20, "epochs": 12.0, "templates": "benchmarks/templates/anonymous_decoder.json"},
+        "the same with dropout 0.2",
+    ),
     "dec-w20-e30-anon-drop0.1": (
         {"dropout": 0.1},
         {**DECODER, "max_history": 20, "epochs": 30.0, "templates": "benchmarks/templates/anonymous_decoder.json"},
