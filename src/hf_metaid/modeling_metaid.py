@@ -135,9 +135,18 @@ class MetaIDDecoderStack(_ItemInputStack):
 
     def forward(self, input_ids=None, inputs_embeds=None, **kwargs):
         if self.has_item_input and input_ids is not None and inputs_embeds is None:
-            inputs_embeds = self.embed_tokens(input_ids) + self.item_input_for(input_ids)
+            inputs_embeds = self.input_embeddings(input_ids)
             input_ids = None
         return super().forward(input_ids=input_ids, inputs_embeds=inputs_embeds, **kwargs)
+
+    def input_embeddings(self, input_ids: torch.Tensor, previous: torch.Tensor | None = None) -> torch.Tensor:
+        """The decoder's input vectors for ``input_ids``: E[t], + the item's own vector at an item's rank token where
+        the decoder has the item input (``previous``: the token before each one, where it is not the one to its
+        left, as for a beam fed one token per step). The fast decoder reads the same."""
+        embeddings = self.embed_tokens(input_ids)
+        if self.has_item_input:
+            embeddings = embeddings + self.item_input_for(input_ids, previous).to(embeddings.dtype)
+        return embeddings
 
 
 class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGeneration):

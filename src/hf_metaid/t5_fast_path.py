@@ -209,7 +209,10 @@ class BeamDecoder:
         causal = torch.ones(length, length, dtype=torch.bool, device=tokens.device).tril()
         bias = self.position_bias[:, :, :length, :length]
         self_mask = torch.where(causal & mask, bias, torch.finfo(bias.dtype).min)  # (N, H, P, P)
-        hidden = self._embed(tokens).flatten(0, 1)[index]  # (T, d): real tokens only
+        if getattr(self.decoder, "has_item_input", False):  # item vectors read each token's neighbour: whole rows
+            hidden = self.decoder.input_embeddings(tokens).flatten(0, 1)[index]  # (T, d): real tokens only
+        else:
+            hidden = self.decoder.embed_tokens(tokens.flatten()[index])
         last = len(self.decoder.block) - 1
         for number, block in enumerate(self.decoder.block):
             self_layer, cross_layer, ff_layer = block.layer[0], block.layer[1], block.layer[-1]
@@ -238,14 +241,6 @@ class BeamDecoder:
     def _heads(self, states: torch.Tensor) -> torch.Tensor:
         return states.view(*states.shape[:-1], self.heads, self.head_dim)
 
-    def _embed(self, tokens: torch.Tensor, previous: torch.Tensor | None = None) -> torch.Tensor:
-        """The decoder's input vectors: E[t], plus the items' own vectors where the decoder has the item input
-        (``previous``: the token before each of ``tokens``; default: the one to its left)."""
-        hidden = self.decoder.embed_tokens(tokens)
-        if getattr(self.decoder, "has_item_input", False):
-            hidden = hidden + self.decoder.item_input_for(tokens, previous).to(hidden.dtype)
-        return hidden
-
     def select(self, parents: torch.Tensor) -> None:
         """Keep the beams ``parents`` ((N, B') indices into the current beams) for the next step."""
         n, beams = parents.shape[0], self.cache[0][-1][0].shape[1]
@@ -262,7 +257,10 @@ class BeamDecoder:
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         """Feed one token per beam (``tokens``: (N, B)); return the next-token logits (N, B, V) in float32."""
         position = self.context_length + len(self.cache[0])
-        hidden = self._embed(tokens, self.previous.expand_as(tokens))  # (N, B, d)
+        if getattr(self.decoder, "has_item_input", False):
+            hidden = self.decoder.input_embeddings(tokens, self.previous.expand_as(tokens))  # (N, B, d)
+        else:
+            hidden = self.decoder.embed_tokens(tokens)
         self.previous = tokens
         bias = self.position_bias[0, :, position, : position + 1].T  # (P + T, H)
         context_bias, bias = bias[: self.context_length], bias[self.context_length :]
