@@ -20,9 +20,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-# Positions x items x d_model elements gathered at once: bounds the memory of scoring many beams in one step.
-_GATHER_BUDGET = 1 << 23
-
 
 class MetaIDItemOutput(nn.Module):
     """Per-item output vectors u (``num_items x d_model``) and biases b, plus the tables that place them."""
@@ -76,22 +73,28 @@ class MetaIDItemOutput(nn.Module):
         vocab = logits.shape[-1]
         flat_logits = logits.reshape(-1, vocab)
         cluster = previous.reshape(-1).to(logits.device) - first_cluster_token
-        positions = ((cluster >= 0) & (cluster < num_clusters)).nonzero().flatten()
-        if positions.numel() == 0:
+        inside = (cluster >= 0) & (cluster < num_clusters)
+        if not bool(inside.any()):
             return logits
+        # Positions grouped by cluster: the items of cluster c are rows start_c .. start_c + n_c of the item table
+        # (row-major numbering), so each group scores against a slice of u, with no gather of padded rows.
+        cluster = torch.where(inside, cluster, num_clusters)
+        order = torch.argsort(cluster, stable=True)
+        per_group = torch.bincount(cluster, minlength=num_clusters + 1)[:num_clusters].tolist()
+        positions = order[: sum(per_group)]
         states = hidden.reshape(-1, hidden.shape[-1])[positions].to(self.weight.dtype)
-        cluster = cluster[positions]
-        weight = torch.cat([self.weight, self.weight.new_zeros(1, self.weight.shape[1])])
-        bias = torch.cat([self.bias, self.bias.new_zeros(1)])
         width = slots.shape[1]
-        chunk = max(1, _GATHER_BUDGET // max(1, width * weight.shape[1]))
-        scores = []
-        for start in range(0, positions.numel(), chunk):
-            rows = slots[cluster[start : start + chunk]]  # (P, width)
-            item_vectors = weight[rows]  # (P, width, d)
-            score = torch.bmm(item_vectors, states[start : start + chunk].unsqueeze(-1)).squeeze(-1) + bias[rows]
-            scores.append(score * valid[cluster[start : start + chunk]])
-        columns = first_rank_token + ranks[cluster]  # padding adds 0 at the first rank token
+        starts = slots[:, 0].tolist()
+        sizes = valid.sum(dim=1).tolist()
+        scores, offset = [], 0
+        for c, count in enumerate(per_group):
+            if not count:
+                continue
+            rows = slice(starts[c], starts[c] + sizes[c])
+            score = states[offset : offset + count] @ self.weight[rows].T + self.bias[rows]
+            scores.append(nn.functional.pad(score, (0, width - sizes[c])))
+            offset += count
+        columns = first_rank_token + ranks[cluster[positions]]  # padding adds 0 at the first rank token
         added = flat_logits[positions].float().scatter_add(1, columns, torch.cat(scores).float())
         return flat_logits.float().index_copy(0, positions, added).view(logits.shape)
 
