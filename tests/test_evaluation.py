@@ -5,12 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import datasets
+import numpy as np
 import pytest
 from transformers import Seq2SeqTrainer, TrainerCallback
 
 import hf_metaid as hm
 from conftest import quiet_args, tiny_model
 from hf_metaid.evaluation import RecommendationEvaluator
+from hf_metaid.metrics import MetricAccumulator
 from hf_metaid.prompt_templates import COMPACT_TEMPLATES
 from hf_metaid.training import MetaIDTrainer, RecommendationEvalCallback, build_trainer
 
@@ -186,3 +188,28 @@ def test_exclude_seen_leaves_the_history_out_for_every_task(tiny, task):
         assert len(lists) == rows.num_rows and all(len(recs) == 10 for _, recs in lists)
     assert shown[False] > 0  # the model does rank history items when allowed to, so the check below can fail
     assert shown[True] == 0
+
+
+def test_an_accumulator_gives_each_users_outcome_behind_the_metrics(tiny):
+    """Per-user target ranks (for paired standard errors between two models): in split order, and the metrics
+    recomputed from them are the returned ones; a used accumulator or other cut-offs are refused."""
+    split, tokenizer, _ = tiny
+    model = tiny_model(tokenizer).eval()
+    rows = split["test"]
+    accumulator = MetricAccumulator(ks=(1, 20))
+    metrics = hm.evaluate_recommender(model, tokenizer, rows, ks=(20, 1), progress=False, accumulator=accumulator)
+    ranks = accumulator.target_ranks()
+    assert ranks.shape == (rows.num_rows,) and ranks.min() >= -1 and ranks.max() < 20
+    assert (ranks >= 0).any()  # some targets are found, so the comparisons below can fail
+    hits = (ranks >= 0) & (ranks < 20)
+    assert metrics["hr@20"] == pytest.approx(float(hits.mean()), abs=1e-12)
+    ndcg = np.where(hits, 1.0 / np.log2(np.maximum(ranks, 0) + 2.0), 0.0).mean()
+    assert metrics["ndcg@20"] == pytest.approx(float(ndcg), abs=1e-12)
+    for index in (0, rows.num_rows - 1):  # each user alone gives the rank at its place in the split
+        single = MetricAccumulator(ks=(1, 20))
+        hm.evaluate_recommender(model, tokenizer, rows.select([index]), ks=(1, 20), progress=False, accumulator=single)
+        assert single.target_ranks().tolist() == ranks[index : index + 1].tolist()
+    with pytest.raises(hm.InvalidArgumentError, match="accumulator must be empty"):
+        hm.evaluate_recommender(model, tokenizer, rows, ks=(1, 20), progress=False, accumulator=accumulator)
+    with pytest.raises(hm.InvalidArgumentError, match="same ks"):
+        hm.evaluate_recommender(model, tokenizer, rows, ks=(10,), progress=False, accumulator=MetricAccumulator())

@@ -49,6 +49,7 @@ def evaluate_recommender(
     limit: int | None = None,
     progress: bool = True,
     min_known_targets: float = MIN_KNOWN_TARGETS,
+    accumulator: MetricAccumulator | None = None,
 ) -> dict[str, float]:
     """HR@k / NDCG@k / MRR@k (and the invalid-ID rate) of ``model`` on a leave-one-out split.
 
@@ -64,6 +65,9 @@ def evaluate_recommender(
         limit: evaluate only the first ``limit`` rows (quick checks).
         min_known_targets: refuse a split when the vocabulary knows less than this share of its target items
             (another data set than the model's); 0 evaluates anything.
+        accumulator: an empty :class:`~hf_metaid.metrics.MetricAccumulator` with these ``ks`` (and the catalogue as
+            ``valid_items``, for ``invalid_rate``) to collect into, so that the caller can read each user's outcome
+            afterwards (``accumulator.target_ranks()``, in split order).
     Returns:
         ``{"hr@5": ..., "ndcg@5": ..., "mrr@5": ..., ..., "invalid_rate": ..., "num_users": ..., "known_users": ...,
         "known_targets": ..., "seconds": ...}``; ``known_users`` / ``known_targets``: how many of the split's users
@@ -83,7 +87,10 @@ def evaluate_recommender(
         split = split.select(range(min(limit, split.num_rows)))
     users, histories, targets = split["user"][:], split["history"][:], split["target"][:]
     vocabulary = tokenizer.entity_vocabulary
-    accumulator = MetricAccumulator(ks=ks, valid_items=set(vocabulary.items))
+    if accumulator is None:
+        accumulator = MetricAccumulator(ks=ks, valid_items=set(vocabulary.items))
+    elif accumulator.num_users or accumulator.ks != MetricAccumulator(ks).ks:
+        raise InvalidArgumentError(f"accumulator must be empty and built with the same ks, {tuple(ks)}")
     known_users = sum(vocabulary.has_user(user) for user in users)
     known_targets = sum(vocabulary.has_item(target) for target in targets)
     if known_targets < min_known_targets * len(targets):

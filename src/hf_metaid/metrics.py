@@ -82,11 +82,17 @@ class MetricAccumulator:
         self._entries += entries
         return self
 
+    def target_ranks(self) -> np.ndarray:
+        """The 0-based position of each added user's target in their list (``-1``: not in the first ``max(ks)``),
+        in the order added: per-user outcomes, e.g. for the standard error of a difference between two models
+        evaluated on the same users."""
+        return np.concatenate(self._ranks) if self._ranks else np.zeros(0, dtype=np.int64)
+
     def compute(self) -> dict[str, float]:
         """The metrics over every user added so far; see :func:`ranking_metrics` for the keys."""
         if not self._ranks or self.num_users == 0:
             raise ValueError("no users to evaluate: add at least one (recommended, target) pair before compute()")
-        ranks = np.concatenate(self._ranks)
+        ranks = self.target_ranks()
         result: dict[str, float] = {}
         found = ranks >= 0
         for k in self.ks:
