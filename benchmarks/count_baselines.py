@@ -31,11 +31,13 @@ import shlex
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 import hf_metaid as hm
+from hf_metaid.indexing import MetaIDIndexerConfig
 from hf_metaid.metrics import exclude_seen, ranking_metrics
 from hf_metaid.pipeline import DEMO, build_vocabulary
 
@@ -83,6 +85,69 @@ def oracle_top(process, number: np.ndarray, last: int, top: int) -> list[int]:
     return np.argsort(-probabilities, kind="stable")[:top].tolist()
 
 
+@dataclasses.dataclass
+class CountingReferences:
+    """One data set's splits in catalogue positions, and each reference's ranking (``depth`` items) after a last
+    item: the references of the docstring, counted on the training split only."""
+
+    histories: dict[str, list[list[int]]]
+    targets: dict[str, list[int]]
+    num_items: int
+    depth: int
+    rankers: dict[str, Callable[[int], list[int]]]
+
+    def ranked(self, name: str, split: str, leave_out: bool, top: int = TOP) -> list[list[int]]:
+        """The top ``top`` of reference ``name`` for every user of ``split``, the user's history kept or left out."""
+        ranked = [self.rankers[name](history[-1]) for history in self.histories[split]]
+        if leave_out:
+            return exclude_seen(ranked, self.histories[split], k=top)
+        return [items[:top] for items in ranked]
+
+
+def counting_references(
+    data: str,
+    smoothing: float = 0.1,
+    embeddings: tuple[str, ...] = ("skipgram", "spectral"),
+    index: MetaIDIndexerConfig = DEMO.index,
+) -> CountingReferences:
+    """Popularity, the cluster chain for each of ``embeddings`` (IDs from ``index``, by default the demo's indexer
+    settings), the item Markov chain and, on the synthetic log, the oracle, for ``data`` (a name or file
+    ``load_interactions`` reads)."""
+    interactions = hm.load_interactions(data)
+    splits = hm.leave_one_out(interactions)
+    names = hm.catalogue(interactions)
+    position_of = {item: position for position, item in enumerate(names["items"])}
+    # The validation histories are the training sequences.
+    sequences = [[position_of[item] for item in history] for history in splits["validation"]["history"]]
+    popularity, transitions = training_counts(sequences, len(names["items"]))
+    histories = {
+        name: [[position_of[item] for item in h] for h in splits[name]["history"]] for name in ("validation", "test")
+    }
+    targets = {name: [position_of[t] for t in splits[name]["target"]] for name in ("validation", "test")}
+    depth = TOP + max(len(h) for h in histories["test"])  # long enough to leave any history out and keep ten
+    popular = [int(item) for item in np.argsort(-popularity, kind="stable")[: 2 * depth]]
+    rankers: dict[str, Callable[[int], list[int]]] = {"popularity": lambda last: popular[:depth]}
+    for embedding in embeddings:
+        vocabulary = build_vocabulary(splits["train"], names, dataclasses.replace(index, embedding=embedding))
+        item_position = {item: position for position, item in enumerate(vocabulary.items)}
+        cluster_of = np.array([vocabulary.item_codes[item_position[item], 0] for item in names["items"]])
+        tops = cluster_chain_tops(cluster_of, popularity, transitions, smoothing, depth).tolist()
+        rankers[f"cluster chain x popularity in the cluster, {embedding} IDs (K={index.num_clusters})"] = (
+            lambda last, tops=tops, cluster_of=cluster_of: tops[cluster_of[last]]
+        )
+    cache: dict[int, list[int]] = {}
+    rankers["item Markov chain"] = lambda last: cache.setdefault(
+        last, markov_top(last, popularity, popular, transitions, depth)
+    )
+    if data == "markov":
+        process = hm.data.markov_interactions()[1]
+        number = np.array([int(item[1:]) for item in names["items"]])  # catalogue position -> the process's item
+        rankers["oracle: the process's true next-item probabilities"] = lambda last: oracle_top(
+            process, number, last, depth
+        )
+    return CountingReferences(histories, targets, len(names["items"]), depth, rankers)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoothing", type=float, default=0.1, help="additive smoothing of the counts")
@@ -90,53 +155,18 @@ def main() -> None:
     args = parser.parse_args()
 
     started = time.perf_counter()
-    data = hm.load_interactions(args.data)
-    splits = hm.leave_one_out(data)
-    names = hm.catalogue(data)
-    index = {item: position for position, item in enumerate(names["items"])}
-    sequences = [[index[item] for item in history] for history in splits["validation"]["history"]]  # = training part
-    popularity, transitions = training_counts(sequences, len(names["items"]))
-    histories = {
-        name: [[index[item] for item in h] for h in splits[name]["history"]] for name in ("validation", "test")
-    }
-    targets = {name: [index[t] for t in splits[name]["target"]] for name in ("validation", "test")}
-    depth = TOP + max(len(h) for h in histories["test"])  # long enough to leave any history out and keep ten
-    popular = [int(item) for item in np.argsort(-popularity, kind="stable")[: 2 * depth]]
-
+    references = counting_references(args.data, args.smoothing)
     rows = []
-
-    def add(name: str, ranked_after) -> None:
-        """``ranked_after(last item)``: the reference's ranking (``depth`` items) after a user's last item."""
+    for name in references.rankers:
         cells = {}
-        for split in ("validation", "test"):
-            ranked = [ranked_after(history[-1]) for history in histories[split]]
-            kept = [items[:TOP] for items in ranked]
-            for protocol, lists in (("kept", kept), ("left out", exclude_seen(ranked, histories[split], k=TOP))):
-                metrics = ranking_metrics(lists, targets[split], ks=(TOP,))
-                cells[split, protocol] = f"{metrics['hr@10']:.4f} / {metrics['ndcg@10']:.4f}"
+        for split, protocol in COLUMNS:
+            lists = references.ranked(name, split, leave_out=protocol == "left out")
+            metrics = ranking_metrics(lists, references.targets[split], ks=(TOP,))
+            cells[split, protocol] = f"{metrics['hr@10']:.4f} / {metrics['ndcg@10']:.4f}"
         row = [name, *(cells[key] for key in COLUMNS)]
         rows.append(row)
         print(" | ".join(row), flush=True)
-
-    add("popularity", lambda last: popular[:depth])
-    demo = DEMO.index
-    for embedding in ("skipgram", "spectral"):
-        vocabulary = build_vocabulary(splits["train"], names, dataclasses.replace(demo, embedding=embedding))
-        item_position = {item: position for position, item in enumerate(vocabulary.items)}
-        cluster_of = np.array([vocabulary.item_codes[item_position[item], 0] for item in names["items"]])
-        tops = cluster_chain_tops(cluster_of, popularity, transitions, args.smoothing, depth).tolist()
-        add(f"cluster chain x popularity in the cluster, {embedding} IDs (K={demo.num_clusters})",
-            lambda last, tops=tops, cluster_of=cluster_of: tops[cluster_of[last]])  # fmt: skip
-    cache: dict[int, list[int]] = {}
-    add(
-        "item Markov chain",
-        lambda last: cache.setdefault(last, markov_top(last, popularity, popular, transitions, depth)),
-    )
-    if args.data == "markov":
-        process = hm.data.markov_interactions()[1]
-        number = np.array([int(item[1:]) for item in names["items"]])  # catalogue position -> the process's item
-        add("oracle: the process's true next-item probabilities", lambda last: oracle_top(process, number, last, depth))
-
+    targets, demo = references.targets, DEMO.index
     headers = ["reference", "validation", "test", "validation, history left out", "test, history left out"]
     lines = [
         "| " + " | ".join(headers) + " |",
@@ -149,7 +179,7 @@ def main() -> None:
             "",
             f"Command: `python {shlex.join(sys.argv)}` (smoothing {args.smoothing}). Counts from the training "
             f"split only; all {len(targets['test']):,} users of each split; top {TOP} over all "
-            f"{len(names['items']):,} items, with the user's history kept (the paper's protocol) or left out (the "
+            f"{references.num_items:,} items, with the user's history kept (the paper's protocol) or left out (the "
             f"demo's ranking). Each cell: HR@10 / NDCG@10. IDs from the demo's indexer settings "
             f"(K={demo.num_clusters}, dim {demo.dim}, seed {demo.seed}). See the script's docstring for each row.",
             "",

@@ -1,10 +1,11 @@
 """The paper's recipe for t5-small on Amazon Beauty, one command for one GPU or eight (or CPU processes).
 
-META ID IDs (meta-path walks + skip-gram, K=100), t5-small by name, both OpenP5 tasks with every seen template
-(each training sample written with all of them, the authors' 20x expansion), AdamW at lr 1e-3 with 100 warm-up steps
-and linear decay, no weight decay, 10 epochs, an effective batch of 2,048 prompts whatever the number of processes
-(per-device batch x gradient accumulation x processes), the last epoch's model evaluated on the full test split
-with the unseen templates and beam search over real items (the paper's protocol: history items kept):
+META ID IDs (meta-path walks + skip-gram, K=100; ``--scheme`` trains a baseline ID scheme the same way), t5-small by
+name, both OpenP5 tasks with every seen template (each training sample written with all of them, the authors' 20x
+expansion), AdamW at lr 1e-3 with 100 warm-up steps and linear decay, no weight decay, 10 epochs, an effective batch
+of 2,048 prompts whatever the number of processes (per-device batch x gradient accumulation x processes), the last
+epoch's model evaluated on the full test split with the unseen templates and beam search over real items (the
+paper's protocol: history items kept):
 
     accelerate launch examples/paper_recipe.py --output-dir runs/paper                      # one GPU
     accelerate launch --multi_gpu --num_processes 8 examples/paper_recipe.py --output-dir runs/paper   # eight
@@ -30,7 +31,8 @@ from pathlib import Path
 import torch
 
 import hf_metaid as hm
-from hf_metaid.indexing import MetaIDIndexer
+from hf_metaid.indexing import MetaIDIndexerConfig
+from hf_metaid.pipeline import SCHEMES, build_vocabulary
 
 EFFECTIVE_BATCH = 2048
 
@@ -44,7 +46,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--effective-batch", type=int, default=EFFECTIVE_BATCH)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--warmup", type=int, default=100)
-    parser.add_argument("--clusters", type=int, default=100)
+    parser.add_argument("--clusters", type=int, default=100, help="K of META ID's clustering")
+    parser.add_argument(
+        "--scheme",
+        default="metaid",
+        choices=SCHEMES,
+        help="ID scheme: metaid (the paper's) or a baseline trained with the same recipe (benchmarks/quality.py)",
+    )
     parser.add_argument("--output-dir", default="runs/paper")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -59,17 +67,22 @@ def accumulation_steps(args: argparse.Namespace) -> int:
     return max(1, args.effective_batch // (args.per_device_batch * processes))
 
 
+def load_data(args: argparse.Namespace):
+    """The interactions the recipe trains on: ``--data``, or its first 50 users in a dry run."""
+    interactions = hm.load_interactions(None if args.data == "beauty" else args.data)
+    if args.dry_run:
+        keep = set(list(dict.fromkeys(interactions["user"][:]))[:50])
+        interactions = interactions.filter(lambda batch: [u in keep for u in batch["user"]], batched=True)
+    return interactions
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     output = Path(args.output_dir)
-    interactions = hm.load_interactions(None if args.data == "beauty" else args.data)
-    if args.dry_run:
-        users = list(dict.fromkeys(interactions["user"][:]))[:50]
-        keep = set(users)
-        interactions = interactions.filter(lambda batch: [u in keep for u in batch["user"]], batched=True)
+    interactions = load_data(args)
     splits = hm.leave_one_out(interactions)
-    indexer = MetaIDIndexer(num_clusters=8 if args.dry_run else args.clusters, seed=args.seed)
-    vocabulary = indexer.fit(splits["train"], catalogue=hm.catalogue(interactions))
+    index = MetaIDIndexerConfig(num_clusters=8 if args.dry_run else args.clusters, seed=args.seed)
+    vocabulary = build_vocabulary(splits["train"], hm.catalogue(interactions), index, scheme=args.scheme)
     tokenizer = hm.MetaIDTokenizer.from_base(None if args.dry_run else args.base, vocabulary)
     base = hm.tiny_t5_config() if args.dry_run else args.base
     model = hm.MetaIDForConditionalGeneration.from_base(base, tokenizer, seed=args.seed)

@@ -1,0 +1,483 @@
+"""Every ID scheme and the counting references under one roof, on any data: one command regenerates the table.
+
+Each scheme arm (META ID, and the baselines sequential, random, collaborative, independent) trains the same backbone
+with the same recipe, budget and seed; only the ID vocabulary differs. Nothing is chosen on the test split: the
+recipes come from validation (``hf_metaid.pipeline.DEMO``, ``benchmarks/results/demo.md``). Every arm is evaluated
+on every user of the validation and the test split, HR@5/10 and NDCG@5/10 over all items (beam search over real
+items), once with the user's history kept in the ranking (the paper's protocol) and once with it left out. The
+``references`` arm computes the counting references on the same splits (popularity, the cluster chain over META ID's
+clusters, the item Markov chain; ``count_baselines.py``).
+
+Profiles:
+- ``cpu``: the demo's recipe (spectral META ID, tiny T5 1+3 layers, 4.5 epochs; about 12 minutes per arm on 2 cores).
+- ``gpu``: the paper's recipe (``examples/paper_recipe.py``: t5-small by name, all seen templates, lr 1e-3, 10 epochs,
+  effective batch 2,048) for every scheme; needs a GPU (and the Hub, or a local copy of t5-small).
+
+Each arm writes ``ARM.json`` (command, settings, seconds, metrics, machine) and ``ARM.ranks.npz`` (each user's rank
+of the target, for paired standard errors) under ``results/quality/DATA/PROFILE/``; a finished arm is skipped
+unless ``--force``. The report (``benchmarks/RESULTS.md`` for Beauty, ``results/quality/DATA/RESULTS.md`` for other
+data) and its chart ``quality.png`` are written from those files after every run, or alone with ``--report-only``.
+
+Usage:
+    python benchmarks/quality.py                                  # Beauty, cpu profile, every arm, then the report
+    python benchmarks/quality.py --data my_interactions.csv       # the whole table on your own data
+    python benchmarks/quality.py --arms metaid,references         # some arms only
+    python benchmarks/quality.py --profile gpu                    # the paper's recipe for every scheme (GPU)
+    python benchmarks/quality.py --report-only                    # rewrite the report from the arms' files
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts its threads (thread_policy.md)
+
+import numpy as np
+import torch
+
+from benchmark_common import cpu_and_cores, write_report
+from count_baselines import counting_references
+from hf_metaid.data import leave_one_out
+from hf_metaid.evaluation import evaluate_recommender
+from hf_metaid.metrics import DEFAULT_KS, MetricAccumulator, rank_of_target
+from hf_metaid.pipeline import DEMO, SCHEMES, build_vocabulary, data_name, split_data, train
+from hf_metaid.saving import load_for_inference, save_for_inference
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results" / "quality"
+BEAUTY_REPORT = HERE / "RESULTS.md"
+ARMS = (*SCHEMES, "references")
+PROTOCOLS = (("kept", False), ("left out", True))
+SPLITS = ("validation", "test")
+METRICS = ("hr@5", "hr@10", "ndcg@5", "ndcg@10")
+TOP = max(DEFAULT_KS)
+SCHEME_NAMES = {
+    "metaid": "META ID",
+    "sequential": "sequential (SID)",
+    "random": "random (RID)",
+    "collaborative": "collaborative (CID)",
+    "independent": "independent (IID)",
+}
+# Published figures on Beauty (HR@10 / NDCG@10): quoted, never measured here (../notes: field-lessons.md).
+PUBLISHED = (
+    ("META ID, t5-small", "0.0753 / 0.0432", "the META ID paper (ICML 2025), history kept"),
+    ("CID (OpenP5), t5-small", "0.0507 / 0.0281", "the META ID paper's table"),
+    ("SID (OpenP5), t5-small", "0.0609 / —", "the META ID paper's table"),
+    ("RID (OpenP5), t5-small", "0.0479 / 0.0277", "the META ID paper's table"),
+    ("TIGER", "0.0648 / 0.0384", "TIGER paper, as quoted in the eSASRec benchmark README"),
+    ("SASRec, full cross-entropy", "0.0851 / 0.0421", "phonism/genrec README (their runs)"),
+    ("eSASRec", "0.0928 / 0.0523", "blondered/transformer_benchmark README"),
+)
+
+
+# ----------------------------------------------------------------------------------------------------- arms
+def cpu_recipe(scheme: str, args: argparse.Namespace):
+    """The demo's recipe for ``scheme``, with the small-data overrides of the command line (recorded in the JSON)."""
+    index = DEMO.index if args.clusters is None else dataclasses.replace(DEMO.index, num_clusters=args.clusters)
+    model = DEMO.model
+    if args.d_model is not None or args.d_ff is not None:
+        model = dataclasses.replace(model, d_model=args.d_model or model.d_model, d_ff=args.d_ff or model.d_ff)
+    changes = {"max_steps": args.max_steps or 0}
+    if args.batch_size is not None:
+        changes["batch_size"] = args.batch_size
+    return dataclasses.replace(
+        DEMO, scheme=scheme, index=index, model=model, training=dataclasses.replace(DEMO.training, **changes)
+    )
+
+
+def evaluate_all(model, tokenizer, splits, template: str, limit: int | None) -> tuple[dict, dict]:
+    """Metrics and per-user target ranks of every split x protocol."""
+    metrics, ranks = {}, {}
+    for split in SPLITS:
+        for protocol, exclude in PROTOCOLS:
+            accumulator = MetricAccumulator(ks=DEFAULT_KS)
+            found = evaluate_recommender(
+                model,
+                tokenizer,
+                splits[split],
+                exclude_seen=exclude,
+                template=template,
+                limit=limit,
+                progress=False,
+                accumulator=accumulator,
+            )
+            metrics.setdefault(split, {})[protocol] = {name: found[name] for name in (*METRICS, "num_users")}
+            ranks[f"{split}|{protocol}"] = accumulator.target_ranks().astype(np.int8)
+    return metrics, ranks
+
+
+def run_scheme_cpu(scheme: str, args: argparse.Namespace, work: Path) -> tuple[dict, dict]:
+    recipe = cpu_recipe(scheme, args)
+    splits, names = split_data(args.data)
+    started = time.perf_counter()
+    vocabulary = build_vocabulary(splits["train"], names, recipe.index, scheme=scheme, source=data_name(args.data))
+    index_seconds = time.perf_counter() - started
+    result = train(splits["train"], vocabulary, work / scheme, recipe.model, recipe.training)
+    save_for_inference(result.trainer, result.tokenizer, work / scheme / "model", overwrite=True)
+    model, tokenizer = load_for_inference(work / scheme / "model")
+    started = time.perf_counter()
+    metrics, ranks = evaluate_all(model, tokenizer, splits, "seen", args.limit)
+    state = result.trainer.state
+    record = {
+        "settings": dataclasses.asdict(recipe),
+        "index_seconds": index_seconds,
+        "train_seconds": result.seconds,
+        "eval_seconds": time.perf_counter() - started,
+        "train_loss": result.loss,
+        "steps": state.global_step,
+        "epochs": state.epoch,
+        "new_tokens": model.config.metaid_num_new_tokens,
+        "metrics": metrics,
+    }
+    return record, ranks
+
+
+def run_scheme_gpu(scheme: str, args: argparse.Namespace, work: Path) -> tuple[dict, dict]:
+    sys.path.insert(0, str(HERE.parent / "examples"))
+    import paper_recipe
+
+    argv = ["--data", args.data, "--scheme", scheme, "--output-dir", str(work / scheme), "--seed", str(args.seed)]
+    argv += ["--dry-run"] if args.dry_run else []
+    report = paper_recipe.main(argv)
+    model, tokenizer = load_for_inference(work / scheme / "model")
+    splits = leave_one_out(paper_recipe.load_data(paper_recipe.parse_args(argv)))  # the data it trained on
+    started = time.perf_counter()
+    metrics, ranks = evaluate_all(model, tokenizer, splits, "unseen", args.limit)
+    record = {
+        "settings": report["settings"],
+        "train_seconds": report["train_seconds"],
+        "eval_seconds": time.perf_counter() - started,
+        "train_loss": report["train_loss"],
+        "device": report["device"],
+        "processes": report["processes"],
+        "dry_run": args.dry_run,
+        "metrics": metrics,
+    }
+    return record, ranks
+
+
+def run_references(args: argparse.Namespace) -> tuple[dict, dict]:
+    """The counting references on the arms' splits: metrics and per-user ranks of each."""
+    index = cpu_recipe("metaid", args).index  # the clusters of the META ID arm
+    references = counting_references(args.data, embeddings=(index.embedding,), index=index)
+    metrics, ranks = {}, {}
+    for name in references.rankers:
+        for split in SPLITS:
+            targets = references.targets[split][: args.limit]
+            for protocol, leave_out in PROTOCOLS:
+                lists = references.ranked(name, split, leave_out)[: args.limit]
+                rank = rank_of_target(lists, targets)
+                ranks[f"{name}|{split}|{protocol}"] = rank.astype(np.int8)
+                metrics.setdefault(name, {}).setdefault(split, {})[protocol] = {
+                    **rank_metrics(rank),
+                    "num_users": float(len(rank)),
+                }
+    return {"metrics": metrics, "order": list(references.rankers)}, ranks
+
+
+def rank_metrics(rank: np.ndarray) -> dict[str, float]:
+    """HR@k and NDCG@k from each user's 0-based rank of the target (-1: not in the list)."""
+    per_user = per_user_values(rank)
+    return {name: float(values.mean()) for name, values in per_user.items()}
+
+
+def per_user_values(rank: np.ndarray) -> dict[str, np.ndarray]:
+    """Each user's HR@k and NDCG@k (k in DEFAULT_KS), whose means are the metrics."""
+    rank = rank.astype(np.int64)
+    values = {}
+    for k in DEFAULT_KS:
+        hit = (rank >= 0) & (rank < k)
+        values[f"hr@{k}"] = hit.astype(float)
+        values[f"ndcg@{k}"] = np.where(hit, 1.0 / np.log2(np.maximum(rank, 0) + 2.0), 0.0)
+    return values
+
+
+def run_arm(arm: str, args: argparse.Namespace, folder: Path, work: Path) -> None:
+    """Run one arm and write its two files (JSON last, so a killed run leaves no finished-looking arm)."""
+    out = folder / f"{arm}.json"
+    if out.exists() and not args.force:
+        print(f"{out} exists: skipped (--force runs it again)")
+        return
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    if arm == "references":
+        record, ranks = run_references(args)
+    elif args.profile == "cpu":
+        record, ranks = run_scheme_cpu(arm, args, work)
+    else:
+        record, ranks = run_scheme_gpu(arm, args, work)
+    record.update(
+        arm=arm,
+        data=data_name(args.data),
+        profile=args.profile,
+        seed=args.seed,
+        seconds=time.perf_counter() - started,
+        threads=args.threads,
+        machine=cpu_and_cores(),
+        versions=f"python {platform.python_version()}, torch {torch.__version__}",
+        command="python benchmarks/quality.py " + shlex.join(sys.argv[1:]),
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(folder / f"{arm}.ranks.npz", **ranks)
+    partial = out.with_suffix(".json.partial")
+    partial.write_text(json.dumps(record, indent=2, sort_keys=True))
+    partial.replace(out)
+    print(f"{arm}: {json.dumps(record['metrics'])[:400]}")
+
+
+# --------------------------------------------------------------------------------------------------- report
+def load_arms(folder: Path) -> dict[str, dict]:
+    """The finished arms of one data x profile folder, in the order of ARMS."""
+    found = {}
+    for arm in ARMS:
+        path = folder / f"{arm}.json"
+        if path.exists():
+            record = json.loads(path.read_text())
+            with np.load(folder / f"{arm}.ranks.npz") as ranks:
+                record["ranks"] = {key: ranks[key] for key in ranks.files}
+            found[arm] = record
+    return found
+
+
+def measured_rows(arms: dict[str, dict]) -> list[tuple[str, dict, dict]]:
+    """``(row name, {split: {protocol: metrics}}, {split|protocol: ranks})`` of every scheme and reference."""
+    rows = []
+    for arm, record in arms.items():
+        if arm == "references":
+            for name in record["order"]:
+                ranks = {
+                    key.split("|", 1)[1]: value for key, value in record["ranks"].items() if key.split("|")[0] == name
+                }
+                rows.append((f"reference: {name}", record["metrics"][name], ranks))
+        else:
+            rows.append((SCHEME_NAMES[arm], record["metrics"], record["ranks"]))
+    return rows
+
+
+def any_record_metrics(record: dict) -> dict:
+    """``{split: {protocol: metrics}}`` of a scheme arm, or of the first reference of the references arm."""
+    return record["metrics"][record["order"][0]] if "order" in record else record["metrics"]
+
+
+def paired_difference(first: np.ndarray, second: np.ndarray, metric: str) -> tuple[float, float]:
+    """Mean of (first - second) over the same users and its standard error, std(d) / sqrt(n)."""
+    difference = per_user_values(first)[metric] - per_user_values(second)[metric]
+    n = len(difference)
+    return float(difference.mean()), float(difference.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
+
+
+def standard_error(rank: np.ndarray, metric: str) -> float:
+    """The standard error of one model's mean ``metric`` over its users, std / sqrt(n)."""
+    values = per_user_values(rank)[metric]
+    return float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else 0.0
+
+
+def metrics_table(rows, split: str) -> list[str]:
+    header = [f"{m.upper()} {p}" for p, _ in PROTOCOLS for m in METRICS]
+    lines = ["| arm | " + " | ".join(header) + " |", "|---|" + "---:|" * len(header)]
+    for name, metrics, _ in rows:
+        cells = [f"{metrics[split][p][m]:.4f}" for p, _ in PROTOCOLS for m in METRICS]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def difference_table(rows, baseline: str = "META ID") -> list[str]:
+    """META ID minus every other row on the test split, with the paired standard error."""
+    base = next((ranks for name, _, ranks in rows if name == baseline), None)
+    if base is None:
+        return [f"({baseline} has not run yet: no differences.)"]
+    header = [f"{m.upper()} {p}" for p, _ in PROTOCOLS for m in ("hr@10", "ndcg@10")]
+    lines = ["| META ID minus | " + " | ".join(header) + " |", "|---|" + "---:|" * len(header)]
+    for name, _, ranks in rows:
+        if name == baseline:
+            continue
+        cells = []
+        for protocol, _ in PROTOCOLS:
+            for metric in ("hr@10", "ndcg@10"):
+                key = f"test|{protocol}"
+                mean, error = paired_difference(base[key], ranks[key], metric)
+                verdict = "**beats**" if mean > error else ("loses" if mean < -error else "level")
+                cells.append(f"{mean:+.4f} ± {error:.4f} {verdict}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def chart(rows, path: Path, title: str) -> None:
+    """HR@10 and NDCG@10 on the test split per scheme (bars, ± one standard error), the references as horizontal
+    lines; both protocols."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    schemes = [row for row in rows if not row[0].startswith("reference: ")]
+    references = [(name.removeprefix("reference: "), m) for name, m, _ in rows if name.startswith("reference: ")]
+    figure, axes = plt.subplots(2, 2, figsize=(11, 7), constrained_layout=True)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for row, metric in enumerate(("hr@10", "ndcg@10")):
+        for column, (protocol, _) in enumerate(PROTOCOLS):
+            axis = axes[row][column]
+            values = [m["test"][protocol][metric] for _, m, _ in schemes]
+            errors = [standard_error(ranks[f"test|{protocol}"], metric) for _, _, ranks in schemes]
+            axis.bar(range(len(schemes)), values, yerr=errors, capsize=4, color="#4c72b0")
+            axis.set_xticks(range(len(schemes)), [row[0] for row in schemes], rotation=20, ha="right")
+            for index, (name, metrics) in enumerate(references):
+                axis.axhline(
+                    metrics["test"][protocol][metric], linestyle="--", color=colours[(index + 1) % len(colours)],
+                    label=name,
+                )  # fmt: skip
+            axis.set_ylabel(metric.upper())
+            axis.set_title(f"test, history {protocol}")
+            if row == 0 and column == 0 and references:
+                axis.legend(fontsize="small")
+    figure.suptitle(title)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100, metadata={"Software": None})  # no version stamp: same figures, same file
+    plt.close(figure)
+
+
+def report(data: str, report_path: Path | None = None, results: Path = RESULTS) -> Path:
+    """Write the report and chart of ``data`` from every finished arm of both profiles."""
+    name = data_name(data)
+    root = results / Path(name).stem
+    path = report_path or (BEAUTY_REPORT if name == "beauty" else root / "RESULTS.md")
+    lines = [
+        f"# Every ID scheme against the counting references ({name})",
+        "",
+        "Regenerate: `python benchmarks/quality.py" + ("" if name == "beauty" else f" --data {data}") + "` (cpu "
+        "profile: every arm, then this file; a finished arm is skipped unless `--force`). "
+        "`benchmarks/quality.py` says what each arm is; every number below came from the arms' files under "
+        f"`{root.relative_to(HERE.parent) if root.is_relative_to(HERE.parent) else root}`.",
+        "",
+        "Protocol: leave-one-out, every user of the split, top 10 over all items by beam search over real items "
+        "(the references: their own top 10); history **kept** in the ranking (the paper's protocol) or **left "
+        "out**. Standard errors: each difference is taken user by user on the same users, its standard error is "
+        "std(d)/sqrt(n) (paired); a scheme beats another when the mean difference exceeds one standard error.",
+    ]
+    for profile in ("cpu", "gpu"):
+        arms = load_arms(root / profile)
+        lines += ["", f"## {profile} profile", ""]
+        if not arms:
+            lines.append(
+                "Not run: no arm of this profile has finished on this data."
+                + (" It needs a GPU: `python benchmarks/quality.py --profile gpu`." if profile == "gpu" else "")
+            )
+            continue
+        rows = measured_rows(arms)
+        any_record = next(iter(arms.values()))
+        schemes = [record for arm, record in arms.items() if arm != "references"]
+        users = {split: int(any_record_metrics(any_record)[split]["kept"]["num_users"]) for split in SPLITS}
+        if any(record.get("dry_run") for record in arms.values()):
+            lines += [
+                "**A dry run** (`--dry-run`: paper_recipe.py's CPU check, a tiny T5 on 50 users for 5 steps): it "
+                "shows that the path runs, not how the recipe ranks.",
+                "",
+            ]
+        device = next((record["device"] for record in arms.values() if record.get("device")), None)
+        lines += [
+            f"Machine: {any_record['machine']}{f'; device {device}' if device else ''}; {any_record['versions']}; "
+            f"seed {any_record['seed']}. Users: "
+            f"{users['validation']:,} (validation), {users['test']:,} (test).",
+            "",
+            "Test split:",
+            "",
+            *metrics_table(rows, "test"),
+            "",
+            "Validation split:",
+            "",
+            *metrics_table(rows, "validation"),
+            "",
+            "META ID minus each arm, test split (paired, ± one standard error):",
+            "",
+            *difference_table(rows),
+            "",
+            "Wall time per arm (seconds; index + training + evaluation of both splits under both protocols):",
+            "",
+            "| arm | index s | train s | steps | epochs | eval s | total s | threads | command |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        commands: dict[str, int] = {}
+        for arm, record in arms.items():
+            cells = [
+                SCHEME_NAMES.get(arm, arm),
+                *(f"{record[key]:.0f}" if record.get(key) is not None else "—" for key in ("index_seconds",
+                  "train_seconds")),
+                str(record.get("steps", "—")),
+                f"{record['epochs']:.1f}" if record.get("epochs") else "—",
+                f"{record['eval_seconds']:.0f}" if record.get("eval_seconds") else "—",
+                f"{record['seconds']:.0f}",
+                str(record["threads"]),
+                str(commands.setdefault(record["command"], len(commands) + 1)),
+            ]  # fmt: skip
+            lines.append("| " + " | ".join(cells) + " |")
+        lines += ["", "Commands (the arms' own, numbered as in the table):", ""]
+        lines += [f"{number}. `{command}`" for command, number in commands.items()]
+        if schemes:
+            settings = schemes[0]["settings"]
+            lines += ["", f"Settings of the first scheme arm: `{json.dumps(settings, sort_keys=True)}`"]
+        png = root / profile / "quality.png"
+        chart(rows, png, f"{name}, {profile} profile: test HR@10 / NDCG@10 per ID scheme; dashed: references")
+        lines += ["", f"![test HR@10 and NDCG@10 per scheme]({os.path.relpath(png, path.parent)})"]
+    lines += [
+        "",
+        "## Published figures (quoted, not measured here)",
+        "",
+        "Amazon Beauty, leave-one-out, full ranking; HR@10 / NDCG@10 as the source states them (whether the history "
+        "was left out is rarely said). They are not comparable with the rows above: other models, budgets and "
+        "hardware.",
+        "",
+        "| model | HR@10 / NDCG@10 | source |",
+        "|---|---|---|",
+        *(f"| {model} | {figures} | {source} |" for model, figures, source in PUBLISHED),
+    ]
+    write_report(path, lines)
+    return path
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default="beauty", help="'beauty', 'markov' or any file load_interactions reads")
+    parser.add_argument("--profile", choices=("cpu", "gpu"), default="cpu")
+    parser.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated, from {', '.join(ARMS)}")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads of training and evaluation")
+    parser.add_argument("--force", action="store_true", help="run finished arms again")
+    parser.add_argument("--report-only", action="store_true", help="only rewrite the report from the arms' files")
+    parser.add_argument("--seed", type=int, default=0, help="gpu profile: the recipe's seed (cpu: the demo's)")
+    parser.add_argument("--work", type=Path, default=Path("runs/quality"), help="where models are saved")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where the arms' files go")
+    parser.add_argument("--report", type=Path, default=None, help="the report's path (default: see the docstring)")
+    small = parser.add_argument_group("small data (recorded with each arm; the defaults are the recipe's)")
+    small.add_argument("--clusters", type=int, default=None, help="K of META ID's clustering")
+    small.add_argument("--d-model", type=int, default=None)
+    small.add_argument("--d-ff", type=int, default=None)
+    small.add_argument("--batch-size", type=int, default=None)
+    small.add_argument("--max-steps", type=int, default=None, help="stop training early (a check of the path)")
+    small.add_argument("--limit", type=int, default=None, help="evaluate only the first LIMIT users of each split")
+    small.add_argument("--dry-run", action="store_true", help="gpu profile: paper_recipe.py's CPU dry run")
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.arms.split(",")) - set(ARMS))
+    if unknown:
+        parser.error(f"unknown arm(s) {unknown}; choose from {', '.join(ARMS)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> Path:
+    args = parse_args(argv)
+    folder = args.results / Path(data_name(args.data)).stem / args.profile
+    if not args.report_only:
+        for arm in args.arms.split(","):
+            run_arm(arm, args, folder, args.work / Path(data_name(args.data)).stem / args.profile)
+    return report(args.data, args.report, args.results)
+
+
+if __name__ == "__main__":
+    main()

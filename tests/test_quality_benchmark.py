@@ -1,0 +1,140 @@
+"""benchmarks/quality.py end to end on tiny slices of real data (a P5 file and a CSV): every scheme and the counting
+references run, write their files, resume, and the report and chart hold what the arms measured."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import hf_metaid as hm
+from conftest import write_beauty_lines
+from hf_metaid.metrics import ranking_metrics
+from hf_metaid.pipeline import DEMO
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+SMALL = ["--clusters", "4", "--d-model", "32", "--d-ff", "48", "--batch-size", "8", "--max-steps", "2"]
+
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
+
+
+@pytest.fixture(autouse=True)
+def benchmarks_importable(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+
+
+@pytest.fixture(scope="module")
+def p5_file(tmp_path_factory):
+    return write_beauty_lines(tmp_path_factory.mktemp("p5") / "beauty60.txt", 60)
+
+
+@pytest.fixture(scope="module")
+def csv_file(tmp_path_factory, p5_file):
+    """The same users as a CSV with timestamps, the rows shuffled (the loader must order them by time)."""
+    rows = []
+    for line in p5_file.read_text().splitlines():
+        user, *items = line.split()
+        rows += [(user, item, 1_000 + position) for position, item in enumerate(items)]
+    rows = [rows[i] for i in np.random.default_rng(0).permutation(len(rows))]
+    path = tmp_path_factory.mktemp("csv") / "beauty60.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["user", "item", "timestamp"])
+        writer.writerows(rows)
+    return path
+
+
+def run(data: Path, tmp_path: Path, *extra: str, capsys=None) -> Path:
+    import quality
+
+    argv = ["--data", str(data), *SMALL, "--threads", "1", "--results", str(tmp_path / "results")]
+    return quality.main([*argv, "--work", str(tmp_path / "work"), *extra])
+
+
+def test_every_scheme_and_reference_on_a_p5_file(p5_file, tmp_path, capsys):
+    import quality
+
+    report = run(p5_file, tmp_path)
+    folder = tmp_path / "results" / "beauty60" / "cpu"
+    assert report == tmp_path / "results" / "beauty60" / "RESULTS.md"
+    text = report.read_text()
+    splits = hm.leave_one_out(hm.load_interactions(p5_file))
+    for arm in quality.ARMS:
+        record = json.loads((folder / f"{arm}.json").read_text())
+        assert record["arm"] == arm and record["data"] == "beauty60.txt" and record["profile"] == "cpu"
+        with np.load(folder / f"{arm}.ranks.npz") as ranks:
+            assert all(ranks[key].shape == (splits["test"].num_rows,) for key in ranks.files)
+        if arm == "references":
+            continue
+        assert record["settings"]["scheme"] == arm and record["steps"] == 2
+        test = record["metrics"]["test"]
+        assert test["kept"]["num_users"] == splits["test"].num_rows
+        with np.load(folder / f"{arm}.ranks.npz") as ranks:  # the ranks are the metrics' users, one by one
+            for protocol in ("kept", "left out"):
+                rank = ranks[f"test|{protocol}"].astype(int)
+                assert test[protocol]["hr@10"] == pytest.approx(((rank >= 0) & (rank < 10)).mean(), abs=1e-12)
+        row = next(line for line in text.splitlines() if line.startswith(f"| {quality.SCHEME_NAMES[arm]} |"))
+        assert f"| {test['kept']['hr@10']:.4f} |" in row  # the report quotes the arm's own figure
+    assert "reference: item Markov chain" in text and "## gpu profile\n\nNot run" in text
+    assert (folder / "quality.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "](cpu/quality.png)" in text
+    assert "python benchmarks/quality.py --data" in text.splitlines()[2]  # the command that regenerates it
+    # A rerun skips every finished arm (nothing trains again) and writes the same report.
+    capsys.readouterr()
+    assert run(p5_file, tmp_path).read_text() == text
+    assert capsys.readouterr().out.count("exists: skipped") == len(quality.ARMS)
+
+
+def test_the_references_are_count_baselines_figures(csv_file, tmp_path):
+    """A CSV (rows shuffled, ordered by their timestamps) runs end to end too, and its references are
+    count_baselines' own computation on the same file."""
+    import count_baselines
+
+    report = run(csv_file, tmp_path, "--arms", "metaid,references")
+    assert "| META ID |" in report.read_text()
+    record = json.loads((tmp_path / "results" / "beauty60" / "cpu" / "references.json").read_text())
+    index = dataclasses.replace(DEMO.index, num_clusters=4)  # the META ID arm's clusters (SMALL)
+    references = count_baselines.counting_references(str(csv_file), embeddings=("spectral",), index=index)
+    assert record["order"] == list(references.rankers)
+    for name in references.rankers:
+        for split in ("validation", "test"):
+            for protocol in ("kept", "left out"):
+                lists = references.ranked(name, split, protocol == "left out")
+                expected = ranking_metrics(lists, references.targets[split], ks=(5, 10))
+                found = record["metrics"][name][split][protocol]
+                assert found["hr@10"] == pytest.approx(expected["hr@10"], abs=1e-12)
+                assert found["ndcg@5"] == pytest.approx(expected["ndcg@5"], abs=1e-12)
+
+
+def test_paired_standard_error_of_a_difference():
+    import quality
+
+    first = np.array([0, -1, 3, -1, 12, 1])  # ranks: hits at 10 for users 0, 2, 5
+    second = np.array([-1, -1, 0, 2, -1, -1])
+    mean, error = quality.paired_difference(first, second, "hr@10")
+    difference = np.array([1, 0, 0, -1, 0, 1], dtype=float)
+    assert mean == pytest.approx(difference.mean()) and error == pytest.approx(difference.std(ddof=1) / math.sqrt(6))
+    assert quality.standard_error(first, "hr@10") == pytest.approx(np.array([1, 0, 1, 0, 0, 1]).std(ddof=1) / 6**0.5)
+
+
+def test_the_gpu_profile_runs_the_paper_recipe_for_a_baseline_scheme(p5_file, tmp_path):
+    """The gpu profile trains through examples/paper_recipe.py (here its CPU dry run) with any scheme, and the
+    report says plainly that a dry run is not a result."""
+    report = run(p5_file, tmp_path, "--profile", "gpu", "--dry-run", "--arms", "sequential", "--limit", "10")
+    record = json.loads((tmp_path / "results" / "beauty60" / "gpu" / "sequential.json").read_text())
+    assert record["settings"]["scheme"] == "sequential" and record["dry_run"] is True
+    assert record["metrics"]["test"]["kept"]["num_users"] == 10
+    text = report.read_text()
+    assert "## cpu profile\n\nNot run" in text and "**A dry run**" in text
+
+
+def test_unknown_arms_are_refused(capsys):
+    import quality
+
+    with pytest.raises(SystemExit):
+        quality.parse_args(["--arms", "metaid,sasrec"])
+    assert "unknown arm(s) ['sasrec']" in capsys.readouterr().err
