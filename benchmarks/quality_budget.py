@@ -109,6 +109,16 @@ ARMS: dict[str, tuple[dict, dict, str]] = {
         {**DECODER, "max_history": 20, "epochs": 12.0, "templates": "benchmarks/templates/anonymous_decoder.json"},
         "the same with dropout 0.2",
     ),
+    "dec-w20-e7-item-io-anon-drop0.2": (
+        {"item_output": True, "item_input": True, "dropout": 0.2},
+        {**DECODER, "max_history": 20, "epochs": 7.0, "templates": "benchmarks/templates/anonymous_decoder.json"},
+        "the best arm (anonymous, items' own vectors, dropout 0.2) cut to 7 epochs, the demo's 15-minute budget",
+    ),
+    "dec-small-e40-item-io-anon-drop0.3": (
+        {"item_output": True, "item_input": True, "dropout": 0.3, "d_model": 64, "d_ff": 256, "layers": (1, 2)},
+        {**DECODER, "max_history": 20, "epochs": 40.0, "templates": "benchmarks/templates/anonymous_decoder.json"},
+        "a narrow model (d_model 64, d_ff 256, 1+2 layers) trained for 40 epochs with dropout 0.3, as SASRec trains",
+    ),
     "dec-w20-e30-anon-drop0.1": (
         {"dropout": 0.1},
         {**DECODER, "max_history": 20, "epochs": 30.0, "templates": "benchmarks/templates/anonymous_decoder.json"},
