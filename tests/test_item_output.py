@@ -9,6 +9,7 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 import hf_metaid as hm
 from conftest import fixed_batch, logits_of, quiet_args, tiny_model, with_item_vectors
+from hf_metaid.collator import MetaIDDataCollator
 from hf_metaid.decoding import _encoder_states, decode_items
 from hf_metaid.training import build_trainer, lora_config
 from test_decoder_history import decode, decoder_pair, generate_with_prefix, histories, prefixes, user_prompts
@@ -195,6 +196,61 @@ def test_training_moves_the_item_vectors_and_the_loss_reads_them(tiny, tmp_path)
     trainer.train()
     assert model.metaid_item_output.weight.abs().sum() > 0
     assert model.metaid_item_output.bias.abs().sum() > 0
+
+
+@pytest.mark.parametrize("in_decoder", [False, True])
+def test_the_all_items_loss_is_each_targets_cross_entropy_over_every_item(tiny, in_decoder):
+    """loss = two-token loss + w x mean over target items of CE(h · U^T + b, item), h the state that predicts the
+    item's cluster token; w = 0 is the two-token loss alone. Prompts (one item per row) and decoder sequences."""
+    split, tokenizer, train = tiny
+    model = with_item_vectors(tiny_model(tokenizer), tokenizer, seed=3)
+    if in_decoder:
+        model.set_prompt_format(max_history=8, history_in_decoder=True)
+        rows = hm.build_decoder_history_examples(split["train"], tokenizer, max_history=8)
+        batch = MetaIDDataCollator(tokenizer)([rows[i] for i in range(6)])
+    else:
+        batch = fixed_batch(tokenizer, train, size=6)
+    plain = model(**batch).loss
+    states = decoder_states(model, batch, model._shift_right(batch["labels"]))
+    vocabulary, first = tokenizer.entity_vocabulary, tokenizer.cluster_token_ids.start
+    cells = model.metaid_item_mask.nonzero().tolist()  # row-major: the item numbering
+    number = {(cluster, rank): n for n, (cluster, rank) in enumerate(cells)}
+    scores, targets = [], []
+    num_clusters = model.config.metaid_num_clusters
+    for row, labels in enumerate(batch["labels"].tolist()):
+        for t in range(len(labels) - 1):
+            cluster, rank = labels[t] - first, labels[t + 1] - first - num_clusters
+            if 0 <= cluster < num_clusters and rank >= 0 and (cluster, rank) in number:
+                scores.append(states[row, t] @ model.metaid_item_output.weight.T + model.metaid_item_output.bias)
+                targets.append(number[cluster, rank])
+    assert len(targets) >= (6 if not in_decoder else 12) and len(set(targets)) > 1
+    expected = torch.nn.functional.cross_entropy(torch.stack(scores), torch.tensor(targets))
+    model.config.metaid_item_loss = 0.5
+    with torch.no_grad():
+        torch.testing.assert_close(model(**batch).loss, plain + 0.5 * expected, rtol=1e-5, atol=1e-5)
+    assert len(vocabulary.items) == model.config.metaid_num_items
+
+
+def test_the_all_items_loss_trains_items_outside_the_targets_cluster(tiny, tmp_path):
+    """The two-token loss gives u_j a gradient only where the target shares j's cluster; the all-items loss gives
+    every item one. Set through ModelSettings, which refuses it without the item output."""
+    from hf_metaid.pipeline import ModelSettings, build_model
+
+    _, tokenizer, train = tiny
+    batch = fixed_batch(tokenizer, train, size=1)  # one target, in one cluster
+    targets = {int(c) - tokenizer.cluster_token_ids.start for c in batch["labels"][:, 0]}
+    touched = {}
+    for weight in (0.0, 1.0):
+        model = build_model(tokenizer, ModelSettings(d_model=32, item_output=True, item_loss=weight))
+        assert model.config.metaid_item_loss == weight
+        model.train()
+        model(**batch).loss.backward()
+        rows = model.metaid_item_output.weight.grad.abs().sum(dim=1) > 0
+        clusters = model.metaid_item_mask.nonzero(as_tuple=True)[0]
+        touched[weight] = {int(c) for c in clusters[rows]}
+    assert touched[0.0] <= targets and touched[1.0] > targets
+    with pytest.raises(hm.InvalidArgumentError, match="item_loss needs item_output"):
+        ModelSettings(item_loss=1.0)
 
 
 def test_training_moves_the_item_input(tiny, tmp_path):

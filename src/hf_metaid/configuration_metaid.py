@@ -52,6 +52,10 @@ class MetaIDConfig(T5Config):
     metaid_item_input (`bool`, defaults to `False`):
         The encoder embedding of an item's rank token (the one after its cluster token) gets the item's own vector
         w_i, so the encoder reads which item, not only which cluster and which rank (see `hf_metaid.item_output`).
+    metaid_item_loss (`float`, defaults to 0.0):
+        Weight of a second training objective beside the two-token one: each target item's cross-entropy over every
+        item, scored with the item output's vectors from the state that predicts its cluster token (see
+        `MetaIDItemOutput.all_items_loss`). Needs `metaid_item_output`; 0: the two-token objective alone.
     metaid_num_items (`int`, defaults to 0):
         How many items the item output and the item input hold (their rows), numbered over the item table.
     """
@@ -71,6 +75,7 @@ class MetaIDConfig(T5Config):
     metaid_history_in_decoder: bool = False
     metaid_item_output: bool = False
     metaid_item_input: bool = False
+    metaid_item_loss: float = 0.0
     metaid_num_items: int = 0
 
     @property

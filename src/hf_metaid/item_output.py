@@ -98,6 +98,30 @@ class MetaIDItemOutput(nn.Module):
         added = flat_logits[positions].float().scatter_add(1, columns, torch.cat(scores).float())
         return flat_logits.float().index_copy(0, positions, added).view(logits.shape)
 
+    def all_items_loss(
+        self, hidden: torch.Tensor, labels: torch.Tensor, item_mask: torch.Tensor, first_cluster_token: int
+    ) -> torch.Tensor:
+        """Cross-entropy of each target item over every item, scored ``h · u_j + b_j`` from the state that predicts
+        the item's cluster token: the full-softmax objective of a sequential recommender, on the item output's own
+        vectors.
+
+        The two-token objective trains u_j only where the target lies in j's cluster (the rank step compares an item
+        with its cluster's other items); this one compares it with every item at every target, so u learns from
+        all of them. ``hidden`` (B, L, d) is what the language-model head read, ``labels`` (B, L) the targets; an
+        item is a cluster token followed by a rank token in ``labels``. Zero (with a gradient) when none is."""
+        num_clusters, num_ranks = item_mask.shape
+        cluster = labels[:, :-1] - first_cluster_token
+        rank = labels[:, 1:] - first_cluster_token - num_clusters
+        inside = (cluster >= 0) & (cluster < num_clusters) & (rank >= 0) & (rank < num_ranks)
+        code = cluster.clamp(0, num_clusters - 1) * num_ranks + rank.clamp(0, num_ranks - 1)
+        item = item_numbers(item_mask)[code]
+        inside &= item >= 0
+        if not bool(inside.any()):
+            return hidden.sum() * 0.0
+        states = hidden[:, :-1][inside].float()
+        scores = states @ self.weight.float().T + self.bias.float()
+        return nn.functional.cross_entropy(scores, item[inside])
+
 
 class MetaIDItemInput(nn.Module):
     """Per-item input vectors w (``num_items x d_model``) added to the input embedding of an item's rank token, in the

@@ -109,8 +109,20 @@ class ModelSettings:
         },
     )
 
+    item_loss: float = field(
+        default=0.0,
+        metadata={
+            "help": "weight of a second objective with --item-output: each target item's cross-entropy over every "
+            "item (the items' output vectors, from the state that predicts its cluster), so every item learns "
+            "from every target (0: the two-token objective alone)",
+            "minimum": 0,
+        },
+    )
+
     def __post_init__(self) -> None:
         validate_fields(self)
+        if self.item_loss and not self.item_output:
+            raise InvalidArgumentError("item_loss needs item_output: it scores items with the item output's vectors")
         if self.d_model % 4:
             raise InvalidArgumentError(f"d_model must be a multiple of 4 (the tiny T5 has 4 heads), got {self.d_model}")
 
@@ -327,7 +339,7 @@ def build_model(
         )
     else:
         base = checkpoint(settings.base)
-    return MetaIDForConditionalGeneration.from_base(
+    model = MetaIDForConditionalGeneration.from_base(
         base,
         tokenizer,
         seed=seed,
@@ -335,6 +347,8 @@ def build_model(
         item_output=settings.item_output,
         item_input=settings.item_input,
     )
+    model.config.metaid_item_loss = settings.item_loss
+    return model
 
 
 def load_templates(spec: str) -> dict:
