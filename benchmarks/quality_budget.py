@@ -119,8 +119,8 @@ ARMS: dict[str, tuple[dict, dict, str]] = {
         {**DECODER, "max_history": 20, "epochs": 40.0, "templates": "benchmarks/templates/anonymous_decoder.json"},
         "a narrow model (d_model 64, d_ff 256, 1+2 layers) trained for 40 epochs with dropout 0.3, as SASRec trains",
     ),
-    "dec-w20-e12-item-io-anon-drop0.2-loss1": (
-        {"item_output": True, "item_input": True, "dropout": 0.2, "item_loss": 1.0},
+    "dec-w20-e12-item-io-anon-drop0.1-loss1": (
+        {"item_output": True, "item_input": True, "dropout": 0.1, "item_loss": 1.0},
         {**DECODER, "max_history": 20, "epochs": 12.0, "templates": "benchmarks/templates/anonymous_decoder.json"},
         "the best arm plus the all-items objective (each target against every item, weight 1)",
     ),
@@ -128,6 +128,24 @@ ARMS: dict[str, tuple[dict, dict, str]] = {
         {"item_output": True, "item_input": True, "item_loss": 1.0},
         {},
         "the demo's prompts with the items' own vectors and the all-items objective (weight 1)",
+    ),
+    "dec-small-e16-item-io-anon-drop0.3": (
+        {"item_output": True, "item_input": True, "dropout": 0.3, "d_model": 64, "d_ff": 256, "layers": (1, 2)},
+        {**DECODER, "max_history": 20, "epochs": 16.0, "templates": "benchmarks/templates/anonymous_decoder.json"},
+        "the narrow model for 16 epochs (the demo's budget)",
+    ),
+    "dec-small-e16-item-io-anon-drop0.3-loss1": (
+        {
+            "item_output": True,
+            "item_input": True,
+            "dropout": 0.3,
+            "d_model": 64,
+            "d_ff": 256,
+            "layers": (1, 2),
+            "item_loss": 1.0,
+        },
+        {**DECODER, "max_history": 20, "epochs": 16.0, "templates": "benchmarks/templates/anonymous_decoder.json"},
+        "the narrow model for 16 epochs with the all-items objective (weight 1)",
     ),
     "dec-w20-e30-anon-drop0.1": (
         {"dropout": 0.1},
