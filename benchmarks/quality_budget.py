@@ -1,7 +1,8 @@
 """Hit rate per minute of CPU training: which changes make the small model learn items (Beauty, or the synthetic log).
 
-Each arm is the demo's recipe (``hf_metaid.pipeline.DEMO``: spectral IDs, tiny T5 1+3 layers, d_model 128,
-d_ff 1024) with a few settings changed (``ARMS``). ``run ARM`` trains it once (the model is saved under ``--work``,
+Each arm is the prompt-mode demo recipe (``hf_metaid.pipeline.PROMPT_DEMO``, the demo's until the narrow decoder
+arm below became ``DEMO``: spectral IDs, tiny T5 1+3 layers, d_model 128, d_ff 1024) with a few settings changed
+(``ARMS``). ``run ARM`` trains it once (the model is saved under ``--work``,
 so a later ``--split test`` evaluates the same weights without training again), evaluates every user of the split
 under both protocols (history kept, the paper's; history left out of the ranking, the demo's), and writes
 ``results/quality_budget/ARM.SPLIT.json`` (settings, steps, epochs, seconds, threads, CPU, metrics). An arm whose
@@ -33,7 +34,7 @@ import torch
 
 from benchmark_common import cpu_and_cores, write_report
 from hf_metaid.evaluation import evaluate_recommender
-from hf_metaid.pipeline import DEMO, build_vocabulary, split_data, train
+from hf_metaid.pipeline import PROMPT_DEMO, build_vocabulary, split_data, train
 from hf_metaid.saving import load_for_inference, save_for_inference
 
 HERE = Path(__file__).resolve().parent
@@ -41,7 +42,7 @@ RESULTS = HERE / "results" / "quality_budget"
 TABLE = HERE / "results" / "quality_budget.md"
 COUNTS = HERE / "results" / "count_baselines.md"
 
-# name -> (changes to DEMO.model, changes to DEMO.training, what the arm tests)
+# name -> (changes to PROMPT_DEMO.model, changes to PROMPT_DEMO.training, what the arm tests)
 DECODER = {"history_in_decoder": True, "max_history": 50, "batch_size": 64, "epochs": 6.0}
 ARMS: dict[str, tuple[dict, dict, str]] = {
     "prompt-demo": ({}, {}, "the demo's recipe: one prompt per prefix, last 5 items in the encoder, 4.5 epochs"),
@@ -190,14 +191,14 @@ def run(
         return out
     torch.set_num_threads(threads)
     model_changes, training_changes, _ = ARMS[arm]
-    model_settings = dataclasses.replace(DEMO.model, **model_changes)
-    training_settings = dataclasses.replace(DEMO.training, **training_changes, max_steps=max_steps)
+    model_settings = dataclasses.replace(PROMPT_DEMO.model, **model_changes)
+    training_settings = dataclasses.replace(PROMPT_DEMO.training, **training_changes, max_steps=max_steps)
     splits, names = split_data(data)
     folder = work / tag
     trained, model_folder = folder / "training.json", folder / "model"
     if not trained.exists():
         started = time.perf_counter()
-        vocabulary = build_vocabulary(splits["train"], names, DEMO.index)
+        vocabulary = build_vocabulary(splits["train"], names, PROMPT_DEMO.index)
         index_seconds = time.perf_counter() - started
         result = train(splits["train"], vocabulary, folder / "training", model_settings, training_settings)
         save_for_inference(result.trainer, result.tokenizer, model_folder, overwrite=True)
