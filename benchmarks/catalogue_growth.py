@@ -49,7 +49,7 @@ import torch
 import hf_metaid as hm
 from benchmark_common import cpu_model
 from hf_metaid.pipeline import (
-    DEMO,
+    PROMPT_DEMO,
     build_model,
     build_tokenizer,
     build_vocabulary,
@@ -104,8 +104,8 @@ def evaluate(model, tokenizer, rows, exclude_seen: bool) -> dict:
 
 
 def run_grow(splits, old_rows, new_rows, test_sets, args, exclude_seen) -> dict:
-    index, model_settings = DEMO.index, DEMO.model
-    training = dataclasses.replace(DEMO.training, max_steps=args.steps, logging_steps=args.steps)
+    index, model_settings = PROMPT_DEMO.index, PROMPT_DEMO.model
+    training = dataclasses.replace(PROMPT_DEMO.training, max_steps=args.steps, logging_steps=args.steps)
     started = time.perf_counter()
     vocabulary = build_vocabulary(old_rows, None, index)
     index_seconds = time.perf_counter() - started
@@ -152,12 +152,12 @@ def run_grow(splits, old_rows, new_rows, test_sets, args, exclude_seen) -> dict:
 
 def run_refit(splits, old_rows, new_rows, test_sets, args, exclude_seen) -> dict:
     steps = args.steps + args.fine_tune_steps
-    training = dataclasses.replace(DEMO.training, max_steps=steps, logging_steps=steps)
+    training = dataclasses.replace(PROMPT_DEMO.training, max_steps=steps, logging_steps=steps)
     started = time.perf_counter()
-    vocabulary = build_vocabulary(splits["train"], None, DEMO.index)
+    vocabulary = build_vocabulary(splits["train"], None, PROMPT_DEMO.index)
     result: dict = {"index_s": time.perf_counter() - started, "clusters": vocabulary.num_clusters, "steps": steps}
     tokenizer = build_tokenizer(vocabulary)
-    model = build_model(tokenizer, DEMO.model, seed=training.seed)
+    model = build_model(tokenizer, PROMPT_DEMO.model, seed=training.seed)
     model.set_prompt_format(load_templates(training.templates), training.max_history)
     with tempfile.TemporaryDirectory() as scratch:
         run = fine_tune(model, tokenizer, splits["train"], scratch, training)

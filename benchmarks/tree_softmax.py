@@ -28,7 +28,7 @@ import hf_metaid as hm
 from hf_metaid.collator import MetaIDDataCollator
 from hf_metaid.data.prompts import build_eval_prompts
 from hf_metaid.evaluation import evaluate_recommender
-from hf_metaid.pipeline import DEMO, build_vocabulary, train
+from hf_metaid.pipeline import PROMPT_DEMO, build_vocabulary, train
 from hf_metaid.prompt_templates import resolve_template
 
 RESULTS = Path(__file__).resolve().parent / "results" / "tree_softmax.md"
@@ -67,13 +67,13 @@ def main() -> None:
 
     data = hm.load_interactions()
     splits = hm.leave_one_out(data)
-    demo = DEMO.index
-    settings = dataclasses.replace(DEMO.training, max_steps=args.steps, logging_steps=500)
+    demo = PROMPT_DEMO.index
+    settings = dataclasses.replace(PROMPT_DEMO.training, max_steps=args.steps, logging_steps=500)
     vocabulary = build_vocabulary(splits["train"], hm.catalogue(data), demo)  # as the demo does
     rows = splits["validation"].shuffle(seed=0).select(range(min(args.users, len(splits["validation"]))))
     table = []
     for tree_softmax in (False, True):
-        model_settings = dataclasses.replace(DEMO.model, tree_softmax=tree_softmax)
+        model_settings = dataclasses.replace(PROMPT_DEMO.model, tree_softmax=tree_softmax)
         with tempfile.TemporaryDirectory() as folder:
             run = train(splits["train"], vocabulary, folder, model_settings, settings)
         model, tokenizer, seconds, loss = run.model, run.tokenizer, run.seconds, run.loss

@@ -198,7 +198,7 @@ def test_demo_runs_end_to_end_on_a_small_file(tiny_file, tmp_path, capsys):
     small = ["--clusters", "4", "--d-model", "32", "--d-ff", "48", "--max-steps", "2", "--batch-size", "8"]
     assert main(["demo", "--data", str(tiny_file), "--out", str(out), *small, "--warmup", "0"]) == 0
     printed = capsys.readouterr().out
-    assert "(spectral)" in printed and "training a small T5 (d_model=32, d_ff=48, 1+3 layers)" in printed
+    assert "(spectral)" in printed and "training a small T5 (d_model=32, d_ff=48, 1+2 layers)" in printed
     assert "users; history items left out: no user meets an item twice in the training data)" in printed
     examples = [line for line in printed.splitlines() if line.startswith("  user ")]
     assert len(examples) == 3
@@ -219,7 +219,8 @@ def test_demo_runs_end_to_end_on_a_small_file(tiny_file, tmp_path, capsys):
     }
     assert all(r.metric_args["history_items"] == "left out" for r in card.data.eval_results)
     config = json.loads((out / "config.json").read_text())
-    assert (config["num_layers"], config["num_decoder_layers"], config["d_ff"]) == (1, 3, 48)
+    assert (config["num_layers"], config["num_decoder_layers"], config["d_ff"]) == (1, 2, 48)
+    assert config["metaid_history_in_decoder"] and config["metaid_item_output"] and config["metaid_item_input"]
     assert main(["demo", "--data", str(tiny_file), "--out", str(out)]) == 2  # never overwrites silently
     assert "is not empty; pass --overwrite" in capsys.readouterr().err
 
@@ -245,20 +246,23 @@ def test_the_history_is_left_out_of_the_ranking_only_where_no_pair_repeats(beaut
 
 def test_demo_defaults_are_the_measured_ones():
     """The demo's defaults are the DEMO recipe, the settings chosen on the validation split
-    (benchmarks/results/demo.md); index and train keep the paper's skip-gram IDs and the plain small T5 unless
-    asked, and the options of each command give back exactly the recipe they started from."""
+    (benchmarks/results/quality_budget.md); index and train keep the paper's skip-gram IDs and the plain small T5
+    unless asked, and the options of each command give back exactly the recipe they started from."""
     from hf_metaid.cli import _index_config, _model_and_training, build_parser
     from hf_metaid.pipeline import DEMO, Recipe
 
-    assert (DEMO.index.embedding, DEMO.model.layers, DEMO.model.d_ff, DEMO.model.d_model) == (
+    model = DEMO.model
+    assert (DEMO.index.embedding, model.layers, model.d_ff, model.d_model, model.dropout) == (
         "spectral",
-        (1, 3),
-        1024,
-        128,
+        (1, 2),
+        256,
+        64,
+        0.3,
     )
+    assert model.item_output and model.item_input and not model.item_loss and not model.tree_softmax
     training = DEMO.training
-    assert (training.batch_size, training.learning_rate, training.epochs, training.max_history) == (128, 4e-3, 4.5, 5)
-    assert training.templates == "compact" and DEMO.exclude_seen is None  # decided from the data
+    assert (training.batch_size, training.learning_rate, training.epochs, training.max_history) == (64, 4e-3, 16, 20)
+    assert training.history_in_decoder and training.templates == "anonymous" and DEMO.exclude_seen is None
     demo = build_parser().parse_args(["demo"])
     assert _index_config(demo, DEMO) == DEMO.index and _model_and_training(demo, DEMO) == (DEMO.model, DEMO.training)
     # the demo leaves seen items out of the ranking; evaluate keeps the paper's protocol unless asked
@@ -274,7 +278,7 @@ def test_demo_defaults_are_the_measured_ones():
     changed = build_parser().parse_args(["demo", "--clusters", "7", "--lr", "0.01", "--layers", "2+1", "--seed", "3"])
     index_config, (model, training) = _index_config(changed, DEMO), _model_and_training(changed, DEMO)
     assert (index_config.num_clusters, index_config.seed, index_config.embedding) == (7, 3, "spectral")
-    assert (training.learning_rate, training.seed, model.layers, model.d_ff) == (0.01, 3, (2, 1), 1024)
+    assert (training.learning_rate, training.seed, model.layers, model.d_ff) == (0.01, 3, (2, 1), 256)
 
 
 class _Restarted(Exception):

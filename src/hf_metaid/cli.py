@@ -446,7 +446,10 @@ def _add_training_options(parser: argparse.ArgumentParser, preset: Recipe) -> No
     )
     _add_settings(parser, "training", preset.training, TRAINING_FIELDS)
     parser.add_argument(
-        "--threads", type=_non_negative_int, default=0, help="torch CPU threads (0: torch's default, one per core)"
+        "--threads",
+        type=_non_negative_int,
+        default=preset.threads,
+        help="torch CPU threads (0: torch's default, one per core)",
     )
 
 

@@ -150,7 +150,8 @@ class TrainingSettings:
     templates: str = field(
         default="openp5",
         metadata={
-            "help": "prompt templates: 'openp5' (5 seen + 1 unseen per task), 'compact' (one short template per task) "
+            "help": "prompt templates: 'openp5' (5 seen + 1 unseen per task), 'compact' (one short template per task), "
+            "'anonymous' (no user ID, for --history-in-decoder) "
             'or a JSON file {task: {"seen": [...], "unseen": [...]}}'
         },
     )
@@ -192,25 +193,49 @@ class Recipe:
     model: ModelSettings = ModelSettings()
     training: TrainingSettings = TrainingSettings()
     exclude_seen: bool | None = False
+    threads: int = 0  # torch CPU threads the recipe runs fastest with (0: torch's default, one per core)
 
     def __post_init__(self) -> None:
         if self.scheme not in SCHEMES:
             raise InvalidArgumentError(f"scheme must be one of {SCHEMES}, got {self.scheme!r}")
 
 
-# Chosen for 2 CPU cores and about 15 minutes on Beauty's validation split (benchmarks/results/demo.md): spectral IDs
-# carry more of the sequential signal than skip-gram ones at this budget (and take seconds), one encoder layer with
-# three decoder layers and a wide feed-forward learn more per second than 2+2 narrow ones, short prompts train faster
-# per step, the last 5 items beat the last 3 or 10 at equal time, and batches of 128 pass more prompts per second than
-# 64. 4.5 epochs keep the whole run near 12.5 minutes. Whether the ranking leaves each user's history out is decided
-# from the data (decide_exclude_seen): on Beauty, which has no repeated user-item pair, it does, as a shop does.
-DEMO = Recipe(
+# The paper's prompt mode at demo scale, the demo's recipe until the decoder recipe below beat it (and the base of
+# the earlier benchmarks, which keep it to stay reproducible). Chosen for 2 CPU cores and about 15 minutes on Beauty's
+# validation split (benchmarks/results/demo.md): spectral IDs carry more of the sequential signal than skip-gram ones
+# at this budget (and take seconds), one encoder layer with three decoder layers and a wide feed-forward learn more
+# per second than 2+2 narrow ones in this mode, short prompts train faster per step, the last 5 items beat the last 3
+# or 10 at equal time, and batches of 128 pass more prompts per second than 64.
+PROMPT_DEMO = Recipe(
     index=MetaIDIndexerConfig(embedding="spectral"),
     model=ModelSettings(d_ff=1024, layers=(1, 3)),
     training=TrainingSettings(
         epochs=4.5, batch_size=128, learning_rate=4e-3, templates="compact", max_history=5, warmup_steps=100
     ),
     exclude_seen=None,
+)
+
+# The demo's recipe (benchmarks/results/quality_budget.md): the history in the decoder (every next item of a user's
+# sequence learnt in one pass, windows of 20 items), an anonymous encoder prompt (no user ID to memorise), each item's
+# own input and output vectors, and a narrow model (d_model 64, d_ff 256, 1+2 layers) that runs many epochs cheaply,
+# with dropout 0.3 against memorising the training sequences, as sequential recommenders train. Its matrix products
+# are so small that one thread trains it faster than two (benchmarks/results/demo_threads.md). Whether the ranking
+# leaves each user's history out is decided from the data (decide_exclude_seen): on Beauty, which has no repeated
+# user-item pair, it does, as a shop does.
+DEMO = Recipe(
+    index=MetaIDIndexerConfig(embedding="spectral"),
+    model=ModelSettings(d_model=64, d_ff=256, layers=(1, 2), dropout=0.3, item_output=True, item_input=True),
+    training=TrainingSettings(
+        epochs=16.0,
+        batch_size=64,
+        learning_rate=4e-3,
+        templates="anonymous",
+        max_history=20,
+        history_in_decoder=True,
+        warmup_steps=100,
+    ),
+    exclude_seen=None,
+    threads=1,
 )
 
 
@@ -352,7 +377,8 @@ def build_model(
 
 
 def load_templates(spec: str) -> dict:
-    """A built-in template set (``openp5``, ``compact``) or a JSON file ``{task: {"seen": [...], ...}}``."""
+    """A built-in template set (``openp5``, ``compact``, ``anonymous``) or a JSON file
+    ``{task: {"seen": [...], ...}}``."""
     if spec in TEMPLATE_SETS:
         return TEMPLATE_SETS[spec]
     path = Path(spec)

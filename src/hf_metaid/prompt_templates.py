@@ -46,7 +46,13 @@ COMPACT_TEMPLATES = {
     "sequential": {"seen": ("user {user} items {history}",), "unseen": ("user {user} history {history}",)},
     "direct": {"seen": ("user {user}",), "unseen": ("recommend for user {user}",)},
 }
-TEMPLATE_SETS = {"openp5": TEMPLATES, "compact": COMPACT_TEMPLATES}
+# For a model that reads the history in its decoder: the encoder's prompt names no user (no ID to memorise; the history
+# decides), and the sequential templates serve a model switched back to prompt mode.
+ANONYMOUS_TEMPLATES = {
+    "sequential": {"seen": ("items {history}",), "unseen": ("history {history}",)},
+    "direct": {"seen": ("next item",), "unseen": ("what is next",)},
+}
+TEMPLATE_SETS = {"openp5": TEMPLATES, "compact": COMPACT_TEMPLATES, "anonymous": ANONYMOUS_TEMPLATES}
 HISTORY_SEPARATOR = " , "
 
 
