@@ -73,6 +73,27 @@ def test_rank_logits_after_a_cluster_gain_each_items_own_score():
     assert not torch.equal(adjusted, plain)
 
 
+def test_sliced_and_gathered_item_scores_agree(monkeypatch):
+    """Few clusters: each scored with a slice of u; many (independent IDs): rows gathered. Same logits and gradients."""
+    from hf_metaid import item_output
+
+    tokenizer, model = item_pair(SHAPES[1])
+    batch = prompts(tokenizer)
+    clusters = torch.tensor(sorted({int(c) for c, _ in tokenizer.entity_vocabulary.item_codes}))
+    steps = torch.stack([torch.zeros_like(clusters), clusters + tokenizer.cluster_token_ids.start], dim=1)
+    rows = {key: value[:1].expand(len(clusters), -1) for key, value in batch.items()}
+    results = []
+    for most in (10_000, 0):
+        monkeypatch.setattr(item_output, "SLICED_GROUPS", most)
+        model.zero_grad()
+        logits = model(**rows, decoder_input_ids=steps).logits
+        (logits.float() ** 2).mean().backward()
+        results.append((logits.detach(), model.metaid_item_output.weight.grad.clone()))
+    assert len(clusters) > 1
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-5, atol=1e-6)
+
+
 def test_item_output_for_another_vocabulary_is_refused():
     tokenizer, model = item_pair(SHAPES[0])
     other, _ = make_pair(SHAPES[1])

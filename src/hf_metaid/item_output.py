@@ -20,6 +20,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+# Positions x items x d_model elements gathered at once: bounds the memory of scoring many positions in one step.
+_GATHER_BUDGET = 1 << 23
+# Up to this many clusters among the positions, each is scored with a slice of the item rows; beyond, the rows are
+# gathered (a Python loop over thousands of one-item clusters would cost more than the padding it saves).
+SLICED_GROUPS = 128
+
 
 class MetaIDItemOutput(nn.Module):
     """Per-item output vectors u (``num_items x d_model``) and biases b, plus the tables that place them."""
@@ -76,16 +82,25 @@ class MetaIDItemOutput(nn.Module):
         inside = (cluster >= 0) & (cluster < num_clusters)
         if not bool(inside.any()):
             return logits
-        # Positions grouped by cluster: the items of cluster c are rows start_c .. start_c + n_c of the item table
-        # (row-major numbering), so each group scores against a slice of u, with no gather of padded rows.
         cluster = torch.where(inside, cluster, num_clusters)
         order = torch.argsort(cluster, stable=True)
-        per_group = torch.bincount(cluster, minlength=num_clusters + 1)[:num_clusters].tolist()
-        positions = order[: sum(per_group)]
+        per_group = torch.bincount(cluster, minlength=num_clusters + 1)[:num_clusters]
+        positions = order[: int(per_group.sum())]
         states = hidden.reshape(-1, hidden.shape[-1])[positions].to(self.weight.dtype)
+        if int((per_group > 0).sum()) <= SLICED_GROUPS:
+            scores = self._sliced_scores(states, per_group.tolist(), slots, valid)
+        else:
+            scores = self._gathered_scores(states, cluster[positions], slots, valid)
+        columns = first_rank_token + ranks[cluster[positions]]  # padding adds 0 at the first rank token
+        added = flat_logits[positions].float().scatter_add(1, columns, scores.float())
+        return flat_logits.float().index_copy(0, positions, added).view(logits.shape)
+
+    def _sliced_scores(self, states, per_group: list[int], slots, valid) -> torch.Tensor:
+        """``(P, width)`` scores of positions sorted by cluster (``per_group[c]`` of them in cluster c): the items of
+        cluster c are rows start_c .. start_c + n_c of the item table (row-major numbering), so each group is one
+        product with a slice of u, with no gather of padded rows. Fast where few clusters hold many items."""
         width = slots.shape[1]
-        starts = slots[:, 0].tolist()
-        sizes = valid.sum(dim=1).tolist()
+        starts, sizes = slots[:, 0].tolist(), valid.sum(dim=1).tolist()
         scores, offset = [], 0
         for c, count in enumerate(per_group):
             if not count:
@@ -94,9 +109,20 @@ class MetaIDItemOutput(nn.Module):
             score = states[offset : offset + count] @ self.weight[rows].T + self.bias[rows]
             scores.append(nn.functional.pad(score, (0, width - sizes[c])))
             offset += count
-        columns = first_rank_token + ranks[cluster[positions]]  # padding adds 0 at the first rank token
-        added = flat_logits[positions].float().scatter_add(1, columns, torch.cat(scores).float())
-        return flat_logits.float().index_copy(0, positions, added).view(logits.shape)
+        return torch.cat(scores)
+
+    def _gathered_scores(self, states, clusters, slots, valid) -> torch.Tensor:
+        """The same scores with each position's cluster rows gathered (padded to the widest cluster), in chunks:
+        fast where the positions span many small clusters (independent IDs: one item per cluster)."""
+        weight = torch.cat([self.weight, self.weight.new_zeros(1, self.weight.shape[1])])
+        bias = torch.cat([self.bias, self.bias.new_zeros(1)])
+        chunk = max(1, _GATHER_BUDGET // max(1, slots.shape[1] * weight.shape[1]))
+        scores = []
+        for start in range(0, len(clusters), chunk):
+            rows = slots[clusters[start : start + chunk]]  # (P, width)
+            score = torch.bmm(weight[rows], states[start : start + chunk].unsqueeze(-1)).squeeze(-1) + bias[rows]
+            scores.append(score * valid[clusters[start : start + chunk]])
+        return torch.cat(scores)
 
     def all_items_loss(
         self, hidden: torch.Tensor, labels: torch.Tensor, item_mask: torch.Tensor, first_cluster_token: int
