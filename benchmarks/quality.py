@@ -373,6 +373,9 @@ def report(data: str, report_path: Path | None = None, results: Path = RESULTS) 
             )
             continue
         rows = measured_rows(arms)
+        missing = [SCHEME_NAMES[arm] for arm in ARMS if arm not in arms and arm in SCHEME_NAMES]
+        if missing or "references" not in arms:
+            lines += [f"Not run yet: {', '.join(missing + ([] if 'references' in arms else ['references']))}.", ""]
         any_record = next(iter(arms.values()))
         schemes = [record for arm, record in arms.items() if arm != "references"]
         users = {split: int(any_record_metrics(any_record)[split]["kept"]["num_users"]) for split in SPLITS}

@@ -130,6 +130,7 @@ def test_the_gpu_profile_runs_the_paper_recipe_for_a_baseline_scheme(p5_file, tm
     assert record["metrics"]["test"]["kept"]["num_users"] == 10
     text = report.read_text()
     assert "## cpu profile\n\nNot run" in text and "**A dry run**" in text
+    assert "Not run yet: META ID, random (RID), collaborative (CID), independent (IID), references." in text
 
 
 def test_unknown_arms_are_refused(capsys):
