@@ -148,6 +148,24 @@ ARMS: dict[str, tuple[dict, dict, str]] = {
         {**DECODER, "max_history": 20, "epochs": 16.0, "templates": "benchmarks/templates/anonymous_decoder.json"},
         "the narrow model for 16 epochs with the all-items objective (weight 1)",
     ),
+    "dec-small-e24-item-io-anon-drop0.3-loss1": (
+        {
+            "item_output": True,
+            "item_input": True,
+            "dropout": 0.3,
+            "d_model": 64,
+            "d_ff": 256,
+            "layers": (1, 2),
+            "item_loss": 1.0,
+        },
+        {**DECODER, "max_history": 20, "epochs": 24.0, "templates": "benchmarks/templates/anonymous_decoder.json"},
+        "the narrow model for 24 epochs with the all-items objective (weight 1)",
+    ),
+    "dec-small-e40-item-io-anon-drop0.5": (
+        {"item_output": True, "item_input": True, "dropout": 0.5, "d_model": 64, "d_ff": 256, "layers": (1, 2)},
+        {**DECODER, "max_history": 20, "epochs": 40.0, "templates": "benchmarks/templates/anonymous_decoder.json"},
+        "the narrow model for 40 epochs with dropout 0.5 (SASRec's Beauty setting)",
+    ),
     "dec-w20-e30-anon-drop0.1": (
         {"dropout": 0.1},
         {**DECODER, "max_history": 20, "epochs": 30.0, "templates": "benchmarks/templates/anonymous_decoder.json"},
