@@ -44,6 +44,10 @@ COUNTS = HERE / "results" / "count_baselines.md"
 
 # name -> (changes to PROMPT_DEMO.model, changes to PROMPT_DEMO.training, what the arm tests)
 DECODER = {"history_in_decoder": True, "max_history": 50, "batch_size": 64, "epochs": 6.0}
+# The demo's recipe (pipeline.DEMO) as changes to PROMPT_DEMO: a narrow model with items' own vectors, reading windows
+# of 20 history items in its decoder under an anonymous prompt.
+NARROW = {"item_output": True, "item_input": True, "dropout": 0.3, "d_model": 64, "d_ff": 256, "layers": (1, 2)}
+ANONYMOUS_W20 = {**DECODER, "max_history": 20, "templates": "benchmarks/templates/anonymous_decoder.json"}
 ARMS: dict[str, tuple[dict, dict, str]] = {
     "prompt-demo": ({}, {}, "the demo's recipe: one prompt per prefix, last 5 items in the encoder, 4.5 epochs"),
     "dec-w50": ({}, DECODER, "history in the decoder, windows of 50 items, 64 users per batch, 6 epochs"),
@@ -116,8 +120,8 @@ ARMS: dict[str, tuple[dict, dict, str]] = {
         "the best arm (anonymous, items' own vectors, dropout 0.2) cut to 7 epochs, the demo's 15-minute budget",
     ),
     "dec-small-e40-item-io-anon-drop0.3": (
-        {"item_output": True, "item_input": True, "dropout": 0.3, "d_model": 64, "d_ff": 256, "layers": (1, 2)},
-        {**DECODER, "max_history": 20, "epochs": 40.0, "templates": "benchmarks/templates/anonymous_decoder.json"},
+        NARROW,
+        {**ANONYMOUS_W20, "epochs": 40.0},
         "a narrow model (d_model 64, d_ff 256, 1+2 layers) trained for 40 epochs with dropout 0.3, as SASRec trains",
     ),
     "dec-w20-e12-item-io-anon-drop0.1-loss1": (
@@ -131,39 +135,23 @@ ARMS: dict[str, tuple[dict, dict, str]] = {
         "the demo's prompts with the items' own vectors and the all-items objective (weight 1)",
     ),
     "dec-small-e16-item-io-anon-drop0.3": (
-        {"item_output": True, "item_input": True, "dropout": 0.3, "d_model": 64, "d_ff": 256, "layers": (1, 2)},
-        {**DECODER, "max_history": 20, "epochs": 16.0, "templates": "benchmarks/templates/anonymous_decoder.json"},
+        NARROW,
+        {**ANONYMOUS_W20, "epochs": 16.0},
         "the narrow model for 16 epochs (the demo's budget)",
     ),
     "dec-small-e16-item-io-anon-drop0.3-loss1": (
-        {
-            "item_output": True,
-            "item_input": True,
-            "dropout": 0.3,
-            "d_model": 64,
-            "d_ff": 256,
-            "layers": (1, 2),
-            "item_loss": 1.0,
-        },
-        {**DECODER, "max_history": 20, "epochs": 16.0, "templates": "benchmarks/templates/anonymous_decoder.json"},
+        {**NARROW, "item_loss": 1.0},
+        {**ANONYMOUS_W20, "epochs": 16.0},
         "the narrow model for 16 epochs with the all-items objective (weight 1)",
     ),
     "dec-small-e24-item-io-anon-drop0.3-loss1": (
-        {
-            "item_output": True,
-            "item_input": True,
-            "dropout": 0.3,
-            "d_model": 64,
-            "d_ff": 256,
-            "layers": (1, 2),
-            "item_loss": 1.0,
-        },
-        {**DECODER, "max_history": 20, "epochs": 24.0, "templates": "benchmarks/templates/anonymous_decoder.json"},
+        {**NARROW, "item_loss": 1.0},
+        {**ANONYMOUS_W20, "epochs": 24.0},
         "the narrow model for 24 epochs with the all-items objective (weight 1)",
     ),
     "dec-small-e40-item-io-anon-drop0.5": (
-        {"item_output": True, "item_input": True, "dropout": 0.5, "d_model": 64, "d_ff": 256, "layers": (1, 2)},
-        {**DECODER, "max_history": 20, "epochs": 40.0, "templates": "benchmarks/templates/anonymous_decoder.json"},
+        {**NARROW, "dropout": 0.5},
+        {**ANONYMOUS_W20, "epochs": 40.0},
         "the narrow model for 40 epochs with dropout 0.5 (SASRec's Beauty setting)",
     ),
     "dec-w20-e30-anon-drop0.1": (
