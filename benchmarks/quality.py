@@ -9,7 +9,9 @@ items), once with the user's history kept in the ranking (the paper's protocol) 
 clusters, the item Markov chain; ``count_baselines.py``).
 
 Profiles:
-- ``cpu``: the demo's recipe (spectral META ID, tiny T5 1+3 layers, 4.5 epochs; about 12 minutes per arm on 2 cores).
+- ``cpu``: the demo's recipe (``DEMO``: spectral META ID, a narrow T5 of 1+2 layers with the history in its decoder,
+  16 epochs; about 11 minutes of training per arm on one thread), plus the ablations (``ABLATIONS``: META ID with one
+  thing changed, each against the arm it changes, with the paper's Diversity and Memorization Scores of every arm).
 - ``gpu``: the paper's recipe (``examples/paper_recipe.py``: t5-small by name, all seen templates, lr 1e-3, 10 epochs,
   effective batch 2,048) for every scheme; needs a GPU (and the Hub, or a local copy of t5-small).
 
@@ -48,14 +50,50 @@ from benchmark_common import cpu_and_cores, write_report
 from count_baselines import counting_references
 from hf_metaid.data import leave_one_out
 from hf_metaid.evaluation import evaluate_recommender
+from hf_metaid.id_quality import diversity_score, memorization_score
 from hf_metaid.metrics import DEFAULT_KS, MetricAccumulator, rank_of_target
-from hf_metaid.pipeline import DEMO, SCHEMES, build_vocabulary, data_name, split_data, train
+from hf_metaid.pipeline import DEMO, PROMPT_DEMO, SCHEMES, Recipe, build_vocabulary, data_name, split_data, train
 from hf_metaid.saving import load_for_inference, save_for_inference
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "quality"
 BEAUTY_REPORT = HERE / "RESULTS.md"
-ARMS = (*SCHEMES, "references")
+# META ID with one thing changed (issue: the ablations): arm -> (what changed, the recipe it starts from, changes).
+# The prompt arms use the prompt recipe, whose encoder reads the history's ID tokens, so F acts there; under the
+# demo's recipe the encoder reads an anonymous prompt without ID tokens and F has nothing to act on.
+ABLATIONS: dict[str, tuple[str, Recipe, dict[str, dict]]] = {
+    "metaid-skipgram": (
+        "skip-gram embedding (the paper's) instead of spectral",
+        DEMO,
+        {"index": {"embedding": "skipgram"}},
+    ),
+    "metaid-k50": ("K = 50 clusters instead of 100", DEMO, {"index": {"num_clusters": 50}}),
+    "metaid-k200": ("K = 200 clusters instead of 100", DEMO, {"index": {"num_clusters": 200}}),
+    "metaid-separate": (
+        "users and items clustered apart (K = 100 each) instead of together",
+        DEMO,
+        {"index": {"joint": False}},
+    ),
+    "metaid-centroid": (
+        "new rows start from their vectors (centroid) instead of transformers' resize",
+        DEMO,
+        {"model": {"init_new_rows": "centroid"}},
+    ),
+    "prompt-metaid": (
+        "the prompt recipe (PROMPT_DEMO: user ID and history in the encoder, where F acts)",
+        PROMPT_DEMO,
+        {},
+    ),
+    "prompt-metaid-no-f": ("the prompt recipe without F (α = 0)", PROMPT_DEMO, {"model": {"alpha": 0.0}}),
+    "prompt-metaid-f-bug": (
+        "prompt-metaid's model decoded without F, as the research code did (no new training)",
+        PROMPT_DEMO,
+        {},
+    ),
+}
+# Where an ablation arm is compared: the demo's arms against META ID, the prompt arms against the prompt recipe.
+ABLATION_BASELINE = {arm: "prompt-metaid" if arm.startswith("prompt-metaid-") else "metaid" for arm in ABLATIONS}
+ARMS = (*SCHEMES, "references", *ABLATIONS)
 PROTOCOLS = (("kept", False), ("left out", True))
 SPLITS = ("validation", "test")
 METRICS = ("hr@5", "hr@10", "ndcg@5", "ndcg@10")
@@ -80,17 +118,22 @@ PUBLISHED = (
 
 
 # ----------------------------------------------------------------------------------------------------- arms
-def cpu_recipe(scheme: str, args: argparse.Namespace):
-    """The demo's recipe for ``scheme``, with the small-data overrides of the command line (recorded in the JSON)."""
-    index = DEMO.index if args.clusters is None else dataclasses.replace(DEMO.index, num_clusters=args.clusters)
-    model = DEMO.model
+def cpu_recipe(arm: str, args: argparse.Namespace) -> Recipe:
+    """The recipe of a scheme arm (the demo's) or an ablation arm (its base with its change), with the small-data
+    overrides of the command line (recorded in the JSON)."""
+    _, base, changes = ABLATIONS.get(arm, ("", DEMO, {}))
+    index = dataclasses.replace(base.index, **changes.get("index", {}))
+    if args.clusters is not None and "num_clusters" not in changes.get("index", {}):
+        index = dataclasses.replace(index, num_clusters=args.clusters)
+    model = dataclasses.replace(base.model, **changes.get("model", {}))
     if args.d_model is not None or args.d_ff is not None:
         model = dataclasses.replace(model, d_model=args.d_model or model.d_model, d_ff=args.d_ff or model.d_ff)
-    changes = {"max_steps": args.max_steps or 0}
+    training = {"max_steps": args.max_steps or 0}
     if args.batch_size is not None:
-        changes["batch_size"] = args.batch_size
+        training["batch_size"] = args.batch_size
+    scheme = arm if arm in SCHEMES else "metaid"
     return dataclasses.replace(
-        DEMO, scheme=scheme, index=index, model=model, training=dataclasses.replace(DEMO.training, **changes)
+        base, scheme=scheme, index=index, model=model, training=dataclasses.replace(base.training, **training)
     )
 
 
@@ -115,15 +158,16 @@ def evaluate_all(model, tokenizer, splits, template: str, limit: int | None) -> 
     return metrics, ranks
 
 
-def run_scheme_cpu(scheme: str, args: argparse.Namespace, work: Path) -> tuple[dict, dict]:
-    recipe = cpu_recipe(scheme, args)
+def run_scheme_cpu(arm: str, args: argparse.Namespace, work: Path) -> tuple[dict, dict]:
+    recipe = cpu_recipe(arm, args)
     splits, names = split_data(args.data)
     started = time.perf_counter()
-    vocabulary = build_vocabulary(splits["train"], names, recipe.index, scheme=scheme, source=data_name(args.data))
+    source = data_name(args.data)
+    vocabulary = build_vocabulary(splits["train"], names, recipe.index, scheme=recipe.scheme, source=source)
     index_seconds = time.perf_counter() - started
-    result = train(splits["train"], vocabulary, work / scheme, recipe.model, recipe.training)
-    save_for_inference(result.trainer, result.tokenizer, work / scheme / "model", overwrite=True)
-    model, tokenizer = load_for_inference(work / scheme / "model")
+    result = train(splits["train"], vocabulary, work / arm, recipe.model, recipe.training)
+    save_for_inference(result.trainer, result.tokenizer, work / arm / "model", overwrite=True)
+    model, tokenizer = load_for_inference(work / arm / "model")
     started = time.perf_counter()
     metrics, ranks = evaluate_all(model, tokenizer, splits, "seen", args.limit)
     state = result.trainer.state
@@ -137,8 +181,59 @@ def run_scheme_cpu(scheme: str, args: argparse.Namespace, work: Path) -> tuple[d
         "epochs": state.epoch,
         "new_tokens": model.config.metaid_num_new_tokens,
         "metrics": metrics,
+        "id_scores": id_scores(model, tokenizer, splits["train"]),
     }
     return record, ranks
+
+
+def run_generation_bug(arm: str, args: argparse.Namespace, work: Path) -> tuple[dict, dict]:
+    """Evaluate the trained model of the F arm as the research code decoded it: F in training, not in generation."""
+    trained = "prompt-metaid"
+    folder = work / trained / "model"
+    if not folder.is_dir():
+        raise SystemExit(f"{arm} decodes {trained}'s model, which is not under {folder}: run --arms {trained} first")
+    model, tokenizer = load_for_inference(folder)
+    model.config.metaid_augment_generation = False
+    splits, _ = split_data(args.data)
+    started = time.perf_counter()
+    metrics, ranks = evaluate_all(model, tokenizer, splits, "seen", args.limit)
+    record = {
+        "settings": dataclasses.asdict(cpu_recipe(arm, args)),
+        "model_of": trained,
+        "eval_seconds": time.perf_counter() - started,
+        "metrics": metrics,
+    }
+    with model.encoder.augmentation_disabled():  # the IDs as this decoding reads them
+        record["id_scores"] = id_scores(model, tokenizer, splits["train"])
+    return record, ranks
+
+
+def item_read_vectors(model, tokenizer) -> np.ndarray:
+    """Each item's ID as the model reads it in a history: the mean over its ID tokens of the input vectors of the
+    stack that reads the history (with F in the encoder, the item's own input vector where the model has one)."""
+    items = tokenizer.entity_vocabulary.items
+    ids = torch.tensor([tokenizer.item_token_ids(item) for item in items])
+    reader = model.decoder if model.config.metaid_history_in_decoder else model.encoder
+    with torch.no_grad():
+        if hasattr(reader, "input_embeddings"):
+            vectors = reader.input_embeddings(ids)
+        else:
+            vectors = reader.embed_tokens(ids)
+    return vectors.float().mean(dim=1).numpy().astype(np.float64)
+
+
+def id_scores(model, tokenizer, train_split) -> dict[str, float]:
+    """The paper's Diversity and Memorization Scores (``hf_metaid.id_quality``) of the items' IDs as the model reads
+    them; the memorization score takes each training interaction as a rating of 1 (the data have no stars)."""
+    vectors = item_read_vectors(model, tokenizer)
+    items = tokenizer.entity_vocabulary.items
+    ratings: dict[str, dict[str, float]] = {}
+    for user, item in zip(train_split["user"], train_split["item"], strict=True):
+        ratings.setdefault(user, {})[item] = 1.0
+    return {
+        "diversity": diversity_score(vectors, np.arange(len(vectors))[:, None]),
+        "memorization": memorization_score(dict(zip(items, vectors, strict=True)), ratings),
+    }
 
 
 def run_scheme_gpu(scheme: str, args: argparse.Namespace, work: Path) -> tuple[dict, dict]:
@@ -206,11 +301,14 @@ def run_arm(arm: str, args: argparse.Namespace, folder: Path, work: Path) -> Non
     out = folder / f"{arm}.json"
     if out.exists() and not args.force:
         print(f"{out} exists: skipped (--force runs it again)")
+        add_missing_id_scores(arm, out, args, work)
         return
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     if arm == "references":
         record, ranks = run_references(args)
+    elif arm == "prompt-metaid-f-bug":
+        record, ranks = run_generation_bug(arm, args, work)
     elif args.profile == "cpu":
         record, ranks = run_scheme_cpu(arm, args, work)
     else:
@@ -228,10 +326,27 @@ def run_arm(arm: str, args: argparse.Namespace, folder: Path, work: Path) -> Non
     )
     folder.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(folder / f"{arm}.ranks.npz", **ranks)
+    write_record(out, record)
+    print(f"{arm}: {json.dumps(record['metrics'])[:400]}")
+
+
+def write_record(out: Path, record: dict) -> None:
+    """Write an arm's JSON whole or not at all (a killed run leaves no finished-looking arm)."""
     partial = out.with_suffix(".json.partial")
     partial.write_text(json.dumps(record, indent=2, sort_keys=True))
     partial.replace(out)
-    print(f"{arm}: {json.dumps(record['metrics'])[:400]}")
+
+
+def add_missing_id_scores(arm: str, out: Path, args: argparse.Namespace, work: Path) -> None:
+    """Give a finished arm that predates the ID scores its scores, from its model where ``--work`` still holds it."""
+    record = json.loads(out.read_text())
+    folder = work / record.get("model_of", arm) / "model"
+    if arm == "references" or "id_scores" in record or not folder.is_dir():
+        return
+    model, tokenizer = load_for_inference(folder)
+    record["id_scores"] = id_scores(model, tokenizer, split_data(args.data)[0]["train"])
+    write_record(out, record)
+    print(f"{arm}: ID scores added from {folder}: {record['id_scores']}")
 
 
 # --------------------------------------------------------------------------------------------------- report
@@ -252,6 +367,8 @@ def measured_rows(arms: dict[str, dict]) -> list[tuple[str, dict, dict]]:
     """``(row name, {split: {protocol: metrics}}, {split|protocol: ranks})`` of every scheme and reference."""
     rows = []
     for arm, record in arms.items():
+        if arm in ABLATIONS:
+            continue
         if arm == "references":
             for name in record["order"]:
                 ranks = {
@@ -308,6 +425,40 @@ def difference_table(rows, baseline: str = "META ID") -> list[str]:
                 verdict = "**beats**" if mean > error else ("loses" if mean < -error else "level")
                 cells.append(f"{mean:+.4f} ± {error:.4f} {verdict}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def ablation_table(arms: dict[str, dict]) -> list[str]:
+    """Each ablation arm beside the arm it changes: test HR@10 / NDCG@10 (history left out, then kept), the paired
+    difference on the test split with the history left out, validation HR@10, and the ID scores."""
+    header = (
+        "| arm | what changed | validation HR@10 left out | test HR@10 / NDCG@10 left out | test HR@10 / NDCG@10 "
+        "kept | minus its base, HR@10 left out | minus its base, NDCG@10 left out | diversity | memorization |"
+    )
+    lines = [header, "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for arm in ("metaid", *ABLATIONS):
+        record = arms.get(arm)
+        if record is None:
+            continue
+        metrics = record["metrics"]
+        base = ABLATION_BASELINE.get(arm)
+        cells = [
+            f"`{arm}`",
+            ABLATIONS[arm][0] if arm in ABLATIONS else "the META ID arm (the demo's recipe)",
+            f"{metrics['validation']['left out']['hr@10']:.4f}",
+            *(f"{metrics['test'][p]['hr@10']:.4f} / {metrics['test'][p]['ndcg@10']:.4f}" for p in ("left out", "kept")),
+        ]
+        for metric in ("hr@10", "ndcg@10"):
+            if base in arms:
+                mean, error = paired_difference(
+                    record["ranks"]["test|left out"], arms[base]["ranks"]["test|left out"], metric
+                )
+                cells.append(f"{mean:+.4f} ± {error:.4f}")
+            else:
+                cells.append("—" if base is None else f"({base} not run)")
+        scores = record.get("id_scores", {})
+        cells += [f"{scores[name]:.3f}" if name in scores else "—" for name in ("diversity", "memorization")]
+        lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
@@ -374,6 +525,7 @@ def report(data: str, report_path: Path | None = None, results: Path = RESULTS) 
             continue
         rows = measured_rows(arms)
         missing = [SCHEME_NAMES[arm] for arm in ARMS if arm not in arms and arm in SCHEME_NAMES]
+        missing += [f"`{arm}`" for arm in ABLATIONS if arm not in arms and profile == "cpu"]
         if missing or "references" not in arms:
             lines += [f"Not run yet: {', '.join(missing + ([] if 'references' in arms else ['references']))}.", ""]
         any_record = next(iter(arms.values()))
@@ -402,12 +554,23 @@ def report(data: str, report_path: Path | None = None, results: Path = RESULTS) 
             "META ID minus each arm, test split (paired, ± one standard error):",
             "",
             *difference_table(rows),
-            "",
-            "Wall time per arm (seconds; index + training + evaluation of both splits under both protocols):",
-            "",
-            "| arm | index s | train s | steps | epochs | eval s | total s | threads | command |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
+        if any(arm in ABLATIONS for arm in arms):
+            lines += [
+                "",
+                "Ablations: META ID with one thing changed, each against the arm it changes (the prompt arms against "
+                "`prompt-metaid`, whose encoder reads the history's ID tokens, so F acts there; the demo's recipe "
+                "reads an anonymous prompt in the encoder and the history in the decoder, where F has no ID token "
+                "to act on). Users appear in no prompt of the demo's recipe, so META ID for users only, items only "
+                "or both is the same model there. Diversity and memorization: the paper's scores "
+                "(`hf_metaid.id_quality`) of each item's ID as the model reads it (the mean input vector of its ID "
+                "tokens), memorization over the training interactions taken as ratings of 1.",
+                "",
+                *ablation_table(arms),
+            ]
+        lines += ["", "Wall time per arm (seconds; index + training + evaluation of both splits under both protocols):"]
+        lines += ["", "| arm | index s | train s | steps | epochs | eval s | total s | threads | command |"]
+        lines += ["|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         commands: dict[str, int] = {}
         for arm, record in arms.items():
             cells = [
@@ -450,7 +613,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="beauty", help="'beauty', 'markov' or any file load_interactions reads")
     parser.add_argument("--profile", choices=("cpu", "gpu"), default="cpu")
-    parser.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated, from {', '.join(ARMS)}")
+    parser.add_argument(
+        "--arms",
+        default=None,
+        help=f"comma-separated, from {', '.join(ARMS)} (default: all; the gpu profile: the schemes and references)",
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch threads of training and evaluation")
     parser.add_argument("--force", action="store_true", help="run finished arms again")
     parser.add_argument("--report-only", action="store_true", help="only rewrite the report from the arms' files")
@@ -467,9 +634,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     small.add_argument("--limit", type=int, default=None, help="evaluate only the first LIMIT users of each split")
     small.add_argument("--dry-run", action="store_true", help="gpu profile: paper_recipe.py's CPU dry run")
     args = parser.parse_args(argv)
+    if args.arms is None:
+        args.arms = ",".join(ARMS if args.profile == "cpu" else (*SCHEMES, "references"))
     unknown = sorted(set(args.arms.split(",")) - set(ARMS))
     if unknown:
         parser.error(f"unknown arm(s) {unknown}; choose from {', '.join(ARMS)}")
+    ablations = sorted(set(args.arms.split(",")) & set(ABLATIONS))
+    if ablations and args.profile != "cpu":
+        parser.error(f"the ablations {ablations} run on the cpu profile only")
     return args
 
 

@@ -149,6 +149,11 @@ ARMS: dict[str, tuple[dict, dict, str]] = {
         {**ANONYMOUS_W20, "epochs": 24.0},
         "the narrow model for 24 epochs with the all-items objective (weight 1)",
     ),
+    "dec-small-e40-item-io-anon-drop0.3-loss1": (
+        {**NARROW, "item_loss": 1.0},
+        {**ANONYMOUS_W20, "epochs": 40.0},
+        "the narrow model for 40 epochs with the all-items objective (weight 1), the 60-minute budget",
+    ),
     "dec-small-e40-item-io-anon-drop0.5": (
         {**NARROW, "dropout": 0.5},
         {**ANONYMOUS_W20, "epochs": 40.0},

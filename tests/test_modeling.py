@@ -82,3 +82,27 @@ def test_mismatched_tokenizer_is_refused_with_both_fingerprints(model, tokenizer
     assert other.entity_vocabulary.fingerprint in str(err.value)
     with pytest.raises(hm.VocabularyMismatchError):
         model.recommend(other, user="u1", k=3)
+
+
+def test_model_settings_carry_alpha_and_the_new_row_start_into_the_model(tokenizer):
+    """The ablations' knobs (F's weight, the new rows' start) reach the model through the pipeline and the CLI."""
+    from hf_metaid.cli import _model_and_training, build_parser
+    from hf_metaid.pipeline import DEMO, ModelSettings, build_model
+
+    default = build_model(tokenizer, ModelSettings(d_model=32), seed=1)
+    no_f = build_model(tokenizer, ModelSettings(d_model=32, alpha=0.0), seed=1)
+    centroid = build_model(tokenizer, ModelSettings(d_model=32, init_new_rows="centroid"), seed=1)
+    assert (default.config.metaid_alpha, no_f.config.metaid_alpha) == (0.1, 0.0)
+    ids = torch.tensor([list(tokenizer.item_token_ids("i2"))])
+    assert no_f.encoder.augmentation_for(ids).abs().sum() == 0 < default.encoder.augmentation_for(ids).abs().sum()
+    rows = tokenizer.id_token_range
+    weights = [m.get_input_embeddings().weight[rows.start : rows.stop] for m in (default, centroid)]
+    assert not torch.allclose(*weights)
+    assert torch.equal(
+        default.get_input_embeddings().weight[: rows.start], centroid.get_input_embeddings().weight[: rows.start]
+    )
+    args = build_parser().parse_args(["demo", "--alpha", "0", "--init-new-rows", "centroid"])
+    model, _ = _model_and_training(args, DEMO)
+    assert (model.alpha, model.init_new_rows) == (0.0, "centroid")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["demo", "--init-new-rows", "zeros"])

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import hf_metaid as hm
 from conftest import write_beauty_lines
@@ -71,22 +72,41 @@ def test_every_scheme_and_reference_on_a_p5_file(p5_file, tmp_path, capsys):
             assert all(ranks[key].shape == (splits["test"].num_rows,) for key in ranks.files)
         if arm == "references":
             continue
-        assert record["settings"]["scheme"] == arm and record["steps"] == 2
+        assert record["settings"]["scheme"] == (arm if arm in hm.pipeline.SCHEMES else "metaid")
+        assert record.get("steps", 2) == 2 and math.isfinite(record["id_scores"]["diversity"])
         test = record["metrics"]["test"]
         assert test["kept"]["num_users"] == splits["test"].num_rows
         with np.load(folder / f"{arm}.ranks.npz") as ranks:  # the ranks are the metrics' users, one by one
             for protocol in ("kept", "left out"):
                 rank = ranks[f"test|{protocol}"].astype(int)
                 assert test[protocol]["hr@10"] == pytest.approx(((rank >= 0) & (rank < 10)).mean(), abs=1e-12)
+        if arm in quality.ABLATIONS:
+            row = next(line for line in text.splitlines() if line.startswith(f"| `{arm}` |"))
+            assert f"| {test['kept']['hr@10']:.4f} / {test['kept']['ndcg@10']:.4f} |" in row
+            assert f"| {record['id_scores']['diversity']:.3f} |" in row
+            continue
         row = next(line for line in text.splitlines() if line.startswith(f"| {quality.SCHEME_NAMES[arm]} |"))
         assert f"| {test['kept']['hr@10']:.4f} |" in row  # the report quotes the arm's own figure
     assert "reference: item Markov chain" in text and "## gpu profile\n\nNot run" in text
     assert (folder / "quality.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "](cpu/quality.png)" in text
     assert "python benchmarks/quality.py --data" in text.splitlines()[2]  # the command that regenerates it
-    # A rerun skips every finished arm (nothing trains again) and writes the same report.
+    settings = {arm: json.loads((folder / f"{arm}.json").read_text())["settings"] for arm in quality.ABLATIONS}
+    assert settings["metaid-k50"]["index"]["num_clusters"] == 50 and not settings["metaid-separate"]["index"]["joint"]
+    assert settings["metaid-skipgram"]["index"]["embedding"] == "skipgram"
+    assert settings["metaid-centroid"]["model"]["init_new_rows"] == "centroid"
+    assert settings["prompt-metaid-no-f"]["model"]["alpha"] == 0 < settings["prompt-metaid"]["model"]["alpha"]
+    bug = json.loads((folder / "prompt-metaid-f-bug.json").read_text())
+    assert bug["model_of"] == "prompt-metaid" and "steps" not in bug  # decoded, not trained again
+    # A rerun skips every finished arm (nothing trains again) and writes the same report; an arm that lost its ID
+    # scores gets them back from its model.
+    scored = json.loads((folder / "metaid.json").read_text())
+    (folder / "metaid.json").write_text(json.dumps({k: v for k, v in scored.items() if k != "id_scores"}))
     capsys.readouterr()
     assert run(p5_file, tmp_path).read_text() == text
-    assert capsys.readouterr().out.count("exists: skipped") == len(quality.ARMS)
+    out = capsys.readouterr().out
+    assert out.count("exists: skipped") == len(quality.ARMS) and out.count("ID scores added") == 1
+    restored = json.loads((folder / "metaid.json").read_text())["id_scores"]
+    assert restored == pytest.approx(scored["id_scores"], abs=1e-9)
 
 
 def test_the_references_are_count_baselines_figures(csv_file, tmp_path):
@@ -139,3 +159,29 @@ def test_unknown_arms_are_refused(capsys):
     with pytest.raises(SystemExit):
         quality.parse_args(["--arms", "metaid,sasrec"])
     assert "unknown arm(s) ['sasrec']" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        quality.parse_args(["--profile", "gpu", "--arms", "metaid-k50"])
+    assert "the ablations ['metaid-k50'] run on the cpu profile only" in capsys.readouterr().err
+    assert quality.parse_args(["--profile", "gpu"]).arms == ",".join((*hm.pipeline.SCHEMES, "references"))
+
+
+def test_the_generation_bug_arm_needs_the_model_it_decodes(p5_file, tmp_path):
+    with pytest.raises(SystemExit, match="run --arms prompt-metaid first"):
+        run(p5_file, tmp_path, "--arms", "prompt-metaid-f-bug")
+
+
+def test_id_scores_read_each_item_as_the_model_reads_it(tiny):
+    """The scores see the items' own input vectors where the model has them: identical ID rows with distinct item
+    vectors are told apart."""
+    import quality
+    from hf_metaid.pipeline import ModelSettings, build_model
+
+    split, tokenizer, _ = tiny
+    model = build_model(tokenizer, ModelSettings(d_model=32, item_input=True))
+    plain = quality.item_read_vectors(model, tokenizer)
+    with torch.no_grad():
+        model.encoder.metaid_item_input.weight.normal_()
+    moved = quality.item_read_vectors(model, tokenizer)
+    assert plain.shape == (len(tokenizer.entity_vocabulary.items), 32) and not np.allclose(plain, moved)
+    scores = quality.id_scores(model, tokenizer, split["train"])
+    assert scores["diversity"] > 0 and -1 <= scores["memorization"] <= 1

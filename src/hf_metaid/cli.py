@@ -107,7 +107,18 @@ _non_negative_int = _int_from(0)
 INDEX_FIELDS = ("num_clusters", "dim", "embedding", "rank_by")
 COLLABORATIVE_FIELDS = ("num_groups", "leaf_size")
 COLLABORATIVE_TITLE = "collaborative IDs (--scheme collaborative)"
-MODEL_FIELDS = ("base", "d_model", "d_ff", "dropout", "tree_softmax", "item_output", "item_input", "item_loss")
+MODEL_FIELDS = (
+    "base",
+    "d_model",
+    "d_ff",
+    "dropout",
+    "tree_softmax",
+    "item_output",
+    "item_input",
+    "item_loss",
+    "alpha",
+    "init_new_rows",
+)
 TRAINING_FIELDS = (
     "epochs",
     "max_steps",

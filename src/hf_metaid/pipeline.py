@@ -109,6 +109,23 @@ class ModelSettings:
         },
     )
 
+    alpha: float = field(
+        default=0.1,
+        metadata={
+            "help": "weight α of the augmentation F: the encoder's input vector of an ID token is E[t] + α·F(v_t) (0: "
+            "no F; the paper uses 0.1). F acts where the encoder reads ID tokens, so not under an anonymous prompt "
+            "with the history in the decoder",
+            "minimum": 0,
+        },
+    )
+    init_new_rows: str = field(
+        default="resize",
+        metadata={
+            "help": "start of the ID tokens' embedding rows: 'resize' (transformers' mean and covariance of the old "
+            "rows) or 'centroid' (a seeded random projection of each token's vector v_t)",
+            "choices": ("resize", "centroid"),
+        },
+    )
     item_loss: float = field(
         default=0.0,
         metadata={
@@ -371,6 +388,8 @@ def build_model(
         tree_softmax=settings.tree_softmax,
         item_output=settings.item_output,
         item_input=settings.item_input,
+        alpha=settings.alpha,
+        init_new_rows=settings.init_new_rows,
     )
     model.config.metaid_item_loss = settings.item_loss
     return model
