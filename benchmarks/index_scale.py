@@ -74,6 +74,12 @@ def power_law_interactions(num_interactions: int, seed: int = 0, exponent: float
     return datasets.Dataset(pa.table(columns))
 
 
+def resident_bytes() -> int:
+    """This process's resident memory now."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * PAGE
+
+
 class MemorySampler:
     """Resident memory of this process every ``interval`` seconds, on a daemon thread."""
 
@@ -83,11 +89,9 @@ class MemorySampler:
         self._thread = threading.Thread(target=self._run, args=(interval,), daemon=True)
 
     def _run(self, interval: float) -> None:
-        with open("/proc/self/statm") as statm:
-            while not self._stop.is_set():
-                statm.seek(0)
-                self.samples.append((time.perf_counter(), int(statm.read().split()[1]) * PAGE))
-                self._stop.wait(interval)
+        while not self._stop.is_set():
+            self.samples.append((time.perf_counter(), resident_bytes()))
+            self._stop.wait(interval)
 
     def __enter__(self) -> MemorySampler:
         self._thread.start()
@@ -126,6 +130,7 @@ def measure_point(backend: str, size: int, seed: int = 0) -> dict:
     from hf_metaid.indexing import MetaIDIndexer
 
     torch.set_num_threads(1)
+    start_rss = resident_bytes()
     started = time.perf_counter()
     train = power_law_interactions(size, seed)
     table_seconds = time.perf_counter() - started
@@ -144,6 +149,7 @@ def measure_point(backend: str, size: int, seed: int = 0) -> dict:
         "table_seconds": table_seconds,
         "total_seconds": indexer.timings_["total_s"],
         "peak_rss_gib": sampler.peak(fit_start, fit_stop) / 2**30,
+        "start_rss_gib": start_rss / 2**30,
         "max_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 2**30,
         "stages": stages,
         "epochs": indexer.config.epochs if backend == "skipgram" else None,
@@ -229,6 +235,7 @@ def findings(records: list[dict]) -> list[str]:
             f"- Spectral fit time grows as interactions^{slope:.2f} between {first['interactions']:,} and "
             f"{last['interactions']:,} (the slope of the log-log line through those two points)."
         )
+    lines += projection(spectral)
     for record in (r for r in records if r["backend"] == "skipgram"):
         seconds = record["stages"]["skipgram_s"]["seconds"]
         rate = record["interactions"] * record["epochs"] / seconds
@@ -239,6 +246,34 @@ def findings(records: list[dict]) -> list[str]:
             "not run)."
         )
     return lines
+
+
+def memory_gib() -> float:
+    """This machine's memory (``/proc/meminfo``), the ceiling of a one-machine index."""
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) / 2**20
+    raise RuntimeError("no MemTotal in /proc/meminfo")
+
+
+def projection(spectral: list[dict]) -> list[str]:
+    """Where one machine of this kind runs out, extrapolated along the line through the two largest spectral points
+    on a log-log scale, of the memory the fit adds to the process it starts in (a projection, said as one)."""
+    if len(spectral) < 2 or spectral[-1]["interactions"] < 1_000_000:
+        return ["- No projection: it needs two spectral points, the larger of 1M interactions or more."]
+    (small, large), limit = spectral[-2:], memory_gib()
+    grow = np.log(large["interactions"] / small["interactions"])
+    added = [record["peak_rss_gib"] - record["start_rss_gib"] for record in (small, large)]
+    memory_slope = np.log(added[1] / added[0]) / grow
+    time_slope = np.log(large["total_seconds"] / small["total_seconds"]) / grow
+    runs_out = large["interactions"] * ((limit - large["start_rss_gib"]) / added[1]) ** (1 / memory_slope)
+    seconds = large["total_seconds"] * (runs_out / large["interactions"]) ** time_slope
+    return [
+        f"- Projection (not measured): along the log-log line through the two largest points (the memory the fit "
+        f"adds grows as interactions^{memory_slope:.2f}, its time as interactions^{time_slope:.2f}), this "
+        f"machine's {limit:.0f} GiB would be reached at about {runs_out / 1e6:,.0f}M interactions (users = items "
+        f"= interactions / 20), after about {seconds / 60:,.0f} minutes of fitting."
+    ]
 
 
 def plot(records: list[dict], path: Path) -> None:

@@ -496,6 +496,46 @@ def chart(rows, path: Path, title: str) -> None:
     plt.close(figure)
 
 
+# The speed and scale measurements RESULTS.md embeds: (results file, the command that writes it, heading).
+SPEED_FILES = (
+    ("index_speed.md", "python benchmarks/index_speed.py", "Index stages on Beauty, both embedding backends"),
+    ("train_overhead.md", "python benchmarks/train_overhead.py", "Training: META ID against a plain T5 of its size"),
+    ("decode_speed.md", "python benchmarks/decode_speed.py", "Decoding throughput"),
+    ("index_scale.md", "python benchmarks/index_scale.py", "Index cost against graph size"),
+)
+BEYOND_ONE_MACHINE = (
+    "Past one machine (a plan, not measured here): the index's stages are separate, so each can move to the engine "
+    "that scales it. The spectral SVD runs ARPACK on one core: a randomized SVD (`torch.svd_lowrank`, on a GPU "
+    "where there is one) takes the same normalised adjacency. FAISS k-means runs on GPUs (`faiss.Kmeans(..., "
+    "gpu=True)` with faiss-gpu) for tens of millions of vectors. The embedding table and the training are torch "
+    "modules: `accelerate launch` spreads the training over GPUs and machines unchanged (`examples/paper_recipe.py` "
+    "is written for it). The index-cost table above says which stage and what memory grow first."
+)
+
+
+def speed_section(report_dir: Path, results: Path = HERE / "results") -> list[str]:
+    """The speed and scale results files, embedded one after another with the command that regenerates each."""
+    lines = ["", "## Speed and scale", ""]
+    for name, command, heading in SPEED_FILES:
+        path = results / name
+        lines += [f"### {heading}", ""]
+        if not path.exists():
+            lines += [f"Not run yet: `{command}`.", ""]
+            continue
+        lines += [f"From [`{name}`]({os.path.relpath(path, report_dir)}); regenerate: `{command}`.", ""]
+        for line in path.read_text(encoding="utf-8").strip().splitlines()[1:]:  # below the file's own title
+            if line.strip() == "Commands:" or line.startswith("    python "):
+                continue
+            if line.startswith("#"):
+                line = "###" + line
+            if line.startswith("!["):  # an image beside the results file: its path from the report
+                alt, target = line[2:].split("](", 1)
+                line = f"![{alt}]({os.path.relpath(path.parent / target.rstrip(')'), report_dir)})"
+            lines.append(line)
+        lines.append("")
+    return [*lines, BEYOND_ONE_MACHINE]
+
+
 def report(data: str, report_path: Path | None = None, results: Path = RESULTS) -> Path:
     """Write the report and chart of ``data`` from every finished arm of both profiles."""
     name = data_name(data)
@@ -593,6 +633,8 @@ def report(data: str, report_path: Path | None = None, results: Path = RESULTS) 
         png = root / profile / "quality.png"
         chart(rows, png, f"{name}, {profile} profile: test HR@10 / NDCG@10 per ID scheme; dashed: references")
         lines += ["", f"![test HR@10 and NDCG@10 per scheme]({os.path.relpath(png, path.parent)})"]
+    if name == "beauty":
+        lines += speed_section(path.parent)
     lines += [
         "",
         "## Published figures (quoted, not measured here)",

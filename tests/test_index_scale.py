@@ -51,10 +51,24 @@ def test_tiny_points_end_to_end(tmp_path, capsys):
         assert 0 < record["peak_rss_gib"] <= record["max_rss_gib"] * 1.01
     text = table.read_text()
     assert text.count("| spectral | 2,000 |") == 1 and text.count("| skipgram | 2,000 |") == 1
-    assert "Skip-gram at 2,000 interactions" in text and "target point has not run" in text
+    assert "Skip-gram at 2,000 interactions" in text and "target point has not run" in text and "No projection" in text
     assert table.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
     capsys.readouterr()
     index_scale.main(argv)
     assert capsys.readouterr().out.count("exists: skipped") == 2
     with pytest.raises(SystemExit):
         index_scale.main(["--points", "dense-100"])
+
+
+def test_the_projection_follows_the_two_largest_points(monkeypatch):
+    import index_scale
+
+    monkeypatch.setattr(index_scale, "memory_gib", lambda: 17.0)
+    points = [
+        {"interactions": 1_000_000, "peak_rss_gib": 2.0, "start_rss_gib": 1.0, "total_seconds": 10.0},
+        {"interactions": 4_000_000, "peak_rss_gib": 5.0, "start_rss_gib": 1.0, "total_seconds": 40.0},
+    ]
+    (line,) = index_scale.projection(points)
+    # added memory 1 → 4 GiB over 4x interactions: slope 1; 16 GiB free at the start → 16M interactions, 160 s
+    assert "interactions^1.00" in line and "about 16M interactions" in line and "about 3 minutes" in line
+    assert "No projection" in index_scale.projection(points[:1])[0]

@@ -185,3 +185,19 @@ def test_id_scores_read_each_item_as_the_model_reads_it(tiny):
     assert plain.shape == (len(tokenizer.entity_vocabulary.items), 32) and not np.allclose(plain, moved)
     scores = quality.id_scores(model, tokenizer, split["train"])
     assert scores["diversity"] > 0 and -1 <= scores["memorization"] <= 1
+
+
+def test_the_speed_section_embeds_each_results_file(tmp_path):
+    import quality
+
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "index_scale.md").write_text(
+        "# Index cost\n\nRegenerate: x.\n\n## part\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n![plot](index_scale.png)\n\n"
+        "Commands:\n\n    python benchmarks/index_scale.py\n"
+    )
+    lines = quality.speed_section(tmp_path / "report", results)
+    text = "\n".join(lines)
+    assert "### Index cost against graph size" in text and "| 1 | 2 |" in text and "##### part" in text
+    assert "![plot](../results/index_scale.png)" in text and "# Index cost" not in lines
+    assert "Not run yet: `python benchmarks/index_speed.py`." in text and "    python" not in text
