@@ -79,6 +79,11 @@ ABLATIONS: dict[str, tuple[str, Recipe, dict[str, dict]]] = {
         DEMO,
         {"model": {"init_new_rows": "centroid"}},
     ),
+    "metaid-decoder-f": (
+        "F on the decoder's ID tokens too, where this recipe reads the history (the research code: encoder only)",
+        DEMO,
+        {"model": {"augment_decoder": True}},
+    ),
     "prompt-metaid": (
         "the prompt recipe (PROMPT_DEMO: user ID and history in the encoder, where F acts)",
         PROMPT_DEMO,
@@ -601,7 +606,8 @@ def report(data: str, report_path: Path | None = None, results: Path = RESULTS) 
                 "Ablations: META ID with one thing changed, each against the arm it changes (the prompt arms against "
                 "`prompt-metaid`, whose encoder reads the history's ID tokens, so F acts there; the demo's recipe "
                 "reads an anonymous prompt in the encoder and the history in the decoder, where F has no ID token "
-                "to act on). Users appear in no prompt of the demo's recipe, so META ID for users only, items only "
+                "to act on, unless it is put on the decoder's ID tokens too: `metaid-decoder-f`). Users appear "
+                "in no prompt of the demo's recipe, so META ID for users only, items only "
                 "or both is the same model there. Diversity and memorization: the paper's scores "
                 "(`hf_metaid.id_quality`) of each item's ID as the model reads it (the mean input vector of its ID "
                 "tokens), memorization over the training interactions taken as ratings of 1.",

@@ -55,6 +55,22 @@ def decode(model, batch, tree, prefix, **kwargs):
     return decode_items(model, batch["input_ids"], batch["attention_mask"], tree, decoder_prefix=prefix, **kwargs)
 
 
+def assert_prefix_paths_agree(model, tokenizer, batch, prefix) -> tuple[torch.Tensor, torch.Tensor]:
+    """``generate`` with the prefix = the fast path = the public forward (beam), exact fast = exact generic; returns
+    the exact mode's (items, scores)."""
+    tree = model.item_tree(tokenizer)
+    expected_items, expected_scores = generate_with_prefix(model, tokenizer, batch, prefix, 4)
+    for fast_path in (True, False):
+        items, scores = decode(model, batch, tree, prefix, k=4, fast_path=fast_path)
+        assert names(tree, items) == expected_items
+        torch.testing.assert_close(scores, expected_scores, rtol=0, atol=1e-4)
+    fast = decode(model, batch, tree, prefix, k=6, mode="exact")
+    generic = decode(model, batch, tree, prefix, k=6, mode="exact", fast_path=False)
+    assert torch.equal(fast[0], generic[0])
+    torch.testing.assert_close(fast[1], generic[1], rtol=0, atol=1e-4)
+    return fast
+
+
 def generate_with_prefix(model, tokenizer, batch, prefix, beams, exclude=None):
     """HF beam search, one prompt at a time: ``decoder_input_ids`` = start + prefix, a trie over the tokens after
     the prefix, two new tokens (the item ends after its rank token). Returns item lists and summed log-probs."""

@@ -12,8 +12,15 @@ from conftest import fixed_batch, logits_of, quiet_args, tiny_model, with_item_v
 from hf_metaid.collator import MetaIDDataCollator
 from hf_metaid.decoding import _encoder_states, decode_items
 from hf_metaid.training import build_trainer, lora_config
-from test_decoder_history import decode, decoder_pair, generate_with_prefix, histories, prefixes, user_prompts
-from test_decoding import SHAPES, assert_beam_parity, brute_force_scores, make_pair, names, prompts
+from test_decoder_history import (
+    assert_prefix_paths_agree,
+    decode,
+    decoder_pair,
+    histories,
+    prefixes,
+    user_prompts,
+)
+from test_decoding import SHAPES, assert_beam_parity, brute_force_scores, make_pair, prompts
 
 
 def item_pair(shape, tree_softmax=False, input=False):
@@ -176,15 +183,7 @@ def test_history_in_the_decoder_reads_the_item_vectors(shape, output, input):
     batch = user_prompts(tokenizer)
     prefix = prefixes(tokenizer, histories(tokenizer, seed=shape[0]))
     tree = model.item_tree(tokenizer)
-    expected_items, expected_scores = generate_with_prefix(model, tokenizer, batch, prefix, 4)
-    for fast_path in (True, False):
-        items, scores = decode(model, batch, tree, prefix, k=4, fast_path=fast_path)
-        assert names(tree, items) == expected_items
-        torch.testing.assert_close(scores, expected_scores, rtol=0, atol=1e-4)
-    fast = decode(model, batch, tree, prefix, k=6, mode="exact")
-    generic = decode(model, batch, tree, prefix, k=6, mode="exact", fast_path=False)
-    assert torch.equal(fast[0], generic[0])
-    torch.testing.assert_close(fast[1], generic[1], rtol=0, atol=1e-4)
+    fast = assert_prefix_paths_agree(model, tokenizer, batch, prefix)
     if input:  # the decoder's item vectors matter: without them the same model scores otherwise
         model.decoder.metaid_item_input.weight.data.zero_()
         assert not torch.equal(decode(model, batch, tree, prefix, k=6, mode="exact")[1], fast[1])

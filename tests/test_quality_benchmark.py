@@ -94,6 +94,10 @@ def test_every_scheme_and_reference_on_a_p5_file(p5_file, tmp_path, capsys):
     assert settings["metaid-k50"]["index"]["num_clusters"] == 50 and not settings["metaid-separate"]["index"]["joint"]
     assert settings["metaid-skipgram"]["index"]["embedding"] == "skipgram"
     assert settings["metaid-centroid"]["model"]["init_new_rows"] == "centroid"
+    assert (
+        settings["metaid-decoder-f"]["model"]["augment_decoder"]
+        and not settings["metaid-k50"]["model"]["augment_decoder"]
+    )
     assert settings["prompt-metaid-no-f"]["model"]["alpha"] == 0 < settings["prompt-metaid"]["model"]["alpha"]
     bug = json.loads((folder / "prompt-metaid-f-bug.json").read_text())
     assert bug["model_of"] == "prompt-metaid" and "steps" not in bug  # decoded, not trained again

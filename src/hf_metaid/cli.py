@@ -117,6 +117,7 @@ MODEL_FIELDS = (
     "item_input",
     "item_loss",
     "alpha",
+    "augment_decoder",
     "init_new_rows",
 )
 TRAINING_FIELDS = (

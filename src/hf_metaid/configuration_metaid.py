@@ -45,6 +45,11 @@ class MetaIDConfig(T5Config):
         training every position of the sequence is a target, so one forward pass learns every next item of a user
         (see `hf_metaid.build_decoder_history_examples`); `recommend` and evaluation feed the history to the
         decoder the same way.
+    metaid_augment_decoder (`bool`, defaults to `False`):
+        Add α·F(v_t) to the decoder's input vector of ID token t too (the encoder always has it). With the history
+        in the decoder, that is where a model reads the items it conditions on; the research code, whose history
+        was in the prompt, augmented the encoder only. `generate` with `metaid_augment_generation=False` skips it
+        as it skips the encoder's.
     metaid_item_output (`bool`, defaults to `False`):
         The item-aware rank step: the logit of rank token r after cluster token c gets `h · u_i + b_i`, where
         u_i, b_i are item i = (c, r)'s own output vector and bias (see `hf_metaid.item_output`), so the items of
@@ -73,6 +78,7 @@ class MetaIDConfig(T5Config):
     metaid_max_history: int = 10
     metaid_tree_softmax: bool = False
     metaid_history_in_decoder: bool = False
+    metaid_augment_decoder: bool = False
     metaid_item_output: bool = False
     metaid_item_input: bool = False
     metaid_item_loss: float = 0.0

@@ -155,13 +155,14 @@ def decode_items(
     path = check_fast_path(model) if fast_path else GENERIC
     ends = not getattr(model.config, "metaid_history_in_decoder", False)  # else the item ends after its rank
     parts = []
-    for start in range(0, input_ids.shape[0], step):
-        rows = slice(start, start + step)
-        encoded = _encoder_states(model, input_ids[rows], attention_mask[rows], fast=path.encoder)
-        first, context = _decoder_inputs(model.config.decoder_start_token_id, input_ids, rows, decoder_prefix)
-        decoder = (BeamDecoder if path.decoder else GenericStepDecoder)(model, encoded, *context)
-        banned = None if exclude is None else tree.exclusion_mask(exclude[rows], input_ids.device)
-        parts.append(_decode_chunk(decoder, first, tree, k, num_beams, mode, banned, ends))
+    with _generation_augmentation(model):  # the decoder's F too, where it has one
+        for start in range(0, input_ids.shape[0], step):
+            rows = slice(start, start + step)
+            encoded = _encoder_states(model, input_ids[rows], attention_mask[rows], fast=path.encoder)
+            first, context = _decoder_inputs(model.config.decoder_start_token_id, input_ids, rows, decoder_prefix)
+            decoder = (BeamDecoder if path.decoder else GenericStepDecoder)(model, encoded, *context)
+            banned = None if exclude is None else tree.exclusion_mask(exclude[rows], input_ids.device)
+            parts.append(_decode_chunk(decoder, first, tree, k, num_beams, mode, banned, ends))
     items, scores = (torch.cat(values) for values in zip(*parts, strict=True))
     return items, scores
 
@@ -260,14 +261,22 @@ def _encoder_states(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
     """The encoder output ``generate`` would see (without F where the config reproduces the research code), for the
     real tokens: by T5's fast encoder (``fast``, once :func:`check_fast_path` passed it) or the encoder's forward."""
     encoder = model.get_encoder()
-    skip_f = getattr(model.config, "metaid_augment_generation", True) is False
-    context = encoder.augmentation_disabled() if skip_f and hasattr(encoder, "augmentation_disabled") else None
     index = attention_mask.flatten().nonzero().flatten()
-    with context if context is not None else contextlib.nullcontext():
+    with _generation_augmentation(model):
         if fast:
             return EncodedPrompts(encode(encoder, input_ids, attention_mask, index), index, attention_mask)
         states = encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
     return EncodedPrompts(states.flatten(0, 1)[index], index, attention_mask)
+
+
+def _generation_augmentation(model):
+    """F as ``generate`` applies it: skipped (encoder and decoder alike) where the config reproduces the research
+    code's generation, otherwise as in training."""
+    encoder = model.get_encoder()
+    skip_f = getattr(model.config, "metaid_augment_generation", True) is False
+    if skip_f and hasattr(encoder, "augmentation_disabled"):
+        return encoder.augmentation_disabled()
+    return contextlib.nullcontext()
 
 
 def _pad(values: torch.Tensor, k: int, fill) -> torch.Tensor:

@@ -131,19 +131,30 @@ class MetaIDEncoderStack(_ItemInputStack):
 class MetaIDDecoderStack(_ItemInputStack):
     """T5 decoder that, with the item input and the history in the decoder, adds each history item's own vector at
     its rank token (as read from ``input_ids``; a token fed alone has no previous token here, which is right where
-    it is fed alone: the cluster token of the item being decoded). Otherwise T5's decoder as it is."""
+    it is fed alone: the cluster token of the item being decoded), and with ``metaid_augment_decoder`` α·F(v_t) at
+    every ID token (F is the encoder's module). Otherwise T5's decoder as it is."""
+
+    @property
+    def reads_own_inputs(self) -> bool:
+        """Whether the decoder's input vectors differ from T5's E[t], so every path must take them from
+        :meth:`input_embeddings`."""
+        return self.has_item_input or bool(getattr(self.config, "metaid_augment_decoder", False))
 
     def forward(self, input_ids=None, inputs_embeds=None, **kwargs):
-        if self.has_item_input and input_ids is not None and inputs_embeds is None:
+        if self.reads_own_inputs and input_ids is not None and inputs_embeds is None:
             inputs_embeds = self.input_embeddings(input_ids)
             input_ids = None
         return super().forward(input_ids=input_ids, inputs_embeds=inputs_embeds, **kwargs)
 
     def input_embeddings(self, input_ids: torch.Tensor, previous: torch.Tensor | None = None) -> torch.Tensor:
-        """The decoder's input vectors for ``input_ids``: E[t], + the item's own vector at an item's rank token where
-        the decoder has the item input (``previous``: the token before each one, where it is not the one to its
-        left, as for a beam fed one token per step). The fast decoder reads the same."""
+        """The decoder's input vectors for ``input_ids``: E[t], + α·F(v_t) at ID tokens with the decoder
+        augmentation (unless generation skips F), + the item's own vector at an item's rank token where the decoder
+        has the item input (``previous``: the token before each one, where it is not the one to its left, as for a
+        beam fed one token per step). The fast decoder reads the same."""
         embeddings = self.embed_tokens(input_ids)
+        owner = getattr(self, "augmentation_owner", None)
+        if getattr(self.config, "metaid_augment_decoder", False) and owner is not None and owner.augmentation_active:
+            embeddings = embeddings + owner.augmentation_for(input_ids).to(embeddings.dtype)
         if self.has_item_input:
             embeddings = embeddings + self.item_input_for(input_ids, previous).to(embeddings.dtype)
         return embeddings
@@ -167,6 +178,8 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
         self.encoder.set_input_embeddings(self.shared)
         # T5's decoder as built (the same weights from the same random draws as before), with the META ID forward.
         self.decoder.__class__ = MetaIDDecoderStack
+        # The decoder's F is the encoder's module, not one of the decoder's submodules (one set of weights, saved once).
+        object.__setattr__(self.decoder, "augmentation_owner", self.encoder)
         if config.metaid_tree_softmax or config.metaid_item_output:
             self._register_item_mask()
         if config.metaid_item_output:
@@ -185,6 +198,7 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
         alpha: float = 0.1,
         init_new_rows: str = "resize",
         augment_generation: bool = True,
+        augment_decoder: bool = False,
         tree_softmax: bool = False,
         item_output: bool = False,
         item_input: bool = False,
@@ -202,6 +216,8 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
                 rows) or ``"centroid"`` (each new row starts as a seeded random projection of its vector v_t,
                 scaled to the mean norm of the old rows).
             augment_generation: ``False`` reproduces the research code, where F was skipped at generation time.
+            augment_decoder: add α·F(v_t) to the decoder's ID-token inputs too (where the history is with
+                ``history_in_decoder``); ``False``, F in the encoder only, as the research code had it.
             tree_softmax: normalise every ID step over the tokens a real item can continue with (see
                 :meth:`set_tree_softmax`); ``False``, the paper's plain softmax over the vocabulary.
             item_output: give every item its own output vector at the rank step (:meth:`set_item_output`);
@@ -217,6 +233,7 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
         alpha = check_number("alpha", alpha)
         check_choice("init_new_rows", init_new_rows, ("resize", "centroid"))
         check_bool("augment_generation", augment_generation)
+        check_bool("augment_decoder", augment_decoder)
         check_bool("tree_softmax", tree_softmax)
         check_bool("item_output", item_output)
         check_bool("item_input", item_input)
@@ -229,6 +246,7 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
             "metaid_num_clusters": vocabulary.num_clusters,
             "metaid_vocab_fingerprint": vocabulary.fingerprint,
             "metaid_augment_generation": augment_generation,
+            "metaid_augment_decoder": augment_decoder,
             "decoder_start_token_id": tokenizer.pad_token_id,
             "pad_token_id": tokenizer.pad_token_id,
             "eos_token_id": tokenizer.eos_token_id,

@@ -118,6 +118,13 @@ class ModelSettings:
             "minimum": 0,
         },
     )
+    augment_decoder: bool = field(
+        default=False,
+        metadata={
+            "help": "add α·F(v_t) to the decoder's ID-token inputs too, where the history is read with "
+            "--history-in-decoder (off: F in the encoder only, as the research code had it)"
+        },
+    )
     init_new_rows: str = field(
         default="resize",
         metadata={
@@ -390,6 +397,7 @@ def build_model(
         item_input=settings.item_input,
         alpha=settings.alpha,
         init_new_rows=settings.init_new_rows,
+        augment_decoder=settings.augment_decoder,
     )
     model.config.metaid_item_loss = settings.item_loss
     return model

@@ -209,7 +209,7 @@ class BeamDecoder:
         causal = torch.ones(length, length, dtype=torch.bool, device=tokens.device).tril()
         bias = self.position_bias[:, :, :length, :length]
         self_mask = torch.where(causal & mask, bias, torch.finfo(bias.dtype).min)  # (N, H, P, P)
-        if getattr(self.decoder, "has_item_input", False):  # item vectors read each token's neighbour: whole rows
+        if getattr(self.decoder, "reads_own_inputs", False):  # item vectors read each token's neighbour: whole rows
             hidden = self.decoder.input_embeddings(tokens).flatten(0, 1)[index]  # (T, d): real tokens only
         else:
             hidden = self.decoder.embed_tokens(tokens.flatten()[index])
@@ -257,7 +257,7 @@ class BeamDecoder:
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         """Feed one token per beam (``tokens``: (N, B)); return the next-token logits (N, B, V) in float32."""
         position = self.context_length + len(self.cache[0])
-        if getattr(self.decoder, "has_item_input", False):
+        if getattr(self.decoder, "reads_own_inputs", False):
             hidden = self.decoder.input_embeddings(tokens, self.previous.expand_as(tokens))  # (N, B, d)
         else:
             hidden = self.decoder.embed_tokens(tokens)
