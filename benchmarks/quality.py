@@ -600,6 +600,17 @@ def report(data: str, report_path: Path | None = None, results: Path = RESULTS) 
             "",
             *difference_table(rows),
         ]
+        scored = [(arm, arms[arm]["id_scores"]) for arm in SCHEMES if "id_scores" in arms.get(arm, {})]
+        if scored:
+            lines += [
+                "",
+                "The paper's Diversity and Memorization Scores of each scheme's item IDs as its model reads them "
+                "(see the ablations below for how they are computed):",
+                "",
+                "| scheme | diversity | memorization |",
+                "|---|---:|---:|",
+                *(f"| {SCHEME_NAMES[arm]} | {s['diversity']:.3f} | {s['memorization']:.3f} |" for arm, s in scored),
+            ]
         if any(arm in ABLATIONS for arm in arms):
             lines += [
                 "",

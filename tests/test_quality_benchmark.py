@@ -87,6 +87,8 @@ def test_every_scheme_and_reference_on_a_p5_file(p5_file, tmp_path, capsys):
             continue
         row = next(line for line in text.splitlines() if line.startswith(f"| {quality.SCHEME_NAMES[arm]} |"))
         assert f"| {test['kept']['hr@10']:.4f} |" in row  # the report quotes the arm's own figure
+        scores = record["id_scores"]
+        assert f"| {quality.SCHEME_NAMES[arm]} | {scores['diversity']:.3f} | {scores['memorization']:.3f} |" in text
     assert "reference: item Markov chain" in text and "## gpu profile\n\nNot run" in text
     assert (folder / "quality.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "](cpu/quality.png)" in text
     assert "python benchmarks/quality.py --data" in text.splitlines()[2]  # the command that regenerates it
