@@ -551,7 +551,8 @@ def report(data: str, report_path: Path | None = None, results: Path = RESULTS) 
         "",
         "Regenerate: `python benchmarks/quality.py" + ("" if name == "beauty" else f" --data {data}") + "` (cpu "
         "profile: every arm, then this file; a finished arm is skipped unless `--force`). "
-        "`benchmarks/quality.py` says what each arm is; every number below came from the arms' files under "
+        "`benchmarks/quality.py` says what each arm is; every number of the profile sections came from the arms' "
+        "files under "
         f"`{root.relative_to(HERE.parent) if root.is_relative_to(HERE.parent) else root}`.",
         "",
         "Protocol: leave-one-out, every user of the split, top 10 over all items by beam search over real items "
