@@ -69,9 +69,8 @@ def recipe_batches(recipe: Recipe, count: int, splits, names) -> tuple[object, l
     return run.model, batches
 
 
-def time_steps(model, batches: list[dict], context) -> float:
-    """Seconds for one optimizer step per batch, after the model's optimizer state exists."""
-    optimizer = model._benchmark_optimizer
+def time_steps(model, optimizer, batches: list[dict], context) -> float:
+    """Seconds for one optimizer step per batch."""
     started = time.perf_counter()
     for batch in batches:
         with context():
@@ -85,18 +84,19 @@ def time_steps(model, batches: list[dict], context) -> float:
 def compare(variants: dict[str, tuple[object, object]], batches, warmup: int, steps: int, repeats: int) -> dict:
     """Samples/s of every variant per repetition, the variants rotated per repetition over the same batches."""
     names = list(variants)
+    optimizers = {}
     for name in names:
         model, context = variants[name]
         model.train()
-        model._benchmark_optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-        time_steps(model, batches[:warmup], context)
+        optimizers[name] = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        time_steps(model, optimizers[name], batches[:warmup], context)
     timed = batches[warmup : warmup + steps]
     samples = sum(int(batch["input_ids"].shape[0]) for batch in timed)
     rates: dict[str, list[float]] = {name: [] for name in names}
     for repeat in range(repeats):
         for name in names[repeat % len(names) :] + names[: repeat % len(names)]:
             model, context = variants[name]
-            rates[name].append(samples / time_steps(model, timed, context))
+            rates[name].append(samples / time_steps(model, optimizers[name], timed, context))
     return rates
 
 
