@@ -99,6 +99,7 @@ def main() -> None:
             [] if args.quick else [dict(backend="gensim", walks_per_node=10, window=5, epochs=5)],
         ),
         ("spectral (truncated SVD)", [dict(embedding="spectral")]),
+        ("spectral, the SVD in float32", [dict(embedding="spectral", svd_precision="float32")]),
     ]
     lines = [
         "# Embedding options on Beauty: time and validation proxy",

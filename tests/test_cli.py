@@ -126,13 +126,13 @@ def test_out_is_replaced_only_with_overwrite(tiny_file, tmp_path, capsys):
 
 
 def train_on_a_degree_ranked_spectral_vocabulary(tiny_file, tmp_path) -> list[str]:
-    """``hf-metaid index`` with spectral IDs ranked by degree (checked in the saved params); returns the start of a
-    one-step ``hf-metaid train`` command on that vocabulary."""
+    """``hf-metaid index`` with spectral IDs ranked by degree, the SVD in single precision (checked in the saved
+    params); returns the start of a one-step ``hf-metaid train`` command on that vocabulary."""
     vocab_dir = tmp_path / "vocab"
     index = ["index", str(tiny_file), "--out", str(vocab_dir), "--clusters", "4", "--embedding", "spectral"]
-    assert main([*index, "--rank-by", "degree"]) == 0
+    assert main([*index, "--rank-by", "degree", "--svd-precision", "float32"]) == 0
     params = json.loads((vocab_dir / "metaid_vocab.json").read_text())["metadata"]["params"]
-    assert (params["embedding"], params["rank_by"]) == ("spectral", "degree")
+    assert (params["embedding"], params["rank_by"], params["svd_precision"]) == ("spectral", "degree", "float32")
     return ["train", str(tiny_file), "--vocab", str(vocab_dir / "metaid_vocab.json"), "--max-steps", "1"]
 
 

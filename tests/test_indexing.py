@@ -18,6 +18,7 @@ from hf_metaid.indexing import (
 )
 from hf_metaid.indexing.graph import build_graph
 from hf_metaid.indexing.skipgram import skipgram_embeddings, window_pairs
+from hf_metaid.indexing.spectral import spectral_embeddings
 from hf_metaid.indexing.walks import metapath_walks
 
 SMALL = dict(num_clusters=6, walks_per_node=4, walk_length=10, batch_size=512)
@@ -147,6 +148,32 @@ def test_ranks_follow_distance_to_the_centroid(embedding, train):
         assert np.all(np.diff(similarity[by_rank, cluster]) <= 1e-6)  # rank 0 = closest
 
 
+def test_single_precision_svd_agrees_with_double_where_singular_values_are_distinct(train):
+    """svd_precision="float32": the same singular subspace as float64, within single precision's reach."""
+    graph = build_graph(train)
+    double = spectral_embeddings(graph, dim=8, seed=0)
+    single = spectral_embeddings(graph, dim=8, seed=0, precision="float32")
+    assert single.dtype == double.dtype == np.float32
+    scale = np.linalg.norm(double, axis=0)  # sqrt(2 x singular value), descending
+    assert np.allclose(np.linalg.norm(single, axis=0), scale, rtol=1e-4)
+    gaps = -np.diff(scale)
+    distinct = np.minimum(np.r_[np.inf, gaps], np.r_[gaps, np.inf]) > 1e-3  # a repeated value has no one direction
+    assert distinct.sum() >= 5  # the fixture's graph: two pieces (the value 1 twice), then distinct values
+    cosine = np.sum(double * single, axis=0) / (scale * np.linalg.norm(single, axis=0))
+    assert np.all(cosine[distinct] > 1 - 1e-4)  # the same direction, the same sign (the sign convention)
+    assert not np.array_equal(single, double)  # but computed in single precision
+    fitted = {
+        p: MetaIDIndexer(num_clusters=6, embedding="spectral", svd_precision=p).fit(train)
+        for p in ("float64", "float32")
+    }
+    assert fitted["float32"].metadata["params"]["svd_precision"] == "float32"
+    assert not np.array_equal(fitted["float32"].entity_vectors, fitted["float64"].entity_vectors)
+    with pytest.raises(ValueError, match="precision"):
+        spectral_embeddings(graph, dim=8, precision="float16")
+    with pytest.raises(ValueError, match="svd_precision"):
+        MetaIDIndexer(svd_precision="float16")
+
+
 @pytest.mark.parametrize("joint", [True, False], ids=["joint", "separate"])
 def test_rank_by_degree_puts_the_most_interacted_first(joint, train):
     """rank_by="degree": same clusters, ranks by descending training interaction count, distance among equals."""
@@ -180,8 +207,9 @@ def test_rank_by_degree_puts_the_most_interacted_first(joint, train):
         dict(num_clusters=6, embedding="spectral"),
         dict(SMALL, epochs=2),
         dict(num_clusters=6, embedding="spectral", rank_by="degree"),
+        dict(num_clusters=6, embedding="spectral", svd_precision="float32"),
     ],
-    ids=["torch", "torch-separate", "spectral", "torch-2-epochs", "spectral-by-degree"],
+    ids=["torch", "torch-separate", "spectral", "torch-2-epochs", "spectral-by-degree", "spectral-float32"],
 )
 def test_same_data_and_seed_give_byte_identical_files(settings, train, tmp_path):
     first, second, other = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "c.json"

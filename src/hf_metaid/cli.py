@@ -104,7 +104,7 @@ _non_negative_int = _int_from(0)
 # ----------------------------------------------------------------------------------- settings <-> options
 # The options each command offers, per settings class of hf_metaid.pipeline; type, default, rule and help text come
 # from the fields (hf_metaid.config_arguments). The seed is one option for every stage, --layers has its own syntax.
-INDEX_FIELDS = ("num_clusters", "dim", "embedding", "rank_by")
+INDEX_FIELDS = ("num_clusters", "dim", "embedding", "rank_by", "svd_precision")
 COLLABORATIVE_FIELDS = ("num_groups", "leaf_size")
 COLLABORATIVE_TITLE = "collaborative IDs (--scheme collaborative)"
 MODEL_FIELDS = (
@@ -116,6 +116,7 @@ MODEL_FIELDS = (
     "item_output",
     "item_input",
     "item_loss",
+    "item_loss_negatives",
     "alpha",
     "augment_decoder",
     "init_new_rows",
@@ -496,7 +497,7 @@ def _add_scheme(parser: argparse.ArgumentParser, default: str) -> None:
         help="ID scheme: metaid (the paper's), sequential or random (OpenP5's SID / RID: numbered entities in blocks), "
         "collaborative (OpenP5's CID: recursive spectral clustering of item co-occurrence; users in sequential "
         "blocks), independent (IID: one token per entity). The baselines read --seed and --dim of the indexing "
-        "options; --clusters, --embedding and --rank-by are META ID's (default: %(default)s)",
+        "options; --clusters, --embedding, --rank-by and --svd-precision are META ID's (default: %(default)s)",
     )
 
 

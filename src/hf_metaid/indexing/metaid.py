@@ -46,7 +46,7 @@ class MetaIDIndexer(ConfiguredIndexer[MetaIDIndexerConfig]):
             del walks
             clock = self._lap("skipgram_s", clock)
         else:
-            raw = spectral_embeddings(graph, config.dim, config.seed)
+            raw = spectral_embeddings(graph, config.dim, config.seed, config.svd_precision)
             clock = self._lap("spectral_s", clock)
         vectors = normalize_rows(raw)
         priority = graph.degrees if config.rank_by == "degree" else None
