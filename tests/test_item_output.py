@@ -11,6 +11,7 @@ import hf_metaid as hm
 from conftest import fixed_batch, logits_of, quiet_args, tiny_model, with_item_vectors
 from hf_metaid.collator import MetaIDDataCollator
 from hf_metaid.decoding import _encoder_states, decode_items
+from hf_metaid.item_output import MetaIDItemOutput
 from hf_metaid.training import build_trainer, lora_config
 from test_decoder_history import (
     assert_prefix_paths_agree,
@@ -349,3 +350,44 @@ def test_lora_trains_and_saves_the_item_vectors(tiny, tmp_path, in_decoder):
     loaded, _ = hm.load_for_inference(folder)
     batch = fixed_batch(tokenizer, train)
     torch.testing.assert_close(logits_of(loaded, batch), logits_of(trainer.model, batch), rtol=0, atol=1e-6)
+
+
+def test_the_sampled_all_items_loss_scores_each_target_against_the_batch_targets_and_a_draw():
+    """item_loss_negatives: the candidates are the batch's target items plus the drawn ones, each once; with as many
+    negatives as items it is the full loss; only candidates' rows get a gradient."""
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 1]], dtype=torch.uint8)  # 9 items, row-major numbers
+    first, clusters = 100, 3
+    module = MetaIDItemOutput(9, 8)
+    with torch.no_grad():
+        module.weight.normal_(generator=torch.Generator().manual_seed(0))
+        module.bias.normal_(generator=torch.Generator().manual_seed(1))
+    # item (0, 1) = number 1 after position 0, item (2, 3) = number 8 after position 2
+    labels = torch.tensor([[first, first + clusters + 1, first + 2, first + clusters + 3, -100]])
+    hidden = torch.randn(1, 5, 8, generator=torch.Generator().manual_seed(2))
+    full = module.all_items_loss(hidden, labels, mask, first)
+    for many in (9, 50):
+        torch.testing.assert_close(module.all_items_loss(hidden, labels, mask, first, negatives=many), full)
+    torch.manual_seed(5)
+    sampled = module.all_items_loss(hidden.requires_grad_(), labels, mask, first, negatives=3)
+    torch.manual_seed(5)
+    candidates = sorted({1, 8} | set(torch.randint(9, (3,)).tolist()))
+    scores = hidden[0, [0, 2]] @ module.weight[candidates].T + module.bias[candidates]
+    expected = torch.nn.functional.cross_entropy(scores, torch.tensor([candidates.index(1), candidates.index(8)]))
+    torch.testing.assert_close(sampled, expected)
+    assert len(candidates) < 9 and not torch.allclose(sampled, full)
+    sampled.backward()
+    assert set(torch.nonzero(module.weight.grad.abs().sum(dim=1)).flatten().tolist()) == set(candidates)
+
+
+def test_item_loss_negatives_travel_through_the_settings_and_the_config(tiny):
+    from hf_metaid.pipeline import ModelSettings, build_model
+
+    _, tokenizer, _ = tiny
+    model = build_model(tokenizer, ModelSettings(d_model=32, item_output=True, item_loss=1.0, item_loss_negatives=64))
+    assert model.config.metaid_item_loss_negatives == 64
+    from hf_metaid.cli import _model_and_training, build_parser
+
+    args = build_parser().parse_args(["demo", "--item-loss", "1", "--item-loss-negatives", "512"])
+    assert _model_and_training(args, hm.pipeline.DEMO)[0].item_loss_negatives == 512
+    with pytest.raises(hm.InvalidArgumentError, match="item_loss_negatives needs item_loss"):
+        ModelSettings(item_output=True, item_loss_negatives=64)

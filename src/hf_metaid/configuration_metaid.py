@@ -61,6 +61,9 @@ class MetaIDConfig(T5Config):
         Weight of a second training objective beside the two-token one: each target item's cross-entropy over every
         item, scored with the item output's vectors from the state that predicts its cluster token (see
         `MetaIDItemOutput.all_items_loss`). Needs `metaid_item_output`; 0: the two-token objective alone.
+    metaid_item_loss_negatives (`int`, defaults to 0):
+        With `metaid_item_loss`: score each target against the batch's targets plus this many items drawn uniformly
+        instead of every item (cheaper on a large catalogue); 0: every item.
     metaid_num_items (`int`, defaults to 0):
         How many items the item output and the item input hold (their rows), numbered over the item table.
     """
@@ -82,6 +85,7 @@ class MetaIDConfig(T5Config):
     metaid_item_output: bool = False
     metaid_item_input: bool = False
     metaid_item_loss: float = 0.0
+    metaid_item_loss_negatives: int = 0
     metaid_num_items: int = 0
 
     @property

@@ -125,7 +125,12 @@ class MetaIDItemOutput(nn.Module):
         return torch.cat(scores)
 
     def all_items_loss(
-        self, hidden: torch.Tensor, labels: torch.Tensor, item_mask: torch.Tensor, first_cluster_token: int
+        self,
+        hidden: torch.Tensor,
+        labels: torch.Tensor,
+        item_mask: torch.Tensor,
+        first_cluster_token: int,
+        negatives: int = 0,
     ) -> torch.Tensor:
         """Cross-entropy of each target item over every item, scored ``h · u_j + b_j`` from the state that predicts
         the item's cluster token: the full-softmax objective of a sequential recommender, on the item output's own
@@ -134,7 +139,11 @@ class MetaIDItemOutput(nn.Module):
         The two-token objective trains u_j only where the target lies in j's cluster (the rank step compares an item
         with its cluster's other items); this one compares it with every item at every target, so u learns from
         all of them. ``hidden`` (B, L, d) is what the language-model head read, ``labels`` (B, L) the targets; an
-        item is a cluster token followed by a rank token in ``labels``. Zero (with a gradient) when none is."""
+        item is a cluster token followed by a rank token in ``labels``. Zero (with a gradient) when none is.
+
+        ``negatives`` > 0 scores each target against a sample instead of every item: the batch's target items plus
+        ``negatives`` items drawn uniformly (torch's generator, so a seeded run repeats), each candidate once. Its
+        cost grows with the candidates, not the catalogue; with ``negatives`` ≥ the catalogue it is the full loss."""
         num_clusters, num_ranks = item_mask.shape
         cluster = labels[:, :-1] - first_cluster_token
         rank = labels[:, 1:] - first_cluster_token - num_clusters
@@ -144,9 +153,16 @@ class MetaIDItemOutput(nn.Module):
         inside &= item >= 0
         if not bool(inside.any()):
             return hidden.sum() * 0.0
-        states = hidden[:, :-1][inside].float()
-        scores = states @ self.weight.float().T + self.bias.float()
-        return nn.functional.cross_entropy(scores, item[inside])
+        states, targets = hidden[:, :-1][inside].float(), item[inside]
+        num_items = self.weight.shape[0]
+        if 0 < negatives < num_items:
+            drawn = torch.randint(num_items, (negatives,), device=targets.device)
+            candidates, targets = torch.unique(torch.cat([targets, drawn]), return_inverse=True)
+            targets = targets[: int(inside.sum())]
+            scores = states @ self.weight[candidates].float().T + self.bias[candidates].float()
+        else:
+            scores = states @ self.weight.float().T + self.bias.float()
+        return nn.functional.cross_entropy(scores, targets)
 
 
 class MetaIDItemInput(nn.Module):

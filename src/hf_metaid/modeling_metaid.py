@@ -579,7 +579,11 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
             output.loss = nn.functional.cross_entropy(output.logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
             if config.metaid_item_output and config.metaid_item_loss:
                 output.loss = output.loss + config.metaid_item_loss * self.metaid_item_output.all_items_loss(
-                    captured[-1], labels, self.metaid_item_mask, config.metaid_first_new_id
+                    captured[-1],
+                    labels,
+                    self.metaid_item_mask,
+                    config.metaid_first_new_id,
+                    config.metaid_item_loss_negatives,
                 )
         return output
 

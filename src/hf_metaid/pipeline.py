@@ -142,11 +142,21 @@ class ModelSettings:
             "minimum": 0,
         },
     )
+    item_loss_negatives: int = field(
+        default=0,
+        metadata={
+            "help": "with --item-loss: score each target against the batch's targets plus this many items drawn "
+            "uniformly instead of every item, so its cost grows with the sample, not the catalogue (0: every item)",
+            "minimum": 0,
+        },
+    )
 
     def __post_init__(self) -> None:
         validate_fields(self)
         if self.item_loss and not self.item_output:
             raise InvalidArgumentError("item_loss needs item_output: it scores items with the item output's vectors")
+        if self.item_loss_negatives and not self.item_loss:
+            raise InvalidArgumentError("item_loss_negatives needs item_loss: it samples that objective's items")
         if self.d_model % 4:
             raise InvalidArgumentError(f"d_model must be a multiple of 4 (the tiny T5 has 4 heads), got {self.d_model}")
 
@@ -400,6 +410,7 @@ def build_model(
         augment_decoder=settings.augment_decoder,
     )
     model.config.metaid_item_loss = settings.item_loss
+    model.config.metaid_item_loss_negatives = settings.item_loss_negatives
     return model
 
 
