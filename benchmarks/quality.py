@@ -624,8 +624,9 @@ def report(data: str, report_path: Path | None = None, results: Path = RESULTS) 
                 "`prompt-metaid`, whose encoder reads the history's ID tokens, so F acts there; the demo's recipe "
                 "reads an anonymous prompt in the encoder and the history in the decoder, where F has no ID token "
                 "to act on, unless it is put on the decoder's ID tokens too: `metaid-decoder-f`). Users appear "
-                "in no prompt of the demo's recipe, so META ID for users only, items only "
-                "or both is the same model there. Diversity and memorization: the paper's scores "
+                "in no prompt of the demo's recipe, so their tokens never reach the model: there META ID for items "
+                "only is the META ID row, META ID for users only is the row of the scheme the items get (SID, RID, "
+                "CID or IID above), and both is the META ID row again. Diversity and memorization: the paper's scores "
                 "(`hf_metaid.id_quality`) of each item's ID as the model reads it (the mean input vector of its ID "
                 "tokens), memorization over the training interactions taken as ratings of 1.",
                 "",

@@ -91,8 +91,8 @@ def test_sliced_and_gathered_item_scores_agree(monkeypatch):
     steps = torch.stack([torch.zeros_like(clusters), clusters + tokenizer.cluster_token_ids.start], dim=1)
     rows = {key: value[:1].expand(len(clusters), -1) for key, value in batch.items()}
     results = []
-    for most in (10_000, 0):
-        monkeypatch.setattr(item_output, "SLICED_GROUPS", most)
+    for cost in (0, 10**9):  # every cluster sliced, then every row gathered
+        monkeypatch.setattr(item_output, "SLICE_COST", cost)
         model.zero_grad()
         logits = model(**rows, decoder_input_ids=steps).logits
         (logits.float() ** 2).mean().backward()
@@ -100,6 +100,15 @@ def test_sliced_and_gathered_item_scores_agree(monkeypatch):
     assert len(clusters) > 1
     torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-5, atol=1e-6)
+
+
+def test_the_scoring_path_follows_the_measured_cost():
+    """item_output_paths.md: a few wide clusters are sliced (META ID at K = 200: 181 clusters among 1,280 positions,
+    the widest of 1,159 items), many narrow ones gathered (K = 400: 308 of at most 468; IID: one item each)."""
+    from hf_metaid.item_output import slices_are_cheaper
+
+    assert slices_are_cheaper(181, 1280, 1159) and slices_are_cheaper(98, 1280, 1439)
+    assert not slices_are_cheaper(308, 1280, 468) and not slices_are_cheaper(1093, 1280, 1)
 
 
 def test_item_output_for_another_vocabulary_is_refused():

@@ -22,9 +22,11 @@ from torch import nn
 
 # Positions x items x d_model elements gathered at once: bounds the memory of scoring many positions in one step.
 _GATHER_BUDGET = 1 << 23
-# Up to this many clusters among the positions, each is scored with a slice of the item rows; beyond, the rows are
-# gathered (a Python loop over thousands of one-item clusters would cost more than the padding it saves).
-SLICED_GROUPS = 128
+# One cluster scored with a slice of the item rows costs about as much as gathering this many (position, item row)
+# pairs (forward + backward, benchmarks/results/item_output_paths.md): the positions are sliced cluster by cluster
+# while the clusters present times this stays under the positions times the widest cluster, else gathered (a Python
+# loop over thousands of one-item clusters would cost more than the padding it saves).
+SLICE_COST = 3000
 
 
 class MetaIDItemOutput(nn.Module):
@@ -87,7 +89,7 @@ class MetaIDItemOutput(nn.Module):
         per_group = torch.bincount(cluster, minlength=num_clusters + 1)[:num_clusters]
         positions = order[: int(per_group.sum())]
         states = hidden.reshape(-1, hidden.shape[-1])[positions].to(self.weight.dtype)
-        if int((per_group > 0).sum()) <= SLICED_GROUPS:
+        if slices_are_cheaper(int((per_group > 0).sum()), len(positions), slots.shape[1]):
             scores = self._sliced_scores(states, per_group.tolist(), slots, valid)
         else:
             scores = self._gathered_scores(states, cluster[positions], slots, valid)
@@ -207,6 +209,11 @@ class MetaIDItemInput(nn.Module):
         item = self.item_index()[code]
         inside &= item >= 0
         return self.weight[item.clamp(min=0)] * inside.unsqueeze(-1).to(self.weight.dtype)
+
+
+def slices_are_cheaper(clusters_present: int, positions: int, widest: int) -> bool:
+    """Whether scoring ``positions`` one cluster slice at a time beats gathering each one's padded cluster rows."""
+    return clusters_present * SLICE_COST <= positions * widest
 
 
 def regrow_item_rows(values: torch.Tensor, old_mask: torch.Tensor, new_mask: torch.Tensor) -> torch.Tensor:
