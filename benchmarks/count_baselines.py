@@ -39,7 +39,7 @@ import numpy as np
 import hf_metaid as hm
 from hf_metaid.indexing import MetaIDIndexerConfig
 from hf_metaid.metrics import exclude_seen, ranking_metrics
-from hf_metaid.pipeline import DEMO, build_vocabulary
+from hf_metaid.pipeline import BENCHMARK_RECIPE, build_vocabulary
 
 RESULTS = Path(__file__).resolve().parent / "results" / "count_baselines.md"
 TOP = 10
@@ -108,7 +108,7 @@ def counting_references(
     data: str,
     smoothing: float = 0.1,
     embeddings: tuple[str, ...] = ("skipgram", "spectral"),
-    index: MetaIDIndexerConfig = DEMO.index,
+    index: MetaIDIndexerConfig = BENCHMARK_RECIPE.index,
 ) -> CountingReferences:
     """Popularity, the cluster chain for each of ``embeddings`` (IDs from ``index``, by default the demo's indexer
     settings), the item Markov chain and, on the synthetic log, the oracle, for ``data`` (a name or file
@@ -166,7 +166,7 @@ def main() -> None:
         row = [name, *(cells[key] for key in COLUMNS)]
         rows.append(row)
         print(" | ".join(row), flush=True)
-    targets, demo = references.targets, DEMO.index
+    targets, demo = references.targets, BENCHMARK_RECIPE.index
     headers = ["reference", "validation", "test", "validation, history left out", "test, history left out"]
     lines = [
         "| " + " | ".join(headers) + " |",

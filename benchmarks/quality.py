@@ -2,16 +2,18 @@
 
 Each scheme arm (META ID, and the baselines sequential, random, collaborative, independent) trains the same backbone
 with the same recipe, budget and seed; only the ID vocabulary differs. Nothing is chosen on the test split: the
-recipes come from validation (``hf_metaid.pipeline.DEMO``, ``benchmarks/results/demo.md``). Every arm is evaluated
-on every user of the validation and the test split, HR@5/10 and NDCG@5/10 over all items (beam search over real
-items), once with the user's history kept in the ranking (the paper's protocol) and once with it left out. The
+recipes come from validation (``hf_metaid.pipeline.BENCHMARK_RECIPE``, ``benchmarks/results/demo.md``). Every arm
+is evaluated on every user of the validation and the test split, HR@5/10 and NDCG@5/10 over all items (beam search
+over real items), once with the user's history kept in the ranking (the paper's protocol) and once with it left out. The
 ``references`` arm computes the counting references on the same splits (popularity, the cluster chain over META ID's
 clusters, the item Markov chain; ``count_baselines.py``).
 
 Profiles:
-- ``cpu``: the demo's recipe (``DEMO``: spectral META ID, a narrow T5 of 1+2 layers with the history in its decoder,
-  16 epochs; about 11 minutes of training per arm on one thread), plus the ablations (``ABLATIONS``: META ID with one
-  thing changed, each against the arm it changes, with the paper's Diversity and Memorization Scores of every arm).
+- ``cpu``: the decoder recipe (``BENCHMARK_RECIPE``, the demo's until the demo took K = 200 and the all-items
+  objective, which ``metaid-k200`` and ``quality_budget.md`` measured: spectral META ID, K = 100, a narrow T5 of 1+2
+  layers with the history in its decoder, 16 epochs; about 11 minutes of training per arm on one thread), plus the
+  ablations (``ABLATIONS``: META ID with one thing changed, each against the arm it changes, with the paper's
+  Diversity and Memorization Scores of every arm).
 - ``gpu``: the paper's recipe (``examples/paper_recipe.py``: t5-small by name, all seen templates, lr 1e-3, 10 epochs,
   effective batch 2,048) for every scheme; needs a GPU (and the Hub, or a local copy of t5-small).
 
@@ -52,7 +54,16 @@ from hf_metaid.data import leave_one_out
 from hf_metaid.evaluation import evaluate_recommender
 from hf_metaid.id_quality import diversity_score, memorization_score
 from hf_metaid.metrics import DEFAULT_KS, MetricAccumulator, rank_of_target
-from hf_metaid.pipeline import DEMO, PROMPT_DEMO, SCHEMES, Recipe, build_vocabulary, data_name, split_data, train
+from hf_metaid.pipeline import (
+    BENCHMARK_RECIPE,
+    PROMPT_DEMO,
+    SCHEMES,
+    Recipe,
+    build_vocabulary,
+    data_name,
+    split_data,
+    train,
+)
 from hf_metaid.saving import load_for_inference, save_for_inference
 
 HERE = Path(__file__).resolve().parent
@@ -60,33 +71,33 @@ RESULTS = HERE / "results" / "quality"
 BEAUTY_REPORT = HERE / "RESULTS.md"
 # META ID with one thing changed (issue: the ablations): arm -> (what changed, the recipe it starts from, changes).
 # The prompt arms use the prompt recipe, whose encoder reads the history's ID tokens, so F acts there; under the
-# demo's recipe the encoder reads an anonymous prompt without ID tokens and F has nothing to act on.
+# decoder recipe the encoder reads an anonymous prompt without ID tokens and F has nothing to act on.
 ABLATIONS: dict[str, tuple[str, Recipe, dict[str, dict]]] = {
     "metaid-skipgram": (
         "skip-gram embedding (the paper's) instead of spectral",
-        DEMO,
+        BENCHMARK_RECIPE,
         {"index": {"embedding": "skipgram"}},
     ),
-    "metaid-k50": ("K = 50 clusters instead of 100", DEMO, {"index": {"num_clusters": 50}}),
-    "metaid-k200": ("K = 200 clusters instead of 100", DEMO, {"index": {"num_clusters": 200}}),
+    "metaid-k50": ("K = 50 clusters instead of 100", BENCHMARK_RECIPE, {"index": {"num_clusters": 50}}),
+    "metaid-k200": ("K = 200 clusters instead of 100", BENCHMARK_RECIPE, {"index": {"num_clusters": 200}}),
     "metaid-separate": (
         "users and items clustered apart (K = 100 each) instead of together",
-        DEMO,
+        BENCHMARK_RECIPE,
         {"index": {"joint": False}},
     ),
     "metaid-svd32": (
         "the spectral SVD in single precision (svd_precision float32, 3-5x faster on large graphs)",
-        DEMO,
+        BENCHMARK_RECIPE,
         {"index": {"svd_precision": "float32"}},
     ),
     "metaid-centroid": (
         "new rows start from their vectors (centroid) instead of transformers' resize",
-        DEMO,
+        BENCHMARK_RECIPE,
         {"model": {"init_new_rows": "centroid"}},
     ),
     "metaid-decoder-f": (
         "F on the decoder's ID tokens too, where this recipe reads the history (the research code: encoder only)",
-        DEMO,
+        BENCHMARK_RECIPE,
         {"model": {"augment_decoder": True}},
     ),
     "prompt-metaid": (
@@ -101,7 +112,7 @@ ABLATIONS: dict[str, tuple[str, Recipe, dict[str, dict]]] = {
         {},
     ),
 }
-# Where an ablation arm is compared: the demo's arms against META ID, the prompt arms against the prompt recipe.
+# Where an ablation arm is compared: the decoder arms against META ID, the prompt arms against the prompt recipe.
 ABLATION_BASELINE = {arm: "prompt-metaid" if arm.startswith("prompt-metaid-") else "metaid" for arm in ABLATIONS}
 ARMS = (*SCHEMES, "references", *ABLATIONS)
 PROTOCOLS = (("kept", False), ("left out", True))
@@ -129,9 +140,9 @@ PUBLISHED = (
 
 # ----------------------------------------------------------------------------------------------------- arms
 def cpu_recipe(arm: str, args: argparse.Namespace) -> Recipe:
-    """The recipe of a scheme arm (the demo's) or an ablation arm (its base with its change), with the small-data
-    overrides of the command line (recorded in the JSON)."""
-    _, base, changes = ABLATIONS.get(arm, ("", DEMO, {}))
+    """The recipe of a scheme arm (the decoder recipe) or an ablation arm (its base with its change), with the
+    small-data overrides of the command line (recorded in the JSON)."""
+    _, base, changes = ABLATIONS.get(arm, ("", BENCHMARK_RECIPE, {}))
     index = dataclasses.replace(base.index, **changes.get("index", {}))
     if args.clusters is not None and "num_clusters" not in changes.get("index", {}):
         index = dataclasses.replace(index, num_clusters=args.clusters)
@@ -454,7 +465,7 @@ def ablation_table(arms: dict[str, dict]) -> list[str]:
         base = ABLATION_BASELINE.get(arm)
         cells = [
             f"`{arm}`",
-            ABLATIONS[arm][0] if arm in ABLATIONS else "the META ID arm (the demo's recipe)",
+            ABLATIONS[arm][0] if arm in ABLATIONS else "the META ID arm (the decoder recipe, BENCHMARK_RECIPE)",
             f"{metrics['validation']['left out']['hr@10']:.4f}",
             *(f"{metrics['test'][p]['hr@10']:.4f} / {metrics['test'][p]['ndcg@10']:.4f}" for p in ("left out", "kept")),
         ]
@@ -621,10 +632,10 @@ def report(data: str, report_path: Path | None = None, results: Path = RESULTS) 
             lines += [
                 "",
                 "Ablations: META ID with one thing changed, each against the arm it changes (the prompt arms against "
-                "`prompt-metaid`, whose encoder reads the history's ID tokens, so F acts there; the demo's recipe "
+                "`prompt-metaid`, whose encoder reads the history's ID tokens, so F acts there; the decoder recipe "
                 "reads an anonymous prompt in the encoder and the history in the decoder, where F has no ID token "
                 "to act on, unless it is put on the decoder's ID tokens too: `metaid-decoder-f`). Users appear "
-                "in no prompt of the demo's recipe, so their tokens never reach the model: there META ID for items "
+                "in no prompt of the decoder recipe, so their tokens never reach the model: there META ID for items "
                 "only is the META ID row, META ID for users only is the row of the scheme the items get (SID, RID, "
                 "CID or IID above), and both is the META ID row again. Diversity and memorization: the paper's scores "
                 "(`hf_metaid.id_quality`) of each item's ID as the model reads it (the mean input vector of its ID "
@@ -687,7 +698,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2, help="torch threads of training and evaluation")
     parser.add_argument("--force", action="store_true", help="run finished arms again")
     parser.add_argument("--report-only", action="store_true", help="only rewrite the report from the arms' files")
-    parser.add_argument("--seed", type=int, default=0, help="gpu profile: the recipe's seed (cpu: the demo's)")
+    parser.add_argument("--seed", type=int, default=0, help="gpu profile: the recipe's seed (cpu: BENCHMARK_RECIPE's)")
     parser.add_argument("--work", type=Path, default=Path("runs/quality"), help="where models are saved")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where the arms' files go")
     parser.add_argument("--report", type=Path, default=None, help="the report's path (default: see the docstring)")

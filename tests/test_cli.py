@@ -249,7 +249,7 @@ def test_demo_defaults_are_the_measured_ones():
     (benchmarks/results/quality_budget.md); index and train keep the paper's skip-gram IDs and the plain small T5
     unless asked, and the options of each command give back exactly the recipe they started from."""
     from hf_metaid.cli import _index_config, _model_and_training, build_parser
-    from hf_metaid.pipeline import DEMO, Recipe
+    from hf_metaid.pipeline import BENCHMARK_RECIPE, DEMO, Recipe
 
     model = DEMO.model
     assert (DEMO.index.embedding, model.layers, model.d_ff, model.d_model, model.dropout) == (
@@ -259,7 +259,11 @@ def test_demo_defaults_are_the_measured_ones():
         64,
         0.3,
     )
-    assert model.item_output and model.item_input and not model.item_loss and not model.tree_softmax
+    assert model.item_output and model.item_input and not model.tree_softmax
+    # the ninth round: K = 200 and the sampled all-items objective, over the decoder recipe the benchmarks keep
+    assert (DEMO.index.num_clusters, model.item_loss, model.item_loss_negatives) == (200, 1.0, 1024)
+    assert (BENCHMARK_RECIPE.index.num_clusters, BENCHMARK_RECIPE.model.item_loss) == (100, 0.0)
+    assert (DEMO.training, DEMO.threads) == (BENCHMARK_RECIPE.training, BENCHMARK_RECIPE.threads)
     training = DEMO.training
     assert (training.batch_size, training.learning_rate, training.epochs, training.max_history) == (64, 4e-3, 16, 20)
     assert training.history_in_decoder and training.templates == "anonymous" and DEMO.exclude_seen is None

@@ -16,7 +16,7 @@ import torch
 import hf_metaid as hm
 from conftest import write_beauty_lines
 from hf_metaid.metrics import ranking_metrics
-from hf_metaid.pipeline import DEMO
+from hf_metaid.pipeline import BENCHMARK_RECIPE
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 SMALL = ["--clusters", "4", "--d-model", "32", "--d-ff", "48", "--batch-size", "8", "--max-steps", "2"]
@@ -123,7 +123,7 @@ def test_the_references_are_count_baselines_figures(csv_file, tmp_path):
     report = run(csv_file, tmp_path, "--arms", "metaid,references")
     assert "| META ID |" in report.read_text()
     record = json.loads((tmp_path / "results" / "beauty60" / "cpu" / "references.json").read_text())
-    index = dataclasses.replace(DEMO.index, num_clusters=4)  # the META ID arm's clusters (SMALL)
+    index = dataclasses.replace(BENCHMARK_RECIPE.index, num_clusters=4)  # the META ID arm's clusters (SMALL)
     references = count_baselines.counting_references(str(csv_file), embeddings=("spectral",), index=index)
     assert record["order"] == list(references.rankers)
     for name in references.rankers:

@@ -48,7 +48,7 @@ from .indexing import (
 from .item_tree import ItemTree
 from .model_card import evaluation_record
 from .modeling_metaid import MetaIDForConditionalGeneration
-from .pipeline import DEMO, PROMPT_DEMO, ModelSettings, Recipe, TrainingSettings, tiny_t5_config
+from .pipeline import BENCHMARK_RECIPE, DEMO, PROMPT_DEMO, ModelSettings, Recipe, TrainingSettings, tiny_t5_config
 from .saving import load_for_inference, save_for_inference
 from .tokenization_metaid import MetaIDTokenizer
 from .training import MetaIDTrainer, RecommendationEvalCallback, build_trainer, lora_config, training_arguments
@@ -87,6 +87,7 @@ MetaIDForConditionalGeneration.register_for_auto_class("AutoModelForSeq2SeqLM")
 __version__ = "0.1.0"
 
 __all__ = [
+    "BENCHMARK_RECIPE",
     "DEMO",
     "PROMPT_DEMO",
     "SHIPPED_FILES",
