@@ -526,8 +526,10 @@ SPEED_FILES = (
 )
 BEYOND_ONE_MACHINE = (
     "Past one machine (a plan, not measured here): the index's stages are separate, so each can move to the engine "
-    "that scales it. The spectral SVD runs ARPACK on one core: a randomized SVD (`torch.svd_lowrank`, on a GPU "
-    "where there is one) takes the same normalised adjacency. FAISS k-means runs on GPUs (`faiss.Kmeans(..., "
+    'that scales it. The spectral SVD runs ARPACK on one core, in single precision with `svd_precision="float32"` '
+    "(the `spectral32` rows above); past that, a randomized SVD (`torch.svd_lowrank`, on a GPU where there is one) "
+    "takes the same normalised adjacency (how many power iterations it needs for the same IDs is not measured). "
+    "FAISS k-means runs on GPUs (`faiss.Kmeans(..., "
     "gpu=True)` with faiss-gpu) for tens of millions of vectors. The embedding table and the training are torch "
     "modules: `accelerate launch` spreads the training over GPUs and machines unchanged (`examples/paper_recipe.py` "
     "is written for it). The index-cost table above says which stage and what memory grow first."
