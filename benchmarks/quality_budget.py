@@ -180,6 +180,11 @@ ARMS: dict[str, tuple[dict, dict, str]] = {
         {**ANONYMOUS_W20, "epochs": 32.0},
         "the narrow model for 32 epochs with the sampled all-items objective (1,024 drawn items), the 30-minute budget",
     ),
+    "dec-small-e40-item-io-anon-drop0.3-loss1-neg1024": (
+        {**NARROW, "item_loss": 1.0, "item_loss_negatives": 1024},
+        {**ANONYMOUS_W20, "epochs": 40.0},
+        "the narrow model for 40 epochs with the sampled all-items objective (1,024 drawn items)",
+    ),
     "dec-small-e60-item-io-anon-drop0.3-loss1-neg1024": (
         {**NARROW, "item_loss": 1.0, "item_loss_negatives": 1024},
         {**ANONYMOUS_W20, "epochs": 60.0},

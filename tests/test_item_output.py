@@ -388,12 +388,15 @@ def test_the_sampled_all_items_loss_scores_each_target_against_the_batch_targets
     assert set(torch.nonzero(module.weight.grad.abs().sum(dim=1)).flatten().tolist()) == set(candidates)
 
 
-def test_item_loss_negatives_travel_through_the_settings_and_the_config(tiny):
+def test_item_loss_negatives_travel_through_the_settings_and_the_config(tiny, tmp_path):
     from hf_metaid.pipeline import ModelSettings, build_model
 
     _, tokenizer, _ = tiny
     model = build_model(tokenizer, ModelSettings(d_model=32, item_output=True, item_loss=1.0, item_loss_negatives=64))
     assert model.config.metaid_item_loss_negatives == 64
+    model.save_pretrained(tmp_path / "model")
+    reloaded = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "model")
+    assert (reloaded.config.metaid_item_loss, reloaded.config.metaid_item_loss_negatives) == (1.0, 64)
     from hf_metaid.cli import _model_and_training, build_parser
 
     args = build_parser().parse_args(["demo", "--item-loss", "1", "--item-loss-negatives", "512"])
