@@ -253,7 +253,7 @@ PROMPT_DEMO = Recipe(
 # sequence learnt in one pass, windows of 20 items), an anonymous encoder prompt (no user ID to memorise), each item's
 # own input and output vectors, and a narrow model (d_model 64, d_ff 256, 1+2 layers) that runs many epochs cheaply,
 # with dropout 0.3 against memorising the training sequences, as sequential recommenders train. Its matrix products
-# are so small that one thread trains it faster than two (benchmarks/results/demo_threads.md). Whether the ranking
+# are so small that one thread trained it faster than two (0.71x on two; results/demo.md). Whether the ranking
 # leaves each user's history out is decided from the data (decide_exclude_seen): on Beauty, which has no repeated
 # user-item pair, it does, as a shop does. With K = 100 and the two-token objective alone it was the demo's recipe
 # of the eighth round (benchmarks/results/demo.md), and it stays the recipe the benchmarks compare ID schemes,
