@@ -48,6 +48,8 @@ DECODER = {"history_in_decoder": True, "max_history": 50, "batch_size": 64, "epo
 # The demo's recipe (pipeline.DEMO) as changes to PROMPT_DEMO: a narrow model with items' own vectors, reading windows
 # of 20 history items in its decoder under an anonymous prompt.
 NARROW = {"item_output": True, "item_input": True, "dropout": 0.3, "d_model": 64, "d_ff": 256, "layers": (1, 2)}
+# The narrow model with the all-items objective over the batch's targets and 1,024 drawn items.
+SAMPLED = {**NARROW, "item_loss": 1.0, "item_loss_negatives": 1024}
 ANONYMOUS_W20 = {**DECODER, "max_history": 20, "templates": "benchmarks/templates/anonymous_decoder.json"}
 ARMS: dict[str, tuple[dict, dict, str]] = {
     "prompt-demo": ({}, {}, "the demo's recipe: one prompt per prefix, last 5 items in the encoder, 4.5 epochs"),
@@ -166,27 +168,27 @@ ARMS: dict[str, tuple[dict, dict, str]] = {
         "the narrow model for 16 epochs on 200 clusters instead of 100",
     ),
     "dec-small-e16-item-io-anon-drop0.3-loss1-neg1024": (
-        {**NARROW, "item_loss": 1.0, "item_loss_negatives": 1024},
+        SAMPLED,
         {**ANONYMOUS_W20, "epochs": 16.0},
         "the narrow model for 16 epochs with the all-items objective over the batch's targets and 1,024 drawn items",
     ),
     "dec-small-e16-item-io-anon-drop0.3-loss1-neg1024-k200": (
-        {**NARROW, "item_loss": 1.0, "item_loss_negatives": 1024},
+        SAMPLED,
         {**ANONYMOUS_W20, "epochs": 16.0},
         "the same on 200 clusters",
     ),
     "dec-small-e32-item-io-anon-drop0.3-loss1-neg1024": (
-        {**NARROW, "item_loss": 1.0, "item_loss_negatives": 1024},
+        SAMPLED,
         {**ANONYMOUS_W20, "epochs": 32.0},
         "the narrow model for 32 epochs with the sampled all-items objective (1,024 drawn items), the 30-minute budget",
     ),
     "dec-small-e40-item-io-anon-drop0.3-loss1-neg1024": (
-        {**NARROW, "item_loss": 1.0, "item_loss_negatives": 1024},
+        SAMPLED,
         {**ANONYMOUS_W20, "epochs": 40.0},
         "the narrow model for 40 epochs with the sampled all-items objective (1,024 drawn items)",
     ),
     "dec-small-e60-item-io-anon-drop0.3-loss1-neg1024": (
-        {**NARROW, "item_loss": 1.0, "item_loss_negatives": 1024},
+        SAMPLED,
         {**ANONYMOUS_W20, "epochs": 60.0},
         "the narrow model for 60 epochs with the sampled all-items objective (1,024 drawn items), the 60-minute budget",
     ),

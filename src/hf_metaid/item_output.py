@@ -159,8 +159,8 @@ class MetaIDItemOutput(nn.Module):
         num_items = self.weight.shape[0]
         if 0 < negatives < num_items:
             drawn = torch.randint(num_items, (negatives,), device=targets.device)
-            candidates, targets = torch.unique(torch.cat([targets, drawn]), return_inverse=True)
-            targets = targets[: int(inside.sum())]
+            candidates, numbers = torch.unique(torch.cat([targets, drawn]), return_inverse=True)
+            targets = numbers[: len(targets)]
             scores = states @ self.weight[candidates].float().T + self.bias[candidates].float()
         else:
             scores = states @ self.weight.float().T + self.bias.float()

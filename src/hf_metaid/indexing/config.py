@@ -116,8 +116,8 @@ class MetaIDIndexerConfig(SkipGramConfig):
     svd_precision: str = field(
         default="float64",
         metadata={
-            "help": "spectral embedding: arithmetic of the SVD; 'float32' runs 3-5 times faster on large graphs and "
-            "agrees with 'float64' to about 1e-6 where singular values are distinct",
+            "help": "spectral embedding: arithmetic of the SVD; 'float32' runs 3-5 times faster on large graphs, its "
+            "singular values agree with 'float64' to about 1e-6, but the IDs it gives are not the same",
             "choices": SVD_PRECISIONS,
         },
     )

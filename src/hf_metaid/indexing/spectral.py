@@ -33,9 +33,10 @@ def spectral_embeddings(graph: BipartiteGraph, dim: int = 64, seed: int = 0, pre
     A graph too small for ``dim`` components fills the missing ones with zeros.
 
     ``precision`` is the arithmetic of the SVD. ``"float32"`` (ARPACK's single-precision solver) runs 3-5 times
-    faster on large graphs and its vectors agree with float64's to about 1e-6 where the singular values are
-    distinct, which is finer than the float32 output keeps (``benchmarks/index_scale.md``); where a singular value
-    repeats (a graph in many pieces) any basis of its space is a valid answer, and the two may return different ones.
+    faster on large graphs (``benchmarks/results/index_scale.md``); on Beauty its singular values agree with
+    float64's to about 1e-6 and each singular vector's cosine with float64's exceeds 0.99999, where the values are
+    distinct. Where a singular value repeats (a graph in many pieces) any basis of its space is a valid answer, and
+    the two may return different ones.
     """
     from scipy import sparse
     from scipy.sparse.linalg import svds
