@@ -49,6 +49,21 @@ def test_a_model_saved_without_evaluation_says_so(trained, tmp_path):
     assert "trust_remote_code=True" in card.text and "@inproceedings{huang2025metaid" in card.text
     assert "`user {user} items {history}`" not in card.text  # the library's OpenP5 templates were used
     assert "has interacted with items {history}" in card.text
+    assert "- beyond the paper's model: nothing" in card.text
+
+
+def test_the_card_names_the_options_beyond_the_papers_model():
+    from hf_metaid.model_card import _item_options
+
+    config = {"metaid_history_in_decoder": True, "metaid_item_output": True, "metaid_repeat_bias": True}
+    assert _item_options(config) == [
+        "the history in the decoder",
+        "items' own output vectors",
+        "a learned score of items already read",
+    ]
+    sampled = _item_options({"metaid_item_loss": 1.0, "metaid_item_loss_negatives": 1024})
+    assert sampled == ["an all-items objective (weight 1, against 1024 drawn items)"]
+    assert _item_options({"metaid_item_loss": 0.5}) == ["an all-items objective (weight 0.5, against every item)"]
 
 
 def test_measured_metrics_become_the_model_index(trained, tiny, tmp_path):

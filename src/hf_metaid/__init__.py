@@ -71,6 +71,7 @@ SHIPPED_FILES = (
     "t5_fast_path.py",
     "tree_softmax.py",
     "item_output.py",
+    "repeat_bias.py",
     "errors.py",
     "checks.py",
 )

@@ -117,6 +117,7 @@ MODEL_FIELDS = (
     "item_input",
     "item_loss",
     "item_loss_negatives",
+    "repeat_bias",
     "alpha",
     "augment_decoder",
     "init_new_rows",

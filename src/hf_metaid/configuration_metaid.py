@@ -64,6 +64,10 @@ class MetaIDConfig(T5Config):
     metaid_item_loss_negatives (`int`, defaults to 0):
         With `metaid_item_loss`: score each target against the batch's targets plus this many items drawn uniformly
         instead of every item (cheaper on a large catalogue); 0: every item.
+    metaid_repeat_bias (`bool`, defaults to `False`):
+        With the history in the decoder: a learned scalar β added to the rank-step logit (and the all-items score) of
+        every item the decoder has already read in the sequence, so the model learns from the data whether users
+        take an item again (see `hf_metaid.repeat_bias`). `False`: read items are scored like any other.
     metaid_num_items (`int`, defaults to 0):
         How many items the item output and the item input hold (their rows), numbered over the item table.
     """
@@ -86,6 +90,7 @@ class MetaIDConfig(T5Config):
     metaid_item_input: bool = False
     metaid_item_loss: float = 0.0
     metaid_item_loss_negatives: int = 0
+    metaid_repeat_bias: bool = False
     metaid_num_items: int = 0
 
     @property

@@ -133,6 +133,7 @@ class MetaIDItemOutput(nn.Module):
         item_mask: torch.Tensor,
         first_cluster_token: int,
         negatives: int = 0,
+        repeat: tuple[nn.Module, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Cross-entropy of each target item over every item, scored ``h · u_j + b_j`` from the state that predicts
         the item's cluster token: the full-softmax objective of a sequential recommender, on the item output's own
@@ -145,7 +146,11 @@ class MetaIDItemOutput(nn.Module):
 
         ``negatives`` > 0 scores each target against a sample instead of every item: the batch's target items plus
         ``negatives`` items drawn uniformly (torch's generator, so a seeded run repeats), each candidate once. Its
-        cost grows with the candidates, not the catalogue; with ``negatives`` ≥ the catalogue it is the full loss."""
+        cost grows with the candidates, not the catalogue; with ``negatives`` ≥ the catalogue it is the full loss.
+
+        ``repeat`` = ``(bias, codes)``: a :class:`~hf_metaid.repeat_bias.MetaIDRepeatBias` and, per position of
+        ``labels``, the codes of the items read up to it (B, L, S; ``codes_read_before``), so that an item already read
+        is scored with the same β as at the rank step."""
         num_clusters, num_ranks = item_mask.shape
         cluster = labels[:, :-1] - first_cluster_token
         rank = labels[:, 1:] - first_cluster_token - num_clusters
@@ -157,13 +162,23 @@ class MetaIDItemOutput(nn.Module):
             return hidden.sum() * 0.0
         states, targets = hidden[:, :-1][inside].float(), item[inside]
         num_items = self.weight.shape[0]
+        column = None  # item number -> its column among the candidates (None: every item, in order)
         if 0 < negatives < num_items:
             drawn = torch.randint(num_items, (negatives,), device=targets.device)
             candidates, numbers = torch.unique(torch.cat([targets, drawn]), return_inverse=True)
             targets = numbers[: len(targets)]
             scores = states @ self.weight[candidates].float().T + self.bias[candidates].float()
+            column = torch.full((num_items,), -1, dtype=torch.long, device=targets.device)
+            column[candidates] = torch.arange(len(candidates), device=targets.device)
         else:
             scores = states @ self.weight.float().T + self.bias.float()
+        if repeat is not None:
+            bias, codes = repeat
+            codes = codes[:, :-1][inside]  # (P, S): what each scoring state has read
+            read = torch.where(codes >= 0, item_numbers(item_mask)[codes.clamp(min=0)], -1)
+            if column is not None:
+                read = torch.where(read >= 0, column[read.clamp(min=0)], -1)
+            scores = bias.add_at(scores, read)
         return nn.functional.cross_entropy(scores, targets)
 
 

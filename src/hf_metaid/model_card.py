@@ -268,6 +268,28 @@ def _evaluation_section(evaluations: Sequence[Mapping]) -> list[str]:
     return lines
 
 
+# config field -> what the card says of it when it is on
+ITEM_OPTIONS = (
+    ("metaid_history_in_decoder", "the history in the decoder"),
+    ("metaid_item_input", "items' own input vectors"),
+    ("metaid_item_output", "items' own output vectors"),
+    ("metaid_repeat_bias", "a learned score of items already read"),
+)
+
+
+def _item_options(config: dict) -> list[str]:
+    """What the model adds to the paper's, in the card's words: the options that are on, and the all-items
+    objective with its weight and sample."""
+    options = [words for field, words in ITEM_OPTIONS if config.get(field)]
+    if config.get("metaid_item_loss"):
+        drawn = config.get("metaid_item_loss_negatives")
+        options.append(
+            f"an all-items objective (weight {config['metaid_item_loss']:g}"
+            + (f", against {drawn} drawn items)" if drawn else ", against every item)")
+        )
+    return options
+
+
 def _training_section(training, base_record, checkpoint, hub_base, config, source) -> list[str]:
     lines = ["## Training", ""]
     if base_record.get("folder"):
@@ -284,6 +306,7 @@ def _training_section(training, base_record, checkpoint, hub_base, config, sourc
     )
     lines += [f"- base: {base}; {shape}", f"- augmentation weight α: {config.get('metaid_alpha')}"]
     lines.append(f"- tree softmax: {'on' if config.get('metaid_tree_softmax') else 'off (the paper objective)'}")
+    lines.append(f"- beyond the paper's model: {', '.join(_item_options(config)) or 'nothing'}")
     if source:
         lines.append(f"- data: {source.get('name')} (sha256 of the training rows `{source.get('train_sha256')}`)")
     if training is None:

@@ -26,6 +26,7 @@ from .configuration_metaid import MetaIDConfig
 from .errors import InvalidArgumentError, VocabularyMismatchError
 from .item_output import MetaIDItemInput, MetaIDItemOutput, regrow_item_rows
 from .recommendation import RecommendationMixin
+from .repeat_bias import MetaIDRepeatBias, codes_read_before
 from .tree_softmax import check_labels, next_token_table
 
 
@@ -186,6 +187,8 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
             self.metaid_item_output = MetaIDItemOutput(config.metaid_num_items, config.d_model)
         if config.metaid_item_input and config.metaid_history_in_decoder:
             self.decoder._add_item_input(config)
+        if config.metaid_repeat_bias:
+            self.metaid_repeat_bias = MetaIDRepeatBias()
         self.post_init()
 
     # --------------------------------------------------------------------------------------------- building
@@ -386,6 +389,8 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
         if isinstance(module, MetaIDItemOutput):
             init.zeros_(module.weight)  # an untrained item output changes no logit
             init.zeros_(module.bias)
+        if isinstance(module, MetaIDRepeatBias):
+            init.zeros_(module.weight)  # an untrained repeat bias changes no logit
 
     def _register_item_mask(self) -> None:
         clusters = self.config.metaid_num_clusters
@@ -454,6 +459,25 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
         self._set_num_items(module.weight.shape[0])
         self._set_stack_fields(metaid_item_input=True)
         self.item_input_stack.metaid_item_input = module
+
+    def set_repeat_bias(self, enabled: bool = True) -> None:
+        """Add (or remove) the learned score β of the items the decoder has already read (:mod:`hf_metaid.repeat_bias`).
+
+        On, the rank-step logit of every item read earlier in the decoder's sequence gets β, in the training loss
+        (and the all-items objective), ``generate`` and ``recommend`` alike; β starts at 0 and is saved with the
+        weights. It needs the history in the decoder (:meth:`set_prompt_format`), where the sequence holds the
+        items read. LoRA trains it in full.
+        """
+        check_bool("enabled", enabled)
+        if enabled and not self.config.metaid_history_in_decoder:
+            raise InvalidArgumentError(
+                "the repeat bias scores the items the decoder has read: set the history in the decoder first "
+                "(set_prompt_format(..., history_in_decoder=True))"
+            )
+        self._modules.pop("metaid_repeat_bias", None)
+        self._set_stack_fields(metaid_repeat_bias=enabled)
+        if enabled:
+            self.metaid_repeat_bias = MetaIDRepeatBias().to(self.get_input_embeddings().weight.device)
 
     @property
     def item_input_stack(self) -> _ItemInputStack:
@@ -537,12 +561,15 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
         """T5's forward (same parameters, which ``generate`` inspects); with the tree softmax or the item output, the
         logits carry them (:meth:`adjust_logits`) and the loss is taken over them."""
         config = self.config
-        adjusted = config.metaid_tree_softmax or config.metaid_item_output
+        # generate feeds one new token per step after the first: the whole sequence comes beside it (see
+        # prepare_inputs_for_generation), for the repeat bias to see the items read before.
+        sequence = kwargs.pop("metaid_decoder_sequence", None)
+        adjusted = config.metaid_tree_softmax or config.metaid_item_output or config.metaid_repeat_bias
         if adjusted and decoder_input_ids is None:
             if labels is None or decoder_inputs_embeds is not None:
                 raise ValueError(
-                    "the tree softmax and the item output need decoder_input_ids or labels (they read the previous "
-                    "tokens)"
+                    "the tree softmax, the item output and the repeat bias need decoder_input_ids or labels (they "
+                    "read the previous tokens)"
                 )
             decoder_input_ids = self._shift_right(labels)
         captured: list[torch.Tensor] = []
@@ -571,7 +598,11 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
                 hook.remove()
         if not adjusted:
             return output
-        output.logits = self.adjust_logits(output.logits, captured[-1] if captured else None, decoder_input_ids)
+        if sequence is None:
+            sequence = decoder_input_ids
+        output.logits = self.adjust_logits(
+            output.logits, captured[-1] if captured else None, decoder_input_ids, sequence
+        )
         if labels is not None:
             labels = labels.to(output.logits.device)
             if config.metaid_tree_softmax:
@@ -584,23 +615,60 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
                     self.metaid_item_mask,
                     config.metaid_first_new_id,
                     config.metaid_item_loss_negatives,
+                    self._read_items(decoder_input_ids),
                 )
         return output
 
-    def adjust_logits(self, logits: torch.Tensor, hidden: torch.Tensor | None, previous: torch.Tensor) -> torch.Tensor:
-        """The language-model head's ``logits`` (…, V) with the item output's scores and the tree softmax's bias
-        added, float32. ``hidden`` is what the head read (for the item output), ``previous`` the token each position
-        follows. The model's forward and the fast decoder both call it, so every decoding path scores alike."""
+    def adjust_logits(
+        self,
+        logits: torch.Tensor,
+        hidden: torch.Tensor | None,
+        previous: torch.Tensor,
+        sequence: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The language-model head's ``logits`` (…, T, V) with the item output's scores, the repeat bias and the tree
+        softmax's bias added, float32. ``hidden`` is what the head read (for the item output), ``previous`` (…, T)
+        the token each position follows, ``sequence`` the decoder's tokens read so far for the repeat bias: (…, S)
+        ending with ``previous``, or (…, T, S) one per position (a beam's) ending with its token; default
+        ``previous``. The model's forward and the fast decoder both call it, so every decoding path scores alike."""
         config = self.config
         logits = logits.float()
+        first = config.metaid_first_new_id
         if config.metaid_item_output:
-            first = config.metaid_first_new_id
             logits = self.metaid_item_output(
                 logits, hidden, previous, self.metaid_item_mask, first, first + config.metaid_num_clusters
             )
+        if config.metaid_repeat_bias:
+            sequence = (previous if sequence is None else sequence).to(logits.device)
+            per_position = sequence.dim() > previous.dim()  # (…, T, S): one sequence per position, e.g. per beam
+            clusters, ranks = config.metaid_num_clusters, config.metaid_num_new_tokens - config.metaid_num_clusters
+            logits = self.metaid_repeat_bias(
+                logits.unsqueeze(-2) if per_position else logits, sequence, first, clusters, ranks
+            )
+            logits = logits.squeeze(-2) if per_position else logits
         if config.metaid_tree_softmax:
             logits = logits + self.next_token_bias(previous, logits.shape[-1]).to(logits.device)
         return logits
+
+    def _read_items(self, decoder_input_ids: torch.Tensor) -> tuple[nn.Module, torch.Tensor] | None:
+        """What the all-items objective needs for the repeat bias: the module and, per position of the decoder's
+        inputs, the codes of the items read up to it (None without the repeat bias)."""
+        config = self.config
+        if not config.metaid_repeat_bias:
+            return None
+        clusters = config.metaid_num_clusters
+        codes = codes_read_before(
+            decoder_input_ids, config.metaid_first_new_id, clusters, config.metaid_num_new_tokens - clusters
+        )
+        return self.metaid_repeat_bias, codes
+
+    def prepare_inputs_for_generation(self, input_ids, *args, **kwargs):
+        """GenerationMixin's inputs, plus (with the repeat bias) the decoder's whole sequence so far: with a cache
+        ``generate`` feeds only the newest token, and the repeat bias must see the items read before it."""
+        inputs = super().prepare_inputs_for_generation(input_ids, *args, **kwargs)
+        if self.config.metaid_repeat_bias:
+            inputs["metaid_decoder_sequence"] = input_ids
+        return inputs
 
     # ------------------------------------------------------------------------------------------------ pairing
     def check_tokenizer(self, tokenizer) -> None:

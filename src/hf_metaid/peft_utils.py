@@ -10,6 +10,7 @@ AUGMENTATION_MODULE = "metaid_augmentation"
 # The item output (per-item output vectors at the rank step), where the model has one: trained and saved in full too.
 ITEM_OUTPUT_MODULE = "metaid_item_output"
 ITEM_INPUT_MODULE = "metaid_item_input"
+REPEAT_BIAS_MODULE = "metaid_repeat_bias"
 
 
 def is_peft(model) -> bool:

@@ -151,6 +151,15 @@ class ModelSettings:
         },
     )
 
+    repeat_bias: bool = field(
+        default=False,
+        metadata={
+            "help": "with --history-in-decoder: learn one score β added to every item the decoder has already read, "
+            "so the model learns from the data whether users take an item again (off: read items are scored like "
+            "any other)"
+        },
+    )
+
     def __post_init__(self) -> None:
         validate_fields(self)
         if self.item_loss and not self.item_output:
@@ -467,12 +476,18 @@ def train(
     ``recommend`` ask in the words the model learned. ``arguments`` override the training arguments the settings
     give (:func:`~hf_metaid.training_arguments` keywords); ``trainer_kwargs`` go to :func:`~hf_metaid.build_trainer`.
     """
+    if model_settings.repeat_bias and not settings.history_in_decoder:
+        raise InvalidArgumentError(
+            "repeat_bias needs history_in_decoder (--history-in-decoder): it scores the items the decoder has read"
+        )
     templates = load_templates(settings.templates)
     tokenizer = build_tokenizer(vocabulary, model_settings.base)
     model = build_model(tokenizer, model_settings, seed=settings.seed)
     model.set_prompt_format(
         None if templates is TEMPLATES else templates, settings.max_history, settings.history_in_decoder
     )
+    if model_settings.repeat_bias:
+        model.set_repeat_bias()  # it reads the decoder's history: after the prompt format
     return fine_tune(model, tokenizer, train_split, output_dir, settings, arguments, **trainer_kwargs)
 
 

@@ -383,6 +383,8 @@ def _load_adapter(folder: Path, base, tokenizer, **from_pretrained_kwargs):
         base.set_item_output(tokenizer, saved.metaid_item_output)
     if base.config.metaid_item_input != saved.metaid_item_input:
         base.set_item_input(tokenizer, saved.metaid_item_input)
+    if base.config.metaid_repeat_bias != saved.metaid_repeat_bias:
+        base.set_repeat_bias(saved.metaid_repeat_bias)
     _check_base(folder, base, record, adapter, described)
     with _damaged_files_named(folder):
         model = PeftModel.from_pretrained(base, folder, is_trainable=False)

@@ -91,8 +91,9 @@ def _decoder_gap(model) -> str | None:
 
 
 def _adjusts_logits(config) -> bool:
-    """Whether the model adds to its language-model head's logits (tree softmax, item output)."""
-    return bool(getattr(config, "metaid_tree_softmax", False) or getattr(config, "metaid_item_output", False))
+    """Whether the model adds to its language-model head's logits (tree softmax, item output, repeat bias)."""
+    names = ("metaid_tree_softmax", "metaid_item_output", "metaid_repeat_bias")
+    return any(bool(getattr(config, name, False)) for name in names)
 
 
 def _stack_gap(stack, path: str, attentions: tuple[str, ...]) -> str | None:
@@ -191,6 +192,12 @@ class BeamDecoder:
         self.context: list[tuple[torch.Tensor, torch.Tensor]] = []
         # (N, 1): the token before the first one fed to step (the context's last; none without a context).
         self.previous = torch.full((n, 1), -1, dtype=torch.long, device=device)
+        # (N, B, S): each beam's tokens so far, context included, where the repeat bias reads them (else None).
+        self.sequence = None
+        if getattr(config, "metaid_repeat_bias", False):
+            self.sequence = torch.empty((n, 1, 0), dtype=torch.long, device=device)
+            if context is not None:
+                self.sequence = context.unsqueeze(1)
         if context is not None:
             self.previous = context[:, -1:].masked_fill(~context_mask[:, -1:].bool(), -1)
             mask = context_mask.bool()[:, None, None, :]
@@ -253,6 +260,8 @@ class BeamDecoder:
 
         self.cache = [[(pick(k), pick(v)) for k, v in layer] for layer in self.cache]
         self.previous = pick(self.previous.unsqueeze(-1)).squeeze(-1)
+        if self.sequence is not None:
+            self.sequence = pick(self.sequence)
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         """Feed one token per beam (``tokens``: (N, B)); return the next-token logits (N, B, V) in float32."""
@@ -262,6 +271,8 @@ class BeamDecoder:
         else:
             hidden = self.decoder.embed_tokens(tokens)
         self.previous = tokens
+        if self.sequence is not None:
+            self.sequence = torch.cat([self.sequence.expand(*tokens.shape, -1), tokens.unsqueeze(-1)], dim=-1)
         bias = self.position_bias[0, :, position, : position + 1].T  # (P + T, H)
         context_bias, bias = bias[: self.context_length], bias[self.context_length :]
         for index, block in enumerate(self.decoder.block):
@@ -296,7 +307,7 @@ class BeamDecoder:
             hidden = hidden * self.output_scale
         logits = self.lm_head(hidden).float()
         if self.adjust_logits is not None:  # the model's forward adjusts its logits the same way: generate sees it
-            logits = self.adjust_logits(logits, hidden, tokens)
+            logits = self.adjust_logits(logits, hidden, tokens, self.sequence)
         return logits
 
     def _context_scores(self, index: int, query: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:

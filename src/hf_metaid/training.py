@@ -28,7 +28,14 @@ from .collator import MetaIDDataCollator
 from .data.prompts import tokenize_prompts
 from .errors import InvalidArgumentError
 from .evaluation import RecommendationEvaluator
-from .peft_utils import AUGMENTATION_MODULE, ITEM_INPUT_MODULE, ITEM_OUTPUT_MODULE, is_peft, unwrap
+from .peft_utils import (
+    AUGMENTATION_MODULE,
+    ITEM_INPUT_MODULE,
+    ITEM_OUTPUT_MODULE,
+    REPEAT_BIAS_MODULE,
+    is_peft,
+    unwrap,
+)
 
 
 # ------------------------------------------------------------------------------------------------- configuration
@@ -44,7 +51,8 @@ def lora_config(
 
     ``trainable_token_indices={"shared": ids}`` trains only the new rows of the shared embedding (seen by encoder,
     decoder and the tied ``lm_head``); ``modules_to_save=["metaid_augmentation"]`` trains and saves F (and
-    ``"metaid_item_output"`` / ``"metaid_item_input"``, the items' own vectors, where the model has them).
+    ``"metaid_item_output"`` / ``"metaid_item_input"``, the items' own vectors, and ``"metaid_repeat_bias"``, where
+    the model has them).
     """
     from peft import LoraConfig
 
@@ -69,6 +77,7 @@ def lora_config(
             AUGMENTATION_MODULE,
             *([ITEM_OUTPUT_MODULE] if config.metaid_item_output else []),
             *([ITEM_INPUT_MODULE] if config.metaid_item_input else []),
+            *([REPEAT_BIAS_MODULE] if getattr(config, "metaid_repeat_bias", False) else []),
         ],
     }
     fields.update(overrides)
