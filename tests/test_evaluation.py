@@ -183,9 +183,12 @@ def test_exclude_seen_leaves_the_history_out_for_every_task(tiny, task):
     shown = {}
     for exclude_seen in (False, True):
         lists.clear()
-        hm.evaluate_recommender(model, tokenizer, rows, task=task, ks=(10,), exclude_seen=exclude_seen, progress=False)
+        metrics = hm.evaluate_recommender(
+            model, tokenizer, rows, task=task, ks=(10,), exclude_seen=exclude_seen, progress=False
+        )
         shown[exclude_seen] = sum(len({item for item, _ in recs} & histories[user]) for user, recs in lists)
         assert len(lists) == rows.num_rows and all(len(recs) == 10 for _, recs in lists)
+        assert metrics["seen@10"] == pytest.approx(shown[exclude_seen] / (10 * rows.num_rows))  # what seen@k counts
     assert shown[False] > 0  # the model does rank history items when allowed to, so the check below can fail
     assert shown[True] == 0
 

@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 
+from hf_metaid.errors import InvalidArgumentError
 from hf_metaid.id_quality import diversity_score, item_id_embeddings, memorization_score
 from hf_metaid.metrics import MetricAccumulator, exclude_seen, rank_of_target, ranking_metrics
 
@@ -42,6 +43,22 @@ def test_ranking_metrics_hand_computed():
     assert result["num_users"] == 4
     assert result["invalid_rate"] == 0.0
     assert set(result) == {"hr@5", "ndcg@5", "mrr@5", "hr@10", "ndcg@10", "mrr@10", "invalid_rate", "num_users"}
+
+
+def test_seen_at_k_is_the_share_of_the_top_k_spent_on_history_items():
+    accumulator = MetricAccumulator(ks=(1, 3))
+    accumulator.add([["a", "b", "c"], ["d"]], ["c", "x"], [["b", "c"], ["d", "e"]])
+    accumulator.add([["f", "g", "h"]], ["f"], [[]])
+    result = accumulator.compute()
+    # slots @1: a no, d yes, f no -> 1/3; @3: 2 of 3, 1 of 3 (a short list counts its missing slots as unseen), 0
+    assert result["seen@1"] == pytest.approx(1 / 3)
+    assert result["seen@3"] == pytest.approx((2 / 3 + 1 / 3 + 0) / 3)
+    with pytest.raises(InvalidArgumentError, match="every batch or with none"):
+        accumulator.add([["a"]], ["a"])
+    plain = MetricAccumulator(ks=(1,)).add([["a"]], ["a"])
+    assert "seen@1" not in plain.compute()
+    with pytest.raises(InvalidArgumentError, match="every batch or with none"):
+        plain.add([["a"]], ["a"], [["a"]])
 
 
 def test_cutoffs_at_boundaries():

@@ -69,10 +69,11 @@ def evaluate_recommender(
             ``valid_items``, for ``invalid_rate``) to collect into, so that the caller can read each user's outcome
             afterwards (``accumulator.target_ranks()``, in split order).
     Returns:
-        ``{"hr@5": ..., "ndcg@5": ..., "mrr@5": ..., ..., "invalid_rate": ..., "num_users": ..., "known_users": ...,
-        "known_targets": ..., "seconds": ...}``; ``known_users`` / ``known_targets``: how many of the split's users
-        and target items the vocabulary knows (an unknown user is asked about as a new user, an unknown target is a
-        miss).
+        ``{"hr@5": ..., "ndcg@5": ..., "mrr@5": ..., ..., "invalid_rate": ..., "num_users": ..., "seen@5": ...,
+        "seen@10": ..., "known_users": ..., "known_targets": ..., "seconds": ...}``; ``seen@k``: the share of the
+        top k spent on the user's own history items (0 with ``exclude_seen``); ``known_users`` / ``known_targets``:
+        how many of the split's users and target items the vocabulary knows (an unknown user is asked about as a new
+        user, an unknown target is a miss).
 
     Raises:
         UnknownDataError: the vocabulary knows less than ``min_known_targets`` of the target items.
@@ -125,7 +126,7 @@ def evaluate_recommender(
         results: list[list[str]] = [[] for _ in batch_users]
         for i, row in zip(asked, ranked, strict=True):
             results[i] = [item for item, _ in row]
-        accumulator.add(results, targets[start:stop])
+        accumulator.add(results, targets[start:stop], histories[start:stop])
         bar.update(len(results))
     bar.close()
     metrics = accumulator.compute()

@@ -8,7 +8,10 @@ of recommended item ids (no sampled negatives), so
   relevant item the ideal DCG is 1, so DCG is already normalised);
 * ``MRR@k``  = ``1 / (rank + 1)`` under the same cut-off;
 
-each averaged over users.
+each averaged over users. Given each user's history, :class:`MetricAccumulator` also reports
+
+* ``seen@k`` = the share of the first ``k`` entries that are items of the user's own history: under a protocol
+  that keeps them in the ranking, the slots a model spends on what the user already has.
 """
 
 from __future__ import annotations
@@ -65,17 +68,33 @@ class MetricAccumulator:
         self._ranks: list[np.ndarray] = []
         self._invalid = 0
         self._entries = 0
+        self._seen: list[np.ndarray] = []  # per batch given histories: (users, max(ks)) bool, a history item there
 
     @property
     def num_users(self) -> int:
         return sum(len(r) for r in self._ranks)
 
-    def add(self, recommended_batch: Sequence[Sequence[str]], targets_batch: Sequence[str]) -> MetricAccumulator:
-        """Add one batch: a ranked list of item ids per user and each user's single target item."""
+    def add(
+        self,
+        recommended_batch: Sequence[Sequence[str]],
+        targets_batch: Sequence[str],
+        histories_batch: Sequence[Iterable[str]] | None = None,
+    ) -> MetricAccumulator:
+        """Add one batch: a ranked list of item ids per user and each user's single target item; with each user's
+        history items (``histories_batch``, for every batch or none), ``compute`` also reports ``seen@k``."""
         _check_same_length(recommended_batch, targets_batch, "recommended", "targets")
         depth = max(self.ks)
         # Entries past the largest cut-off never enter a metric, so they are not judged for validity either.
         truncated = [list(items)[:depth] for items in recommended_batch]
+        if (histories_batch is None) != (not self._seen) and self._ranks:
+            raise InvalidArgumentError("histories must be given with every batch or with none")
+        if histories_batch is not None:
+            _check_same_length(recommended_batch, histories_batch, "recommended", "histories")
+            seen = np.zeros((len(truncated), depth), dtype=bool)
+            for row, (items, history) in enumerate(zip(truncated, histories_batch, strict=True)):
+                history = set(history)
+                seen[row, : len(items)] = [item in history for item in items]
+            self._seen.append(seen)
         self._ranks.append(rank_of_target(truncated, targets_batch))
         invalid, entries = _count_invalid(truncated, self.valid_items)
         self._invalid += invalid
@@ -103,6 +122,9 @@ class MetricAccumulator:
             result[f"mrr@{k}"] = float(np.where(hit, 1.0 / (safe + 1.0), 0.0).mean())
         result["invalid_rate"] = self._invalid / self._entries if self._entries else 0.0
         result["num_users"] = float(len(ranks))
+        if self._seen:  # the share of the top-k slots spent on the user's own history items
+            seen = np.concatenate(self._seen)
+            result.update({f"seen@{k}": float(seen[:, :k].sum(axis=1).mean() / k) for k in self.ks})
         return result
 
 
