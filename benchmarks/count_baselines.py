@@ -11,12 +11,13 @@ no repeated user-item pair, so a seen item is never the answer):
   is about what a small T5 learns in the demo's budget (its cluster step reaches this chain's loss; compare its
   HR@10 in `demo.md`);
 - item Markov chain: the last item's most frequent training successors, the rest of the ten by popularity;
-- on the synthetic log (``--data markov``), the oracle: the true next-item probabilities of the process that wrote it
-  (the best any ranking can do on average).
+- on the synthetic logs (``--data markov``, ``--data markov-repeats``), the oracle: the true next-item probabilities of
+  the process that wrote it (the best any ranking can do on average).
 
 Usage:
     python benchmarks/count_baselines.py                 # Beauty: benchmarks/results/count_baselines.md
     python benchmarks/count_baselines.py --data markov   # the synthetic log: results/count_baselines_markov.md
+    python benchmarks/count_baselines.py --data markov-repeats   # users come back to items
     python benchmarks/count_baselines.py --data FILE     # any interaction file: results/count_baselines_STEM.md
 """
 
@@ -37,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 import hf_metaid as hm
+from hf_metaid.data.interactions import SYNTHETIC_SOURCES
 from hf_metaid.indexing import MetaIDIndexerConfig
 from hf_metaid.metrics import exclude_seen, ranking_metrics
 from hf_metaid.pipeline import BENCHMARK_RECIPE, build_vocabulary
@@ -79,8 +81,9 @@ def markov_top(last: int, popularity: np.ndarray, popular: list[int], transition
 
 
 def oracle_top(process, number: np.ndarray, last: int, top: int) -> list[int]:
-    """The catalogue positions of the ``top`` items the process most likely writes after ``last`` (seen items are
-    cut later by the protocol; the process never repeats them, so leaving them out is the oracle's ranking)."""
+    """The catalogue positions of the ``top`` items the process most likely writes after ``last`` (on ``markov``
+    seen items are cut later by the protocol: the process never repeats them, so leaving them out is the oracle's
+    ranking; on ``markov-repeats`` it writes them again, so keeping them is)."""
     probabilities = process.next_item_probabilities(int(number[last]))[number]
     return np.argsort(-probabilities, kind="stable")[:top].tolist()
 
@@ -139,8 +142,8 @@ def counting_references(
     rankers["item Markov chain"] = lambda last: cache.setdefault(
         last, markov_top(last, popularity, popular, transitions, depth)
     )
-    if data == "markov":
-        process = hm.data.markov_interactions()[1]
+    if data in SYNTHETIC_SOURCES:  # a synthetic log: its process is known
+        process = hm.data.markov_interactions(**SYNTHETIC_SOURCES[data])[1]
         number = np.array([int(item[1:]) for item in names["items"]])  # catalogue position -> the process's item
         rankers["oracle: the process's true next-item probabilities"] = lambda last: oracle_top(
             process, number, last, depth

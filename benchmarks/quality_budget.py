@@ -203,6 +203,11 @@ ARMS: dict[str, tuple[dict, dict, str]] = {
         {**ANONYMOUS_W20, "epochs": 40.0},
         "the 30-minute arm with the learned repeat score",
     ),
+    "dec-small-e60-item-io-anon-drop0.3-loss1-neg1024-repeat": (
+        {**SAMPLED, "repeat_bias": True},
+        {**ANONYMOUS_W20, "epochs": 60.0},
+        "the 60-epoch sampled arm with the learned repeat score",
+    ),
     "dec-small-e16-item-io-anon-drop0.3-loss1-neg1024-k200-repeat": (
         {**SAMPLED, "repeat_bias": True},
         {**ANONYMOUS_W20, "epochs": 16.0},

@@ -60,3 +60,7 @@ def test_markov_is_a_data_name_like_beauty():
     loaded = hm.load_interactions("markov")
     log, _ = markov_interactions()
     assert loaded["item"] == log["item"] and loaded["user"] == log["user"]
+    assert hm.data.repeated_pairs(loaded) == 0
+    again = hm.load_interactions("markov-repeats")  # the same process, where users come back to items
+    with_repeats, _ = markov_interactions(repeats=True)
+    assert again["item"] == with_repeats["item"] and hm.data.repeated_pairs(again) > 0.05 * again.num_rows

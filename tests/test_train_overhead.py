@@ -37,6 +37,14 @@ def test_a_tiny_run_writes_every_variant(tmp_path):
     out = tmp_path / "overhead.md"
     train_overhead.main(["--data", str(data), "--steps", "1", "--warmup", "1", "--repeats", "2", "--out", str(out)])
     rows = [line for line in out.read_text().splitlines() if line.startswith("| ") and "variant" not in line]
-    assert [row.split(" | ")[1] for row in rows] == ["plain T5", "META ID", "META ID, F skipped", "plain T5", "META ID"]
+    assert [row.split(" | ")[1] for row in rows] == [
+        "plain T5",
+        "META ID",
+        "META ID, F skipped",
+        "plain T5",
+        "META ID",
+        "META ID, repeat bias",
+    ]
     assert all(float(row.split(" | ")[-1].rstrip(" |")) > 0 for row in rows)
-    assert "F's overhead: " in out.read_text() and "not measured" not in out.read_text()
+    text = out.read_text()
+    assert "F's overhead: " in text and "repeat bias's overhead: " in text and "not measured" not in text

@@ -530,8 +530,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="hf-metaid", description="META ID recommendation with Hugging Face models.")
     commands = parser.add_subparsers(dest="command", required=True)
     data_help = (
-        "interactions: a file (P5/OpenP5 text, CSV, TSV, Parquet, JSONL), 'beauty' (embedded, default) or 'markov' "
-        "(a synthetic log with a known best ranking)"
+        "interactions: a file (P5/OpenP5 text, CSV, TSV, Parquet, JSONL), 'beauty' (embedded, default), 'markov' "
+        "(a synthetic log with a known best ranking) or 'markov-repeats' (the same, where users come back to items)"
     )
     defaults = Recipe()
 

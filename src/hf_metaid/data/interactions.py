@@ -42,6 +42,10 @@ def embedded_beauty_path() -> Path:
     return Path(str(resources.files("hf_metaid.data").joinpath("beauty.txt.gz")))
 
 
+# Built-in synthetic logs by name: the keyword arguments of markov_interactions that write them.
+SYNTHETIC_SOURCES = {"markov": {}, "markov-repeats": {"repeats": True}}
+
+
 def load_interactions(
     source: str | os.PathLike | datasets.Dataset | None = None,
     *,
@@ -55,8 +59,10 @@ def load_interactions(
 
     Args:
         source: a path, a ``datasets.Dataset`` with user/item columns, ``None`` / ``"beauty"`` for the embedded
-            Amazon Beauty data, or ``"markov"`` for the synthetic log of :func:`~hf_metaid.data.markov_interactions`
-            with its default settings (a second data set whose best possible ranking is known).
+            Amazon Beauty data, ``"markov"`` for the synthetic log of :func:`~hf_metaid.data.markov_interactions`
+            with its default settings (a second data set whose best possible ranking is known), or
+            ``"markov-repeats"`` for the same process where users come back to items they met (repeat consumption,
+            as in check-ins or music).
         format: ``"sequence"`` (P5 ``Beauty.txt`` and OpenP5 ``user_sequence.txt``: ``user item item ...`` per
             line, items in time order), ``"csv"``, ``"tsv"``, ``"parquet"`` or ``"jsonl"``. Guessed from the suffix
             when omitted (``.txt`` → sequence).
@@ -70,8 +76,8 @@ def load_interactions(
     _check_arguments(source, format, user_column, item_column, timestamp_column, min_interactions)
     if source is None or (isinstance(source, str) and source.lower() == "beauty"):
         source, format = embedded_beauty_path(), "sequence"
-    elif isinstance(source, str) and source.lower() == "markov":
-        source = markov_interactions()[0]
+    elif isinstance(source, str) and source.lower() in SYNTHETIC_SOURCES:
+        source = markov_interactions(**SYNTHETIC_SOURCES[source.lower()])[0]
     if isinstance(source, datasets.Dataset):
         events = _dataset_events(source, user_column, item_column, timestamp_column)
         return _build(events, "<dataset>", min_interactions)
