@@ -142,8 +142,8 @@ def counting_references(
     rankers["item Markov chain"] = lambda last: cache.setdefault(
         last, markov_top(last, popularity, popular, transitions, depth)
     )
-    if data in SYNTHETIC_SOURCES:  # a synthetic log: its process is known
-        process = hm.data.markov_interactions(**SYNTHETIC_SOURCES[data])[1]
+    if data.lower() in SYNTHETIC_SOURCES:  # a synthetic log: its process is known
+        process = hm.data.markov_interactions(**SYNTHETIC_SOURCES[data.lower()])[1]
         number = np.array([int(item[1:]) for item in names["items"]])  # catalogue position -> the process's item
         rankers["oracle: the process's true next-item probabilities"] = lambda last: oracle_top(
             process, number, last, depth
@@ -154,7 +154,7 @@ def counting_references(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoothing", type=float, default=0.1, help="additive smoothing of the counts")
-    parser.add_argument("--data", default="beauty", help="'beauty', 'markov' or an interaction file")
+    parser.add_argument("--data", default="beauty", help="'beauty', 'markov', 'markov-repeats' or an interaction file")
     args = parser.parse_args()
 
     started = time.perf_counter()

@@ -465,7 +465,11 @@ def _arm_parser(commands, name: str, help: str, split: str, threads: int) -> arg
     parser.add_argument("--split", choices=("validation", "test"), default=split)
     parser.add_argument("--threads", type=int, default=threads)
     parser.add_argument("--work", type=Path, default=Path("runs/quality_budget"), help="where models are saved")
-    parser.add_argument("--data", default="beauty", help="'beauty', 'markov' (synthetic) or an interaction file")
+    parser.add_argument(
+        "--data",
+        default="beauty",
+        help="'beauty', 'markov', 'markov-repeats' (synthetic) or an interaction file",
+    )
     return parser
 
 

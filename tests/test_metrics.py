@@ -55,6 +55,8 @@ def test_seen_at_k_is_the_share_of_the_top_k_spent_on_history_items():
     assert result["seen@3"] == pytest.approx((2 / 3 + 1 / 3 + 0) / 3)
     with pytest.raises(InvalidArgumentError, match="every batch or with none"):
         accumulator.add([["a"]], ["a"])
+    with pytest.raises(InvalidArgumentError, match=r"histories\[0\] must be a list"):
+        MetricAccumulator(ks=(1,)).add([["a"]], ["a"], ["ab"])  # a string is not read as its characters
     plain = MetricAccumulator(ks=(1,)).add([["a"]], ["a"])
     assert "seen@1" not in plain.compute()
     with pytest.raises(InvalidArgumentError, match="every batch or with none"):

@@ -188,8 +188,12 @@ def test_the_repeat_bias_survives_save_and_auto_model_reload(tmp_path):
     assert reloaded.recommend(tokenizer, user="u1", history=history, k=5) == model.recommend(
         tokenizer, user="u1", history=history, k=5
     )
+    with pytest.raises(hm.InvalidArgumentError, match="take it off first"):
+        model.set_prompt_format(max_history=8, history_in_decoder=False)  # the bias would read nothing there
+    assert model.config.metaid_history_in_decoder
     model.set_repeat_bias(False)
     assert "metaid_repeat_bias" not in model._modules and not model.config.metaid_repeat_bias
+    model.set_prompt_format(max_history=8, history_in_decoder=False)
 
 
 # -------------------------------------------------------------------------------------------------- settings

@@ -88,15 +88,20 @@ class MetricAccumulator:
         truncated = [list(items)[:depth] for items in recommended_batch]
         if (histories_batch is None) != (not self._seen) and self._ranks:
             raise InvalidArgumentError("histories must be given with every batch or with none")
+        seen = None
         if histories_batch is not None:
             _check_same_length(recommended_batch, histories_batch, "recommended", "histories")
             seen = np.zeros((len(truncated), depth), dtype=bool)
             for row, (items, history) in enumerate(zip(truncated, histories_batch, strict=True)):
+                if isinstance(history, (str, bytes)):  # set() would make it a set of characters
+                    raise InvalidArgumentError(f"histories[{row}] must be a list of item ids, got {history!r:.80}")
                 history = set(history)
                 seen[row, : len(items)] = [item in history for item in items]
-            self._seen.append(seen)
-        self._ranks.append(rank_of_target(truncated, targets_batch))
+        ranks = rank_of_target(truncated, targets_batch)
         invalid, entries = _count_invalid(truncated, self.valid_items)
+        self._ranks.append(ranks)
+        if seen is not None:
+            self._seen.append(seen)
         self._invalid += invalid
         self._entries += entries
         return self

@@ -466,7 +466,10 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
         On, the rank-step logit of every item read earlier in the decoder's sequence gets β, in the training loss
         (and the all-items objective), ``generate`` and ``recommend`` alike; β starts at 0 and is saved with the
         weights. It needs the history in the decoder (:meth:`set_prompt_format`), where the sequence holds the
-        items read. LoRA trains it in full.
+        items read. LoRA trains it in full (turn it on before wrapping the model: ``lora_config`` lists it). It acts at
+        the rank step: with the tree softmax, which normalises that step over the cluster's items, it reorders read
+        items against the unread ones of their cluster but cannot lower the cluster's own probability (and has no
+        effect where every item of the cluster was read).
         """
         check_bool("enabled", enabled)
         if enabled and not self.config.metaid_history_in_decoder:
@@ -558,7 +561,8 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
         use_cache=None,
         **kwargs,
     ):
-        """T5's forward (same parameters, which ``generate`` inspects); with the tree softmax or the item output, the
+        """T5's forward (same parameters, which ``generate`` inspects); with the tree softmax, the item output or the
+        repeat bias, the
         logits carry them (:meth:`adjust_logits`) and the loss is taken over them."""
         config = self.config
         # generate feeds one new token per step after the first: the whole sequence comes beside it (see
@@ -615,7 +619,7 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
                     self.metaid_item_mask,
                     config.metaid_first_new_id,
                     config.metaid_item_loss_negatives,
-                    self._read_items(decoder_input_ids),
+                    self._read_items(decoder_input_ids.to(labels.device)),
                 )
         return output
 

@@ -39,6 +39,11 @@ class RecommendationMixin:
         evaluation ask in the same words (``None``: the library's templates). ``history_in_decoder``: the encoder
         reads the user (the direct task's template) and the decoder the latest ``max_history`` history items (see
         ``MetaIDConfig.metaid_history_in_decoder``)."""
+        if not history_in_decoder and getattr(self.config, "metaid_repeat_bias", False):
+            raise InvalidArgumentError(
+                "the repeat bias scores the items the decoder has read: take it off first (set_repeat_bias(False)) "
+                "to move the history out of the decoder"
+            )
         self.config.metaid_max_history = check_max_history(max_history)
         self.config.metaid_prompt_templates = None if templates is None else check_templates(templates)
         self.config.metaid_history_in_decoder = bool(history_in_decoder)
