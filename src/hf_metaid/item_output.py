@@ -151,13 +151,9 @@ class MetaIDItemOutput(nn.Module):
         ``repeat`` = ``(bias, codes)``: a :class:`~hf_metaid.repeat_bias.MetaIDRepeatBias` and, per position of
         ``labels``, the codes of the items read up to it (B, L, S; ``codes_read_before``), so that an item already read
         is scored with the same β as at the rank step."""
-        num_clusters, num_ranks = item_mask.shape
-        cluster = labels[:, :-1] - first_cluster_token
-        rank = labels[:, 1:] - first_cluster_token - num_clusters
-        inside = (cluster >= 0) & (cluster < num_clusters) & (rank >= 0) & (rank < num_ranks)
-        code = cluster.clamp(0, num_clusters - 1) * num_ranks + rank.clamp(0, num_ranks - 1)
-        item = item_numbers(item_mask)[code]
-        inside &= item >= 0
+        code = pair_codes(labels[:, 1:], labels[:, :-1], first_cluster_token, *item_mask.shape)
+        item = item_numbers(item_mask)[code.clamp(min=0)]
+        inside = (code >= 0) & (item >= 0)
         if not bool(inside.any()):
             return hidden.sum() * 0.0
         states, targets = hidden[:, :-1][inside].float(), item[inside]
@@ -214,16 +210,29 @@ class MetaIDItemInput(nn.Module):
         """``input_ids.shape + (d_model,)``: w_i at the rank token of every item (c, r) written as its two tokens,
         zero elsewhere. ``previous`` (shape of ``input_ids``): the token before each one, where it is not the one
         to its left in ``input_ids`` (a decoder fed one token per step); default: ``input_ids`` shifted right."""
-        num_clusters, num_ranks = self.item_mask.shape
         if previous is None:
-            previous = nn.functional.pad(input_ids[..., :-1], (1, 0), value=-1)
-        cluster = previous - first_cluster_token
-        rank = input_ids - first_cluster_token - num_clusters
-        inside = (cluster >= 0) & (cluster < num_clusters) & (rank >= 0) & (rank < num_ranks)
-        code = cluster.clamp(0, num_clusters - 1) * num_ranks + rank.clamp(0, num_ranks - 1)
-        item = self.item_index()[code]
-        inside &= item >= 0
+            previous = shifted_right(input_ids)
+        code = pair_codes(input_ids, previous, first_cluster_token, *self.item_mask.shape)
+        item = self.item_index()[code.clamp(min=0)]
+        inside = (code >= 0) & (item >= 0)
         return self.weight[item.clamp(min=0)] * inside.unsqueeze(-1).to(self.weight.dtype)
+
+
+def shifted_right(tokens: torch.Tensor) -> torch.Tensor:
+    """The token before each one of ``tokens`` (…, L) along its row, -1 before the first."""
+    return nn.functional.pad(tokens[..., :-1], (1, 0), value=-1)
+
+
+def pair_codes(
+    tokens: torch.Tensor, previous: torch.Tensor, first_cluster_token: int, num_clusters: int, num_ranks: int
+) -> torch.Tensor:
+    """``tokens.shape``: the code ``c * num_ranks + r`` where a token is rank token r and the one before it
+    (``previous``, same shape) cluster token c, i.e. where an item's two ID tokens end; -1 everywhere else. Whether
+    (c, r) is an item of the table is the caller's to check (``item_numbers``)."""
+    cluster = previous - first_cluster_token
+    rank = tokens - first_cluster_token - num_clusters
+    inside = (cluster >= 0) & (cluster < num_clusters) & (rank >= 0) & (rank < num_ranks)
+    return torch.where(inside, cluster * num_ranks + rank, -1)
 
 
 def slices_are_cheaper(clusters_present: int, positions: int, widest: int) -> bool:

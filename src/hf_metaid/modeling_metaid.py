@@ -602,8 +602,6 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
                 hook.remove()
         if not adjusted:
             return output
-        if sequence is None:
-            sequence = decoder_input_ids
         output.logits = self.adjust_logits(
             output.logits, captured[-1] if captured else None, decoder_input_ids, sequence
         )
@@ -637,15 +635,12 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
         ``previous``. The model's forward and the fast decoder both call it, so every decoding path scores alike."""
         config = self.config
         logits = logits.float()
-        first = config.metaid_first_new_id
+        first, clusters, ranks = self._id_layout()
         if config.metaid_item_output:
-            logits = self.metaid_item_output(
-                logits, hidden, previous, self.metaid_item_mask, first, first + config.metaid_num_clusters
-            )
+            logits = self.metaid_item_output(logits, hidden, previous, self.metaid_item_mask, first, first + clusters)
         if config.metaid_repeat_bias:
             sequence = (previous if sequence is None else sequence).to(logits.device)
             per_position = sequence.dim() > previous.dim()  # (…, T, S): one sequence per position, e.g. per beam
-            clusters, ranks = config.metaid_num_clusters, config.metaid_num_new_tokens - config.metaid_num_clusters
             logits = self.metaid_repeat_bias(
                 logits.unsqueeze(-2) if per_position else logits, sequence, first, clusters, ranks
             )
@@ -657,14 +652,15 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
     def _read_items(self, decoder_input_ids: torch.Tensor) -> tuple[nn.Module, torch.Tensor] | None:
         """What the all-items objective needs for the repeat bias: the module and, per position of the decoder's
         inputs, the codes of the items read up to it (None without the repeat bias)."""
-        config = self.config
-        if not config.metaid_repeat_bias:
+        if not self.config.metaid_repeat_bias:
             return None
+        return self.metaid_repeat_bias, codes_read_before(decoder_input_ids, *self._id_layout())
+
+    def _id_layout(self) -> tuple[int, int, int]:
+        """``(first cluster token id, clusters, ranks)``: where the ID tokens sit in the vocabulary."""
+        config = self.config
         clusters = config.metaid_num_clusters
-        codes = codes_read_before(
-            decoder_input_ids, config.metaid_first_new_id, clusters, config.metaid_num_new_tokens - clusters
-        )
-        return self.metaid_repeat_bias, codes
+        return config.metaid_first_new_id, clusters, config.metaid_num_new_tokens - clusters
 
     def prepare_inputs_for_generation(self, input_ids, *args, **kwargs):
         """GenerationMixin's inputs, plus (with the repeat bias) the decoder's whole sequence so far: with a cache

@@ -9,13 +9,15 @@ every item (c, r) read earlier in the decoder's sequence (and to its score in th
 repeat-aware recommenders separate repeating from exploring. β starts at 0, so an untrained bias changes nothing,
 and training moves it whichever way the data go: it is learned, not a filter (``exclude_seen`` is the filter).
 
-Only torch is imported: the file travels with a saved model for ``trust_remote_code`` loading.
+Only torch and a sibling file are imported: the file travels with a saved model for ``trust_remote_code`` loading.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from .item_output import pair_codes, shifted_right
 
 
 class MetaIDRepeatBias(nn.Module):
@@ -57,11 +59,7 @@ def read_item_codes(
     """``sequence.shape``: at each rank token that follows a cluster token, the code ``c * num_ranks + r`` of the item
     it completes, if no earlier position of the row completed the same item; -1 everywhere else. The first-occurrence
     rule keeps β from being added twice for an item read twice."""
-    previous = nn.functional.pad(sequence[..., :-1], (1, 0), value=-1)
-    cluster = previous - first_cluster_token
-    rank = sequence - first_cluster_token - num_clusters
-    inside = (cluster >= 0) & (cluster < num_clusters) & (rank >= 0) & (rank < num_ranks)
-    codes = torch.where(inside, cluster * num_ranks + rank, -1)
+    codes = pair_codes(sequence, shifted_right(sequence), first_cluster_token, num_clusters, num_ranks)
     length = sequence.shape[-1]
     before = torch.ones(length, length, dtype=torch.bool, device=sequence.device).tril(-1)  # [s, s']: s' < s
     repeated = ((codes.unsqueeze(-1) == codes.unsqueeze(-2)) & before).any(-1)
