@@ -13,6 +13,7 @@ import gzip
 import json
 import math
 import os
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from importlib import resources
@@ -20,13 +21,15 @@ from pathlib import Path
 
 import datasets
 
-from ..checks import check_int
-from ..errors import InteractionFormatError, InvalidArgumentError
+from ..checks import check_bool, check_int
+from ..errors import DataWarning, InteractionFormatError, InvalidArgumentError
+from .screening import screen_copies, screen_short_users
 from .synthetic import markov_interactions
 
 SEQUENCE_SUFFIXES = (".txt", ".txt.gz")
 TABULAR_FORMATS = ("csv", "tsv", "parquet", "jsonl")
-DEFAULT_MIN_INTERACTIONS = 3
+DEFAULT_TIMESTAMP_COLUMN = "timestamp"  # read where present; a column named otherwise must be there
+LOADER_COLUMNS = ("position",)  # what load_interactions adds: no column left unread when its table is read again
 
 
 @dataclass(frozen=True)
@@ -52,8 +55,9 @@ def load_interactions(
     format: str | None = None,
     user_column: str = "user",
     item_column: str = "item",
-    timestamp_column: str | None = "timestamp",
-    min_interactions: int = DEFAULT_MIN_INTERACTIONS,
+    timestamp_column: str | None = DEFAULT_TIMESTAMP_COLUMN,
+    min_interactions: int | None = None,
+    drop_duplicates: bool | None = None,
 ) -> datasets.Dataset:
     """Read interactions into a ``Dataset`` with columns ``user``, ``item``, ``position`` [, ``timestamp``].
 
@@ -66,27 +70,45 @@ def load_interactions(
         format: ``"sequence"`` (P5 ``Beauty.txt`` and OpenP5 ``user_sequence.txt``: ``user item item ...`` per
             line, items in time order), ``"csv"``, ``"tsv"``, ``"parquet"`` or ``"jsonl"``. Guessed from the suffix
             when omitted (``.txt`` → sequence).
-        user_column, item_column, timestamp_column: column names of tabular sources. Without a timestamp column
-            the file order is the chronological order; with one, ties keep the file order (stable sort).
-        min_interactions: users with fewer interactions are refused (leave-one-out needs 3).
+        user_column: the user column's name in tabular sources.
+        item_column: the item column's name in tabular sources.
+        timestamp_column: the timestamp column's name in tabular sources. Without a timestamp column the file
+            order is the chronological order; with one, ties keep the file order (stable sort). The default,
+            ``"timestamp"``, is read where present; a column named otherwise must be there.
+        min_interactions: ``None`` refuses a user with fewer than 3 interactions (leave-one-out keeps the last two
+            for validation and test), naming the first; a number N drops the users with fewer than N instead and
+            reports how many.
+        drop_duplicates: ``True`` drops the copies of an interaction (same user, item and timestamp; without
+            timestamps, the same item again right after itself), ``False`` keeps them; either way they are counted
+            and reported. ``None`` keeps a few and refuses data where half the interactions have a copy (a file
+            appended to itself: every test target would be the last history item).
+
+    Warns:
+        DataWarning: counting the copies, the returns to the user's previous item, the users dropped, or the
+            columns left unread where there is no timestamp column.
 
     Raises:
         InteractionFormatError: naming the file, the line (or row) and the rule that was broken.
     """
     _check_arguments(source, format, user_column, item_column, timestamp_column, min_interactions)
+    if drop_duplicates is not None:
+        check_bool("drop_duplicates", drop_duplicates)
+    screening = {"min_interactions": min_interactions, "drop_duplicates": drop_duplicates}
+    name = "<dataset>"
     if source is None or (isinstance(source, str) and source.lower() == "beauty"):
         source, format = embedded_beauty_path(), "sequence"
     elif isinstance(source, str) and source.lower() in SYNTHETIC_SOURCES:
-        source = markov_interactions(**SYNTHETIC_SOURCES[source.lower()])[0]
+        source, name = markov_interactions(**SYNTHETIC_SOURCES[source.lower()])[0], source.lower()
     if isinstance(source, datasets.Dataset):
-        events = _dataset_events(source, user_column, item_column, timestamp_column)
-        return _build(events, "<dataset>", min_interactions)
+        events = _dataset_events(source, user_column, item_column, timestamp_column, name)
+        return _build(events, name, **screening)
     path = Path(source)
     if not path.is_file():
         raise InteractionFormatError(f"{path}: {'a folder, not a file' if path.is_dir() else 'no such file'}")
     fmt = (format or _guess_format(path)).lower()
     if fmt == "sequence":
-        return _build(_sequence_events(path), str(path), min_interactions, grouped=True)
+        _check_no_columns(path, user_column, item_column, timestamp_column)
+        return _build(_sequence_events(path), str(path), **screening, grouped=True)
     if fmt in ("csv", "tsv"):
         events = _csv_events(path, "\t" if fmt == "tsv" else ",", user_column, item_column, timestamp_column)
     elif fmt == "jsonl":
@@ -96,7 +118,7 @@ def load_interactions(
     else:
         known = ", ".join(("sequence", *TABULAR_FORMATS))
         raise InteractionFormatError(f"{path}: unknown format {fmt!r}; use one of {known}")
-    return _build(events, str(path), min_interactions)
+    return _build(events, str(path), **screening)
 
 
 def _check_arguments(source, format, user_column, item_column, timestamp_column, min_interactions) -> None:
@@ -112,7 +134,20 @@ def _check_arguments(source, format, user_column, item_column, timestamp_column,
             raise InvalidArgumentError(f"{name} must be a non-empty string, got {value!r}")
     if user_column == item_column:
         raise InvalidArgumentError(f"user_column and item_column must differ, got {user_column!r} for both")
-    check_int("min_interactions", min_interactions, minimum=1)
+    if min_interactions is not None:
+        check_int("min_interactions", min_interactions, minimum=1)
+
+
+def _check_no_columns(path: Path, user_column: str, item_column: str, timestamp_column: str | None) -> None:
+    """Column names given for a file that has none would otherwise be ignored without a word."""
+    named = {"user_column": user_column, "item_column": item_column, "timestamp_column": timestamp_column}
+    defaults = {"user_column": "user", "item_column": "item", "timestamp_column": DEFAULT_TIMESTAMP_COLUMN}
+    given = [f"{key}={value!r}" for key, value in named.items() if value not in (defaults[key], None)]
+    if given:
+        raise InvalidArgumentError(
+            f"{path}: a sequence file ('user item item ...' per line) has no columns, yet {', '.join(given)} was "
+            "given; column names apply to CSV, TSV, Parquet and JSONL files and to tables"
+        )
 
 
 def _read_parquet(path: Path) -> datasets.Dataset:
@@ -219,7 +254,8 @@ def _csv_events(path: Path, delimiter: str, user_col: str, item_col: str, time_c
     reader = csv.DictReader(counted(), delimiter=delimiter)
     try:
         header = reader.fieldnames or []
-        _require_columns(header, user_col, item_col, f"{path}: line 1")
+        _require_columns(header, user_col, item_col, time_col, f"{path}: line 1")
+        _note_no_timestamp(header, user_col, item_col, time_col, str(path))
         has_time = time_col is not None and time_col in header
         for row in reader:
             where = f"line {reader.line_num}"
@@ -237,6 +273,7 @@ def _csv_events(path: Path, delimiter: str, user_col: str, item_col: str, time_c
 
 
 def _jsonl_events(path: Path, user_col: str, item_col: str, time_col: str | None) -> Iterator[_Event]:
+    first = True
     for lineno, line in enumerate(_text_lines(path), start=1):
         if not line.strip():
             continue
@@ -247,7 +284,10 @@ def _jsonl_events(path: Path, user_col: str, item_col: str, time_col: str | None
             raise InteractionFormatError(f"{path}: {where}: not valid JSON ({err.msg})") from None
         if not isinstance(row, dict):
             raise InteractionFormatError(f"{path}: {where}: expected a JSON object per line")
-        _require_columns(list(row), user_col, item_col, f"{path}: {where}")
+        _require_columns(list(row), user_col, item_col, time_col, f"{path}: {where}")
+        if first:
+            _note_no_timestamp(list(row), user_col, item_col, time_col, str(path))
+            first = False
         stamp = _check_timestamp(row[time_col], where, str(path)) if time_col and time_col in row else None
         yield _Event(
             _check_id(row[user_col], "user", where, str(path)),
@@ -260,7 +300,8 @@ def _jsonl_events(path: Path, user_col: str, item_col: str, time_col: str | None
 def _dataset_events(
     table: datasets.Dataset, user_col: str, item_col: str, time_col: str | None, source: str = "<dataset>"
 ) -> Iterator[_Event]:
-    _require_columns(table.column_names, user_col, item_col, source)
+    _require_columns(table.column_names, user_col, item_col, time_col, source)
+    _note_no_timestamp(table.column_names, user_col, item_col, time_col, source)
     has_time = time_col is not None and time_col in table.column_names
     users, items = table[user_col][:], table[item_col][:]
     stamps = table[time_col][:] if has_time else None
@@ -274,14 +315,45 @@ def _dataset_events(
         )
 
 
-def _require_columns(header: Iterable[str], user_col: str, item_col: str, where: str) -> None:
-    missing = [c for c in (user_col, item_col) if c not in header]
+def _require_columns(header: Iterable[str], user_col: str, item_col: str, time_col: str | None, where: str) -> None:
+    """The user and item columns, and a timestamp column named otherwise than the default, must be there."""
+    header = list(header)
+    needed = (user_col, item_col) if time_col in (None, DEFAULT_TIMESTAMP_COLUMN) else (user_col, item_col, time_col)
+    missing = [c for c in needed if c not in header]
     if missing:
-        raise InteractionFormatError(f"{where}: missing column(s) {missing}; found {list(header)}")
+        options = {user_col: "--user-column (user_column=)", item_col: "--item-column (item_column=)"}
+        options.setdefault(time_col, "--time-column (timestamp_column=)")
+        raise InteractionFormatError(
+            f"{where}: missing column(s) {missing}; found {list(header)}; name the file's own columns with "
+            + ", ".join(options[c] for c in missing)
+        )
 
 
-def _build(events: Iterable[_Event], source: str, min_interactions: int, grouped: bool = False) -> datasets.Dataset:
-    """Group events by user, order each user's events by time (stable), enforce the minimum, build the table."""
+def _note_no_timestamp(header: Iterable[str], user_col: str, item_col: str, time_col: str | None, source: str) -> None:
+    """Without the default timestamp column the file order is the time order; where other columns go unread, one
+    of them may be the time under another name, so say so rather than train on the file order without a word."""
+    header = list(header)
+    if time_col is None or time_col in header:
+        return
+    unread = [c for c in header if c not in (user_col, item_col, *LOADER_COLUMNS)]
+    if unread:
+        warnings.warn(
+            f"{source}: no {time_col!r} column, so the file order is taken as the time order, and the column(s) "
+            f"{unread} are not read; name the time column with --time-column (timestamp_column=)",
+            DataWarning,
+            stacklevel=5,  # the caller of load_interactions
+        )
+
+
+def _build(
+    events: Iterable[_Event],
+    source: str,
+    min_interactions: int | None,
+    drop_duplicates: bool | None,
+    grouped: bool = False,
+) -> datasets.Dataset:
+    """Group events by user, order each user's events by time (stable), screen copies and short users
+    (:mod:`.screening`), build the table."""
     by_user: dict[str, list[_Event]] = {}
     for event in events:
         by_user.setdefault(event.user, []).append(event)
@@ -291,17 +363,14 @@ def _build(events: Iterable[_Event], source: str, min_interactions: int, grouped
     if len(stamped) > 1:
         raise InteractionFormatError(f"{source}: some rows have a timestamp and some do not")
     has_time = stamped == {True}
+    if has_time and not grouped:  # sorted() is stable: ties keep the file order
+        by_user = {user: sorted(seq, key=lambda e: e.timestamp) for user, seq in by_user.items()}
+    by_user = screen_copies(by_user, source, drop_duplicates)
+    by_user = screen_short_users(by_user, source, min_interactions)
     columns: dict[str, list] = {"user": [], "item": [], "position": []}
     if has_time:
         columns["timestamp"] = []
     for user, seq in by_user.items():
-        if len(seq) < min_interactions:
-            raise InteractionFormatError(
-                f"{source}: {seq[0].where}: user {user!r} has {len(seq)} interaction(s); "
-                f"at least {min_interactions} are needed (leave-one-out keeps the last two for validation and test)"
-            )
-        if has_time and not grouped:
-            seq = sorted(seq, key=lambda e: e.timestamp)  # sorted() is stable: ties keep the file order
         columns["user"].extend([user] * len(seq))
         columns["item"].extend(e.item for e in seq)
         columns["position"].extend(range(len(seq)))

@@ -11,6 +11,7 @@ import datasets
 
 from ..errors import InteractionFormatError, InvalidArgumentError
 from .interactions import user_sequences
+from .screening import LEAVE_ONE_OUT_MINIMUM
 
 TARGET_FEATURES = datasets.Features(
     {
@@ -35,9 +36,11 @@ def leave_one_out(interactions: datasets.Dataset) -> datasets.DatasetDict:
     validation = {"user": [], "history": [], "target": []}
     test = {"user": [], "history": [], "target": []}
     for user, items in sequences.items():
-        if len(items) < 3:
+        if len(items) < LEAVE_ONE_OUT_MINIMUM:
             raise InteractionFormatError(
-                f"user {user!r} has {len(items)} interaction(s); leave-one-out needs at least 3"
+                f"user {user!r} has {len(items)} interaction(s); leave-one-out needs at least {LEAVE_ONE_OUT_MINIMUM} "
+                f"(drop such users with load_interactions(..., min_interactions={LEAVE_ONE_OUT_MINIMUM}), "
+                f"--min-interactions {LEAVE_ONE_OUT_MINIMUM})"
             )
         train["user"].extend([user] * (len(items) - 2))
         train["item"].extend(items[:-2])
