@@ -18,7 +18,7 @@ from pathlib import Path
 from .entity_vocabulary import EntityVocabulary
 from .errors import InvalidArgumentError, SavedFileError
 from .hub_upload import check_repo_id, upload_folder
-from .model_card import BASE_RECORD, CARD_FILE, DEFAULT_LICENSE, write_model_card
+from .model_card import BASE_RECORD, CARD_FILE, DEFAULT_LICENSE, model_card, write_model_card
 from .output_folders import read_json_object
 from .saving import check_model_folder
 from .tokenization_metaid import VOCAB_FILE
@@ -50,6 +50,7 @@ def push_model(
         raise SavedFileError(f"{model_dir}: no such model folder (push takes a local folder)")
     folder = Path(model_dir)
     check_model_folder(folder)
+    model_card(folder)  # the records its card is built from: a damaged one is named here, not in the staged copy
     check_repo_id(repo_id)
     if vocab_repo is not None:
         check_repo_id(vocab_repo, "vocab_repo")
