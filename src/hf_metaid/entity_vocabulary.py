@@ -29,9 +29,11 @@ class EntityVocabulary:
     """Two-level IDs for users and items, the tokens that spell them and the fixed vectors behind those tokens.
 
     Args:
-        users, items: raw ids (strings), in a fixed order.
-        user_codes, item_codes: ``int64`` arrays of shape ``(n, 2)``: (cluster, rank) per entity. Every
-            (cluster, rank) pair is used by exactly one entity, user or item.
+        users: raw user ids (strings), in a fixed order.
+        items: raw item ids (strings), in a fixed order.
+        user_codes: ``int64`` array of shape ``(len(users), 2)``: (cluster, rank) per user.
+        item_codes: ``int64`` array of shape ``(len(items), 2)``: (cluster, rank) per item. Every (cluster, rank)
+            pair is used by exactly one entity, user or item.
         cluster_vectors: ``(num_clusters, dim)``: the vector v_t behind each cluster token (the centroid for META ID).
         rank_vectors: ``(num_ranks, dim)``: the fixed vector behind each rank token; drawn at random (seeded)
             when omitted.
@@ -39,7 +41,8 @@ class EntityVocabulary:
         seed: seed of the rank vectors and of the scheme.
         entity_vectors: optional ``(len(users) + len(items), dim)`` vectors the codes were clustered from.
         metadata: JSON-able facts about how the vocabulary was made (parameters, cold-start entities, ...).
-        cluster_prefix, rank_prefix: spelling of the tokens, ``<CT3>`` and ``<R17>`` by default.
+        cluster_prefix: spelling of the cluster tokens, ``<CT3>`` by default.
+        rank_prefix: spelling of the rank tokens, ``<R17>`` by default.
     """
 
     def __init__(
@@ -201,17 +204,19 @@ class EntityVocabulary:
         return {(int(c), int(r)): item for item, (c, r) in zip(self.items, self.item_codes.tolist(), strict=True)}
 
     # ------------------------------------------------------------------------------------------------- growth
-    def extend(self, interactions, *, min_interactions: int = 2, **columns) -> EntityVocabulary:
+    def extend(self, interactions, *, min_interactions: int = 2, **options) -> EntityVocabulary:
         """A NEW vocabulary with IDs for the users and items of ``interactions`` this one lacks, every existing ID
         byte-identical: each new entity joins the existing cluster nearest to the mean of its known neighbours'
         vectors, with that cluster's next free rank; too few rows (< ``min_interactions``) or no placed neighbour:
-        the cold-start cluster. The rule in full: ``hf_metaid.vocabulary_growth``, which needs the hf_metaid library
-        (a folder loaded with ``trust_remote_code`` alone does not carry it)."""
+        the cold-start cluster. Data of which this vocabulary knows under half of the items is refused as other
+        data (``min_known_items=0`` grows it anyway). ``options``: ``min_known_items``, ``source`` (the data's
+        name), ``user_column``, ``item_column``. The rule in full: ``hf_metaid.vocabulary_growth``, which needs the
+        hf_metaid library (a folder loaded with ``trust_remote_code`` alone does not carry it)."""
         try:
             from hf_metaid.vocabulary_growth import extend_vocabulary
         except ImportError as err:
             raise ImportError("EntityVocabulary.extend needs the hf_metaid library: pip install hf-metaid") from err
-        return extend_vocabulary(self, interactions, min_interactions=min_interactions, **columns)
+        return extend_vocabulary(self, interactions, min_interactions=min_interactions, **options)
 
     def descends_from(self, fingerprint: str) -> bool:
         """Whether this vocabulary is the one with ``fingerprint`` or grew from it by :meth:`extend` (so every ID

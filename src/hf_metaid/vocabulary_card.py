@@ -21,6 +21,10 @@ HISTOGRAM_FILE = "cluster_sizes.png"
 HISTOGRAM_BINS = 20
 TAGS = ("recommendation", "generative-retrieval", "semantic-ids", "meta-id", "hf-metaid")
 PAPER = "Huang et al., ICML 2025, *Improving LLMs for Recommendation with Out-Of-Vocabulary Tokens*"
+GROWN_FIT_NOTE = (
+    "The settings of the fit this vocabulary's lineage began with; the users and items added since were placed by "
+    "the fold-in rule of `hf_metaid.vocabulary_growth`."
+)
 
 
 def cluster_sizes(vocabulary: EntityVocabulary) -> np.ndarray:
@@ -30,7 +34,9 @@ def cluster_sizes(vocabulary: EntityVocabulary) -> np.ndarray:
 
 
 def vocabulary_summary(vocabulary: EntityVocabulary, timings: Mapping[str, float] | None = None) -> dict:
-    """The card's numbers as JSON-able values (they are also written to ``vocabulary_info.json``)."""
+    """The card's numbers as JSON-able values (they are also written to ``vocabulary_info.json``). Every count is
+    taken from the vocabulary as it is, the cold-start one included: a grown vocabulary (``extend``) may have put
+    new entities into the cold-start cluster since its fit recorded it."""
     sizes = cluster_sizes(vocabulary)
     codes = np.concatenate([vocabulary.user_codes, vocabulary.item_codes])
     distinct = len({(int(c), int(r)) for c, r in codes.tolist()})
@@ -49,14 +55,25 @@ def vocabulary_summary(vocabulary: EntityVocabulary, timings: Mapping[str, float
             "max": int(sizes.max()) if sizes.size else 0,
         },
         "unique_ids": {"entities": len(codes), "distinct": distinct, "passed": distinct == len(codes)},
-        "cold_start": metadata.get("cold_start"),
+        "cold_start": cold_start_counts(vocabulary),
         "embedding": params.get("embedding", vocabulary.scheme if vocabulary.scheme != "metaid" else None),
         "source": metadata.get("source"),
+        "extended_with": metadata.get("extended_with"),
         "timings": dict(timings) if timings else metadata.get("timings"),
         "vector_dim": vocabulary.vector_dim,
         "entity_vectors": vocabulary.entity_vectors is not None,
     }
     return summary
+
+
+def cold_start_counts(vocabulary: EntityVocabulary) -> dict | None:
+    """The fit's cold-start record (``metadata["cold_start"]``) with the users and items its cluster holds now."""
+    record = vocabulary.metadata.get("cold_start")
+    if not record or record.get("cluster") is None:
+        return record
+    cluster = record["cluster"]
+    users = int(np.sum(vocabulary.user_codes[:, 0] == cluster))
+    return {**record, "users": users, "items": int(np.sum(vocabulary.item_codes[:, 0] == cluster))}
 
 
 def vocabulary_card(
@@ -91,14 +108,15 @@ def vocabulary_card(
         lines += [f"Model trained on this vocabulary: [{model_repo}](https://huggingface.co/{model_repo}).", ""]
     parent = vocabulary.metadata.get("parent_fingerprint")
     if parent:
-        lines += [f"Extends the vocabulary `{parent}`: every ID it holds is kept as it was.", ""]
+        lines += [f"Extends the vocabulary `{parent}`: every ID it holds is kept as it was. {_growth(vocabulary)}", ""]
     lines += [
         "## Usage",
         "",
         "```python",
         "import hf_metaid as hm",
         f'vocab = hm.EntityVocabulary.from_pretrained("{name}")',
-        'tokenizer = hm.MetaIDTokenizer.from_base("t5-small", vocab)  # or: hf-metaid train DATA --vocab ' + name,
+        'tokenizer = hm.MetaIDTokenizer.from_base("t5-small", vocab)  '
+        f"# or: hf-metaid train --data DATA --vocab {name}",
         "```",
         "",
         f'The rows alone: `datasets.load_dataset("{name}")`.',
@@ -116,10 +134,10 @@ def vocabulary_card(
         f"| entities per cluster | min {size['min']}, median {size['median']:g}, max {size['max']} |",
         f"| unique IDs | {unique['distinct']} distinct IDs for {unique['entities']} entities: "
         f"{'every ID is unique' if unique['passed'] else 'FAILED, some entities share an ID'} |",
-        f"| cold-start entities | {_cold_start(summary['cold_start'])} |",
+        f"| cold-start entities | {_cold_start(summary['cold_start'], grown=bool(parent))} |",
         f"| embedding | {summary['embedding'] or 'not recorded'} |",
         f"| fit time | {_timings(summary['timings'])} |",
-        f"| source data | {_source(summary['source'])} |",
+        f"| source data | {_source(summary['source'], summary.get('extended_with'))} |",
         f"| vector size | {summary['vector_dim']} (entity vectors {_kept(summary['entity_vectors'])}) |",
         "",
         f"![Entities per cluster: one bar per size range, from {size['min']} (left) to {size['max']} (right); bar "
@@ -130,6 +148,7 @@ def vocabulary_card(
         "",
         "## Fit settings",
         "",
+        *([GROWN_FIT_NOTE, ""] if parent else []),
         "```json",
         json.dumps(vocabulary.metadata.get("params") or {}, indent=2, sort_keys=True),
         "```",
@@ -148,14 +167,29 @@ def _kept(flag: bool) -> str:
     return "included" if flag else "not kept"
 
 
-def _cold_start(record: Mapping | None) -> str:
+def _growth(vocabulary: EntityVocabulary) -> str:
+    """What the last extension added, where the vocabulary records it."""
+    record = vocabulary.metadata.get("extension")
+    if not record:
+        return ""
+    if "cold_start_users" in record:
+        cold = f"{record['cold_start_users']} and {record['cold_start_items']} of them into the cold-start cluster"
+    else:  # recorded before the count was split by kind
+        cold = f"{record.get('cold_start', 0)} of them into the cold-start cluster"
+    return f"It adds {record['users']} users and {record['items']} items ({cold}), placed by: {record['rule']}."
+
+
+def _cold_start(record: Mapping | None, grown: bool = False) -> str:
     if not record:
         return "not recorded"
     if record.get("cluster") is None:
+        if grown:
+            return "none (no cold-start cluster: a new entity without a place is left out)"
         return "none (every user and item occurs in the training data)"
+    why = "never occur in the training data" + (", or too rarely in the data it was extended with" if grown else "")
     return (
-        f"{record['users']} users and {record['items']} items, in cluster {record['cluster']} (they never occur in "
-        "the training data: one shared cluster with a zero vector)"
+        f"{record['users']} users and {record['items']} items, in cluster {record['cluster']} (they {why}: one "
+        "shared cluster with a zero vector)"
     )
 
 
@@ -165,11 +199,13 @@ def _timings(timings: Mapping | None) -> str:
     return ", ".join(f"{name.removesuffix('_s')} {seconds:.1f} s" for name, seconds in sorted(timings.items()))
 
 
-def _source(source: Mapping | None) -> str:
-    if not source:
-        return "not recorded"
-    name = source.get("name") or "unnamed"
-    return f"{name}; sha256 of the training rows `{source.get('train_sha256')}`"
+def _source(source: Mapping | None, extended_with: list | None = None) -> str:
+    text = "not recorded"
+    if source:
+        text = f"{source.get('name') or 'unnamed'}; sha256 of the training rows `{source.get('train_sha256')}`"
+    for data in extended_with or []:
+        text += f"; extended with {data.get('name') or 'unnamed data'} (sha256 of its rows `{data.get('rows_sha256')}`)"
+    return text
 
 
 CITATION = """@inproceedings{huang2025metaid,

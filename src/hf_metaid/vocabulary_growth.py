@@ -24,11 +24,18 @@ it. :func:`extend_vocabulary` instead places each new entity into the existing I
    follows the indexer's cold-start rule (``indexing.base``): the next free rank of the reserved zero-vector
    cluster, users before items. A vocabulary fitted without a cold-start cluster has no place for it without a new
    cluster; such entities are left out and counted in ``metadata["extension"]["left_out"]``.
+6. **Other data.** New data of which the vocabulary knows under :data:`MIN_KNOWN_ITEMS` of the items (distinct
+   ids) is refused (:class:`~hf_metaid.errors.UnknownDataError`, the rule of ``evaluate``): that is other data than
+   the vocabulary's, whose new items would find few or no placed neighbours, land in the cold-start cluster and
+   add rank tokens by the hundred. ``min_known_items=0`` grows it anyway.
 
 The result is a new :class:`EntityVocabulary` (the argument is unchanged) with a new fingerprint;
 ``metadata["parent_fingerprint"]`` names the vocabulary it grew from and ``metadata["lineage"]`` every earlier
 fingerprint, oldest first, so a model built on any ancestor can be grown to it
-(:meth:`~hf_metaid.MetaIDForConditionalGeneration.extend_vocabulary`). The same inputs give the same vocabulary.
+(:meth:`~hf_metaid.MetaIDForConditionalGeneration.extend_vocabulary`). ``metadata["extension"]`` counts the new
+data's known and new entities and where the new ones went, ``metadata["extended_with"]`` names every extension's
+data (name and row hash, oldest first), and ``metadata["cold_start"]`` counts the cold-start cluster as it now is.
+The same inputs give the same vocabulary.
 """
 
 from __future__ import annotations
@@ -36,14 +43,17 @@ from __future__ import annotations
 import datasets
 import numpy as np
 
-from .checks import check_int
+from .checks import check_int, check_number
 from .entity_vocabulary import EntityVocabulary, random_unit_vectors
-from .errors import InvalidArgumentError, VocabularyMismatchError
-from .indexing.base import COLD_START_RULE
+from .errors import InvalidArgumentError, UnknownDataError, VocabularyMismatchError
+from .indexing.base import COLD_START_RULE, training_table_hash
 from .indexing.clustering import normalize_rows
 from .indexing.graph import check_training_table
 
 DEFAULT_MIN_INTERACTIONS = 2
+# The share of the new data's items the vocabulary must know (the rule evaluation applies to its target items,
+# hf_metaid.evaluation.MIN_KNOWN_TARGETS): under it, the data is not the vocabulary's.
+MIN_KNOWN_ITEMS = 0.5
 FOLD_IN_RULE = (
     "unit-length mean of the placed neighbours' vectors; nearest existing cluster by cosine; next free rank there"
 )
@@ -54,6 +64,8 @@ def extend_vocabulary(
     interactions: datasets.Dataset,
     *,
     min_interactions: int = DEFAULT_MIN_INTERACTIONS,
+    min_known_items: float = MIN_KNOWN_ITEMS,
+    source: str | None = None,
     user_column: str = "user",
     item_column: str = "item",
 ) -> EntityVocabulary:
@@ -64,20 +76,40 @@ def extend_vocabulary(
         interactions: new interaction rows (columns ``user`` and ``item``, as :func:`~hf_metaid.load_interactions`
             gives); rows between known entities only serve as neighbours.
         min_interactions: rows a new entity needs to be placed by its neighbours; fewer → cold start.
+        min_known_items: refuse data of which the vocabulary knows less than this share of the (distinct) items
+            (0: grow it whatever the data).
+        source: a name for the data (a file name), recorded with the hash of its rows in ``metadata["extension"]``
+            and ``metadata["extended_with"]``, so a shared vocabulary says what it grew on.
 
     Raises:
-        InvalidArgumentError: ``vocabulary`` is not an ``EntityVocabulary`` or ``min_interactions`` < 1.
+        InvalidArgumentError: ``vocabulary`` is not an ``EntityVocabulary``, ``min_interactions`` < 1,
+            ``min_known_items`` outside [0, 1] or ``source`` not a string.
         InteractionFormatError: ``interactions`` is empty or lacks the columns.
+        UnknownDataError: the vocabulary knows less than ``min_known_items`` of the data's items.
     """
     if not isinstance(vocabulary, EntityVocabulary):
         raise InvalidArgumentError(f"vocabulary must be an EntityVocabulary, got {type(vocabulary).__name__}")
     check_int("min_interactions", min_interactions, minimum=1)
+    check_number("min_known_items", min_known_items, 0.0, 1.0)
+    if source is not None and not isinstance(source, str):
+        raise InvalidArgumentError(f"source must be a name (str) for the data, got {type(source).__name__}")
     check_training_table(interactions, user_column, item_column)
     users = [str(u) for u in interactions[user_column][:]]
     items = [str(i) for i in interactions[item_column][:]]
+    distinct_users, distinct_items = list(dict.fromkeys(users)), list(dict.fromkeys(items))
+    new_users = [u for u in distinct_users if not vocabulary.has_user(u)]
+    new_items = [i for i in distinct_items if not vocabulary.has_item(i)]
+    data = {
+        "name": source,
+        "rows": len(users),
+        "rows_sha256": training_table_hash(interactions, user_column, item_column),
+        "users": len(distinct_users),
+        "known_users": len(distinct_users) - len(new_users),
+        "items": len(distinct_items),
+        "known_items": len(distinct_items) - len(new_items),
+    }
+    check_known_items(data, min_known_items)
     growth = _Growth(vocabulary)
-    new_users = [u for u in dict.fromkeys(users) if not vocabulary.has_user(u)]
-    new_items = [i for i in dict.fromkeys(items) if not vocabulary.has_item(i)]
     neighbours: dict[tuple[str, str], list[tuple[str, str]]] = {}
     for user, item in zip(users, items, strict=True):
         neighbours.setdefault(("user", user), []).append(("item", item))
@@ -101,7 +133,22 @@ def extend_vocabulary(
                 left_out[entity[0] + "s"] += 1
             else:
                 growth.place(entity, None)
-    return growth.build(new_users, new_items, min_interactions, rounds, left_out)
+    return growth.build(new_users, new_items, min_interactions, rounds, left_out, data)
+
+
+def check_known_items(data: dict, min_known_items: float = MIN_KNOWN_ITEMS) -> None:
+    """Refuse new data of which the vocabulary knows less than ``min_known_items`` of the items (``data``: the
+    counts :func:`extend_vocabulary` records in ``metadata["extension"]["data"]``)."""
+    if data["known_items"] >= min_known_items * data["items"]:
+        return
+    raise UnknownDataError(
+        f"the vocabulary knows {data['known_items']} of the new data's {data['items']} items "
+        f"({data['known_items'] / data['items']:.0%}) and {data['known_users']} of its {data['users']} users; under "
+        f"{min_known_items:.0%} of the items known, this looks like other data than the vocabulary's (its "
+        f"{data['items'] - data['known_items']} new items would find few or no placed neighbours and fill the "
+        "cold-start cluster); extend anyway, e.g. with a batch of new items only, with min_known_items=0 "
+        "(hf-metaid extend --force)"
+    )
 
 
 class _Growth:
@@ -161,7 +208,9 @@ class _Growth:
         self.next_rank[cluster] += 1
         self.vectors[entity] = vector
 
-    def build(self, new_users, new_items, min_interactions: int, rounds: int, left_out: dict) -> EntityVocabulary:
+    def build(
+        self, new_users, new_items, min_interactions: int, rounds: int, left_out: dict, data: dict
+    ) -> EntityVocabulary:
         parent = self.parent
         added_users = [u for u in new_users if ("user", u) in self.codes]
         added_items = [i for i in new_items if ("item", i) in self.codes]
@@ -188,21 +237,38 @@ class _Growth:
                     *rows("item", added_items),
                 ]
             )
-        cold = sum(code[0] == self.cold_cluster for code in self.codes.values())
+        cold = {
+            kind + "s": sum(entity[0] == kind and code[0] == self.cold_cluster for entity, code in self.codes.items())
+            for kind in ("user", "item")
+        }
         metadata = dict(parent.metadata)
         metadata["parent_fingerprint"] = parent.fingerprint
         metadata["lineage"] = [*parent.metadata.get("lineage", []), parent.fingerprint]
+        metadata["extended_with"] = [
+            *parent.metadata.get("extended_with", []),
+            {"name": data["name"], "rows_sha256": data["rows_sha256"]},
+        ]
         metadata["extension"] = {
             "rule": FOLD_IN_RULE,
             "cold_start_rule": COLD_START_RULE,
             "min_interactions": min_interactions,
             "rounds": rounds,
+            "data": data,
             "users": len(added_users),
             "items": len(added_items),
-            "cold_start": int(cold),
+            "cold_start": cold["users"] + cold["items"],
+            "cold_start_users": cold["users"],
+            "cold_start_items": cold["items"],
             "left_out": left_out,
             "new_rank_tokens": num_ranks - parent.num_ranks,
         }
+        if self.cold_cluster is not None:  # the cluster as it now is, not as the fit left it
+            before = parent.metadata.get("cold_start", {})
+            metadata["cold_start"] = {
+                **before,
+                "users": int(np.sum(user_codes[:, 0] == self.cold_cluster)),
+                "items": int(np.sum(item_codes[:, 0] == self.cold_cluster)),
+            }
         return EntityVocabulary(
             parent.users + added_users,
             parent.items + added_items,
