@@ -7,7 +7,9 @@ PEFT's ``LoraConfig`` does: ``help`` (the text of the command-line option), and 
 * :func:`validate_fields` (called from the class's ``__post_init__``) and :func:`check_field` accept a value or
   raise :class:`~hf_metaid.errors.InvalidArgumentError` (a ``ValueError``) naming the field, the value and the rule;
 * :func:`add_config_arguments` adds one ``--field-name`` option per field to an ``argparse`` parser, with the
-  field's type, default, help text and rule, and :func:`config_from_arguments` builds the settings object back.
+  field's type, default, help text and rule, and :func:`config_from_arguments` builds the settings object back;
+* :func:`option_field` writes a field from a model option of the config (``MetaIDConfig``'s table), so settings
+  that mirror the config repeat none of its documentation.
 
 Supported annotations: ``int``, ``float``, ``bool``, ``str``, ``None`` and unions of them with fixed-size tuples of
 ints or floats (``int | tuple[int, int]``; on the command line ``4,6``). ``int`` means a real integer (a numpy integer
@@ -60,55 +62,72 @@ def validate_fields(config: Any) -> None:
         object.__setattr__(config, field.name, check_field(type(config), field.name, getattr(config, field.name)))
 
 
+def option_field(option: Any, *, default: Any = dataclasses.MISSING, spelling: str = "") -> Any:
+    """A settings field that a model option describes (a :class:`~hf_metaid.configuration_metaid.ModelOption`):
+    its default, its help text (the config's own documentation, plus ``spelling`` where the settings write the
+    value otherwise, with ``default``) and its minimum, so the settings and the command say what the config says."""
+    metadata: dict[str, Any] = {"help": option.description + (f" {spelling}" if spelling else "")}
+    if option.minimum is not None:
+        metadata["minimum"] = option.minimum
+    return dataclasses.field(default=option.default if default is dataclasses.MISSING else default, metadata=metadata)
+
+
 def add_config_arguments(
     parser: ArgumentContainer,
     config_class: type,
     fields: Iterable[str] | None = None,
     *,
-    aliases: Mapping[str, str | Iterable[str]] | None = None,
     defaults: Mapping[str, Any] | None = None,
+    defaults_from: str | None = None,
 ) -> None:
     """Add a ``--field-name`` option for each of ``fields`` (all fields of ``config_class`` when ``None``).
 
     Each option takes its type, default and help text from the field; a value that breaks the field's rule is an
-    argparse error naming the option. ``bool`` fields become ``--name/--no-name`` pairs.
+    argparse error naming the option. ``bool`` fields become ``--name/--no-name`` pairs. Each option has that one
+    spelling, the field's name: one name per setting in Python, in saved settings and on the command line.
 
     Args:
-        aliases: extra option strings per field, e.g. ``{"num_clusters": "--clusters"}``.
         defaults: defaults for this parser that differ from the field defaults (checked like any value).
+        defaults_from: for options whose value, when not given, is decided after parsing (e.g. by a recipe another
+            option names): the options get no default, so one not given is absent from the namespace, and each help
+            ends with ``(default: <defaults_from>)``, ``{value}`` standing for the option's value in ``defaults``
+            (e.g. ``"the recipe's; fast: {value}"``).
 
     The values are stored in the namespace under ``"<class name>.<field>"``, so they never collide with other options
     of the same parser (a training ``--batch-size`` next to the indexer's); read them back with
     :func:`config_from_arguments`.
 
     Raises:
-        TypeError: an unknown field name, an alias or default for a field not added, or a field without help text.
+        TypeError: an unknown field name, a default for a field not added, or a field without help text.
         ValueError: a default in ``defaults`` breaks its field's rule.
     """
-    aliases, defaults = dict(aliases or {}), dict(defaults or {})
+    defaults = dict(defaults or {})
     chosen = list(_fields(config_class) if fields is None else fields)
     for name in chosen:
         _field(config_class, name)
-    stray = sorted((aliases.keys() | defaults.keys()) - set(chosen))
+    stray = sorted(defaults.keys() - set(chosen))
     if stray:
-        raise TypeError(f"aliases or defaults given for fields that get no option: {', '.join(stray)}")
+        raise TypeError(f"defaults given for fields that get no option: {', '.join(stray)}")
     for name in chosen:
         field, hint = _field(config_class, name)
         if not field.metadata.get("help"):
             raise TypeError(f"{config_class.__name__}.{name} has no help text (field metadata 'help')")
-        extra = aliases.get(name, ())
-        flags = [f"--{name.replace('_', '-')}", *([extra] if isinstance(extra, str) else extra)]
+        flag = f"--{name.replace('_', '-')}"
         help_text = field.metadata["help"].replace("%", "%%")  # argparse %-formats help texts
         options: dict[str, Any] = {"dest": f"{config_class.__name__}.{name}", "help": help_text}
-        if name in defaults:
+        if defaults_from is not None:
+            shown = check_field(config_class, name, defaults[name]) if name in defaults else None
+            options["default"] = argparse.SUPPRESS
+            options["help"] += f" (default: {defaults_from.format(value=shown)})".replace("%", "%%")
+        elif name in defaults:
             options["default"] = check_field(config_class, name, defaults[name])
         elif field.default is not dataclasses.MISSING:
             options["default"] = field.default
         elif field.default_factory is not dataclasses.MISSING:
             options["default"] = field.default_factory()
-        if "default" in options:
+        if defaults_from is None and "default" in options:
             options["help"] += " (default: %(default)s)"
-        else:
+        elif "default" not in options:
             options["required"] = True
         if hint is bool:
             options["action"] = argparse.BooleanOptionalAction
@@ -116,7 +135,7 @@ def add_config_arguments(
             options.update(type=_option_type(config_class, name, hint), choices=field.metadata["choices"])
         else:
             options.update(type=_option_type(config_class, name, hint), metavar=name.upper())
-        parser.add_argument(*flags, **options)
+        parser.add_argument(flag, **options)
 
 
 def config_from_arguments(namespace: argparse.Namespace, config_class: type[ConfigT], **settings: Any) -> ConfigT:

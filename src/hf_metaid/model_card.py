@@ -23,6 +23,7 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from .configuration_metaid import MODEL_OPTIONS
 from .errors import InvalidArgumentError, SavedFileError
 from .output_folders import read_json_object, replace_file
 from .prompt_templates import TEMPLATES
@@ -268,13 +269,8 @@ def _evaluation_section(evaluations: Sequence[Mapping]) -> list[str]:
     return lines
 
 
-# config field -> what the card says of it when it is on
-ITEM_OPTIONS = (
-    ("metaid_history_in_decoder", "the history in the decoder"),
-    ("metaid_item_input", "items' own input vectors"),
-    ("metaid_item_output", "items' own output vectors"),
-    ("metaid_repeat_bias", "a learned score of items already read"),
-)
+# config field -> what the card says of it when it is on (the options' own words, MODEL_OPTIONS)
+ITEM_OPTIONS = tuple((option.field, option.card) for option in MODEL_OPTIONS if option.card)
 
 
 def _item_options(config: dict) -> list[str]:

@@ -21,13 +21,17 @@ from transformers.models.t5.modeling_t5 import T5Stack
 from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.generic import can_return_tuple
 
-from .checks import check_bool, check_choice, check_int, check_number
-from .configuration_metaid import MetaIDConfig
+from .checks import check_choice, check_int
+from .configuration_metaid import MODEL_OPTIONS, OPTION_NAMES, OPTIONS, MetaIDConfig, check_model_options
 from .errors import InvalidArgumentError, VocabularyMismatchError
 from .item_output import MetaIDItemInput, MetaIDItemOutput, regrow_item_rows
+from .item_tree import ItemTree
 from .recommendation import RecommendationMixin
 from .repeat_bias import MetaIDRepeatBias, codes_read_before
 from .tree_softmax import check_labels, next_token_table
+
+# The options whose modules read the tokenizer's items (their item tables come from it).
+ITEM_TABLE_OPTIONS = ("tree_softmax", "item_output", "item_input")
 
 
 class MetaIDAugmentation(nn.Module):
@@ -48,15 +52,8 @@ class MetaIDAugmentation(nn.Module):
 
 class _ItemInputStack(T5Stack):
     """A T5 stack that may hold the items' own input vectors (``metaid_item_input``) and adds them to its input
-    embeddings: the encoder's when the history is in the prompt, the decoder's when it is in the decoder."""
-
-    def _add_item_input(self, config: MetaIDConfig) -> None:
-        self.metaid_item_input = MetaIDItemInput(
-            config.metaid_num_items,
-            config.d_model,
-            config.metaid_num_clusters,
-            config.metaid_num_new_tokens - config.metaid_num_clusters,
-        )
+    embeddings: the encoder's when the history is in the prompt, the decoder's when it is in the decoder (the model
+    places it: ``MetaIDForConditionalGeneration.configure``)."""
 
     @property
     def has_item_input(self) -> bool:
@@ -83,8 +80,6 @@ class MetaIDEncoderStack(_ItemInputStack):
             config.metaid_num_new_tokens, config.metaid_vector_dim, config.d_model
         )
         self.augmentation_active = True
-        if config.metaid_item_input and not config.metaid_history_in_decoder:
-            self._add_item_input(config)
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
@@ -181,14 +176,7 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
         self.decoder.__class__ = MetaIDDecoderStack
         # The decoder's F is the encoder's module, not one of the decoder's submodules (one set of weights, saved once).
         object.__setattr__(self.decoder, "augmentation_owner", self.encoder)
-        if config.metaid_tree_softmax or config.metaid_item_output:
-            self._register_item_mask()
-        if config.metaid_item_output:
-            self.metaid_item_output = MetaIDItemOutput(config.metaid_num_items, config.d_model)
-        if config.metaid_item_input and config.metaid_history_in_decoder:
-            self.decoder._add_item_input(config)
-        if config.metaid_repeat_bias:
-            self.metaid_repeat_bias = MetaIDRepeatBias()
+        self._build_option_modules()  # the item tables stay empty until a tokenizer or the saved weights fill them
         self.post_init()
 
     # --------------------------------------------------------------------------------------------- building
@@ -198,71 +186,73 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
         base: str | os.PathLike | T5Config | dict,
         tokenizer,
         *,
-        alpha: float = 0.1,
         init_new_rows: str = "resize",
-        augment_generation: bool = True,
-        augment_decoder: bool = False,
-        tree_softmax: bool = False,
-        item_output: bool = False,
-        item_input: bool = False,
         seed: int = 0,
-        **from_pretrained_kwargs,
+        **options_and_from_pretrained_kwargs,
     ) -> MetaIDForConditionalGeneration:
-        """A META ID model for ``tokenizer``'s ID vocabulary, from a T5 checkpoint or a T5 configuration.
+        """A META ID model for ``tokenizer``'s ID vocabulary, from a T5 checkpoint or a T5 configuration, with any
+        combination of the model's options.
 
         Args:
             base: a T5 checkpoint name or path (``"t5-small"``; weights are loaded, needs the Hub or a local copy),
                 or a ``T5Config`` / dict of config fields (random initialisation, e.g. :func:`tiny_t5_config`).
             tokenizer: the :class:`MetaIDTokenizer` holding the entity vocabulary.
-            alpha: weight α of the augmentation (0.1 in the paper's runs).
             init_new_rows: ``"resize"`` (transformers' default for new rows: the mean and covariance of the old
                 rows) or ``"centroid"`` (each new row starts as a seeded random projection of its vector v_t,
                 scaled to the mean norm of the old rows).
-            augment_generation: ``False`` reproduces the research code, where F was skipped at generation time.
-            augment_decoder: add α·F(v_t) to the decoder's ID-token inputs too (where the history is with
-                ``history_in_decoder``); ``False``, F in the encoder only, as the research code had it.
-            tree_softmax: normalise every ID step over the tokens a real item can continue with (see
-                :meth:`set_tree_softmax`); ``False``, the paper's plain softmax over the vocabulary.
-            item_output: give every item its own output vector at the rank step (:meth:`set_item_output`);
-                ``False``, the paper's rank step.
-            item_input: give every item its own input vector where the history is read (:meth:`set_item_input`).
             seed: seed of the random initialisation (config path) and of the ``"centroid"`` projection.
+            **options_and_from_pretrained_kwargs: the model's options by name (``alpha=0.1``, ``tree_softmax=True``,
+                ``item_output=True``, ``history_in_decoder=True``, ``repeat_bias=True``, ...: every option of
+                :class:`MetaIDConfig`, documented there), checked together by the config; an option not given keeps
+                the base config's value where it records one, else its default. Other keywords go to
+                ``from_pretrained`` (a checkpoint base only).
+
+        Raises:
+            InvalidArgumentError: a bad argument or option, options that break a rule between them (named), or a
+                keyword that is no option for a configuration base.
         """
         vocabulary = getattr(tokenizer, "entity_vocabulary", None)
         if vocabulary is None:
             raise InvalidArgumentError(f"tokenizer must be a MetaIDTokenizer, got {type(tokenizer).__name__}")
         if not isinstance(base, (str, os.PathLike, T5Config, dict)):
             raise InvalidArgumentError(f"base must be a checkpoint name/path, a T5Config or a dict, got {base!r:.80}")
-        alpha = check_number("alpha", alpha)
         check_choice("init_new_rows", init_new_rows, ("resize", "centroid"))
-        check_bool("augment_generation", augment_generation)
-        check_bool("augment_decoder", augment_decoder)
-        check_bool("tree_softmax", tree_softmax)
-        check_bool("item_output", item_output)
-        check_bool("item_input", item_input)
         check_int("seed", seed, minimum=0)
+        from_pretrained_kwargs = dict(options_and_from_pretrained_kwargs)
+        given = {name: from_pretrained_kwargs.pop(name) for name in OPTION_NAMES if name in from_pretrained_kwargs}
+        given = {name: OPTIONS[name].check(value) for name, value in given.items()}  # before any download
+        checkpoint = isinstance(base, (str, os.PathLike))
+        if checkpoint:
+            base_config = T5Config.from_pretrained(base).to_dict()
+        else:
+            base_config = base.to_dict() if isinstance(base, T5Config) else dict(base)
+            if from_pretrained_kwargs:
+                raise InvalidArgumentError(
+                    f"from_base: unknown option(s) {', '.join(sorted(from_pretrained_kwargs))} (other keywords go to "
+                    f"from_pretrained, for a checkpoint base); the model options are {', '.join(OPTION_NAMES)}"
+                )
+        recorded = {option.name: base_config[option.field] for option in MODEL_OPTIONS if option.field in base_config}
+        options = check_model_options({**recorded, **given})
+        item_vectors = options["item_output"] or options["item_input"]
         fields = {
-            "metaid_alpha": alpha,
+            **{OPTIONS[name].field: value for name, value in options.items()},
             "metaid_vector_dim": vocabulary.vector_dim,
             "metaid_first_new_id": tokenizer.id_token_range.start,
             "metaid_num_new_tokens": len(tokenizer.id_token_range),
             "metaid_num_clusters": vocabulary.num_clusters,
             "metaid_vocab_fingerprint": vocabulary.fingerprint,
-            "metaid_augment_generation": augment_generation,
-            "metaid_augment_decoder": augment_decoder,
+            "metaid_num_items": _item_count(tokenizer) if item_vectors else 0,
             "decoder_start_token_id": tokenizer.pad_token_id,
             "pad_token_id": tokenizer.pad_token_id,
             "eos_token_id": tokenizer.eos_token_id,
         }
-        if isinstance(base, (str, os.PathLike)):
-            base_config = T5Config.from_pretrained(base).to_dict()
-            config = MetaIDConfig(**{**_t5_fields(base_config), **fields})
+        config = MetaIDConfig(**{**_t5_fields(base_config), **fields})
+        if checkpoint:
             model = cls.from_pretrained(base, config=config, **from_pretrained_kwargs)
         else:
-            base_config = base.to_dict() if isinstance(base, T5Config) else dict(base)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)  # same config + seed → the same initial weights
-                model = cls(MetaIDConfig(**{**_t5_fields(base_config), **fields}))
+                model = cls(config)
         old_rows = model.get_input_embeddings().weight.shape[0]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # new rows are sampled: seed them too
@@ -274,12 +264,7 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
         model.generation_config.decoder_start_token_id = tokenizer.pad_token_id
         model.generation_config.pad_token_id = tokenizer.pad_token_id
         model.generation_config.eos_token_id = tokenizer.eos_token_id
-        if tree_softmax:
-            model.set_tree_softmax(tokenizer)
-        if item_output:
-            model.set_item_output(tokenizer)
-        if item_input:
-            model.set_item_input(tokenizer)
+        model._build_option_modules(tokenizer)  # fills the item tables of the options on
         return model
 
     def _init_rows_from_vectors(self, old_rows: int, seed: int) -> None:
@@ -354,9 +339,9 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
         config.metaid_num_new_tokens = new_count
         config.metaid_vocab_fingerprint = vocabulary.fingerprint
         self._metaid_item_tree = None
-        if config.metaid_tree_softmax:
-            self.set_tree_softmax(tokenizer)
         self._grow_item_vectors(tokenizer, old_items)
+        if config.metaid_tree_softmax:
+            self._fill_item_mask(tokenizer)
         return self
 
     def _grow_item_vectors(self, tokenizer, old_items: torch.Tensor | None) -> None:
@@ -398,89 +383,89 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
         # uint8, not bool: DDP broadcasts buffers, and gloo has no bool type.
         self.register_buffer("metaid_item_mask", torch.zeros(shape, dtype=torch.uint8), persistent=True)
 
+    # ------------------------------------------------------------------------------------------------ options
+    def configure(self, tokenizer=None, **options) -> MetaIDForConditionalGeneration:
+        """Change any of the model's options (by name, as :class:`MetaIDConfig` documents them), in place.
+
+        The config as it would be is checked first (each option, and the option each one needs: options that need
+        each other change together, e.g. ``configure(history_in_decoder=True, repeat_bias=True)``), so a refused
+        call changes nothing. Then every option's modules follow the config whatever the order of earlier calls: an
+        option on gets its modules (the item tables filled from ``tokenizer``'s items), an option off loses them, and
+        a module already there keeps its weights (the item input moves, with them, to the stack that reads the
+        history). ``tokenizer`` is needed to turn on an option that reads the items (``tree_softmax``,
+        ``item_output``, ``item_input``) and refused if built for another vocabulary. Returns the model.
+
+        Raises:
+            InvalidArgumentError: an unknown option, a bad value, a rule between options broken (named), or no
+                tokenizer for an option that needs its items.
+            VocabularyMismatchError: a tokenizer of another ID vocabulary.
+        """
+        if tokenizer is not None:
+            self.check_tokenizer(tokenizer)
+        changes = self.config.check_options(**options)
+        if tokenizer is None:
+            config = self.config
+            missing = [
+                name for name in ITEM_TABLE_OPTIONS if changes.get(name) and not getattr(config, OPTIONS[name].field)
+            ]
+            if missing:
+                raise InvalidArgumentError(
+                    f"{', '.join(missing)} reads the tokenizer's items: pass it, "
+                    f"model.configure(tokenizer, {', '.join(f'{name}=True' for name in missing)})"
+                )
+        self._set_stack_fields(**{OPTIONS[name].field: value for name, value in changes.items()})
+        self._build_option_modules(tokenizer)
+        return self
+
     def set_tree_softmax(self, tokenizer, enabled: bool = True) -> None:
-        """Switch the item-tree softmax on (or off) for ``tokenizer``'s items, recorded in the config.
+        """Switch the item-tree softmax on (or off) for ``tokenizer``'s items: ``configure(tokenizer,
+        tree_softmax=enabled)``.
 
         On, the decoder's logits are -inf wherever the previous token rules a token out (after the start token:
         clusters holding items; after cluster c: the rank tokens of c's items; after a rank token: the end, or with
-        the history in the decoder the next item's cluster), in
-        the training loss, ``generate`` and ``recommend`` alike. The training objective is then the probability of
-        the target among real items, and a small model no longer spends its capacity learning which IDs exist.
-        The item table is a buffer saved with the weights.
+        the history in the decoder the next item's cluster), in the training loss, ``generate`` and ``recommend``
+        alike. The training objective is then the probability of the target among real items, and a small model no
+        longer spends its capacity learning which IDs exist. The item table is a buffer saved with the weights.
         """
-        self.check_tokenizer(tokenizer)
-        self.config.metaid_tree_softmax = enabled
-        self._metaid_tree_table = None
-        if enabled:
-            self._fill_item_mask(tokenizer)
-        elif not self.config.metaid_item_output:
-            self._buffers.pop("metaid_item_mask", None)
+        self.configure(tokenizer, tree_softmax=enabled)
 
     def set_item_output(self, tokenizer, enabled: bool = True) -> None:
-        """Give every item of ``tokenizer``'s vocabulary its own output vector at the rank step (or remove them).
+        """Give every item of ``tokenizer``'s vocabulary its own output vector at the rank step (or remove them):
+        ``configure(tokenizer, item_output=enabled)``.
 
         On, the logit of rank token r after cluster token c gets ``h · u_i + b_i`` for the item i = (c, r)
         (:mod:`hf_metaid.item_output`), in the training loss, ``generate`` and ``recommend`` alike; u and b start at
         zero (the model's scores are unchanged until it trains) and are saved with the weights, with the item table
         that numbers them. LoRA trains them in full.
         """
-        self.check_tokenizer(tokenizer)
-        if not enabled:
-            self.config.metaid_item_output = False
-            self._modules.pop("metaid_item_output", None)
-            if not self.config.metaid_tree_softmax:
-                self._buffers.pop("metaid_item_mask", None)
-            return
-        mask = self._fill_item_mask(tokenizer)
-        device = self.get_input_embeddings().weight.device
-        self._set_num_items(int(mask.bool().sum()))
-        self.config.metaid_item_output = True
-        self.metaid_item_output = MetaIDItemOutput(self.config.metaid_num_items, self.config.d_model).to(device)
+        self.configure(tokenizer, item_output=enabled)
 
     def set_item_input(self, tokenizer, enabled: bool = True) -> None:
         """Give every item of ``tokenizer``'s vocabulary its own input vector where the history is read (or take
-        them away).
+        them away): ``configure(tokenizer, item_input=enabled)``.
 
         On, the input embedding of the rank token that follows cluster token c gets w_i for the item i = (c, r)
         (:class:`~hf_metaid.item_output.MetaIDItemInput`), so a history item reaches the model as itself and not
         only as a cluster and a rank shared with other items: in the encoder, or with the history in the decoder
-        (:meth:`set_prompt_format`) in the decoder, where the rank token of history item n predicts item n + 1. w
-        starts at zero and is saved with the weights, with the item table that numbers it. LoRA trains it in full.
+        in the decoder, where the rank token of history item n predicts item n + 1. w starts at zero and is saved
+        with the weights, with the item table that numbers it. LoRA trains it in full.
         """
-        self.check_tokenizer(tokenizer)
-        for stack in (self.encoder, self.decoder):
-            stack._modules.pop("metaid_item_input", None)
-        if not enabled:
-            self._set_stack_fields(metaid_item_input=False)
-            return
-        mask = self._item_table(tokenizer)
-        module = MetaIDItemInput(int(mask.bool().sum()), self.config.d_model, *mask.shape).to(mask.device)
-        module.item_mask.copy_(mask)
-        self._set_num_items(module.weight.shape[0])
-        self._set_stack_fields(metaid_item_input=True)
-        self.item_input_stack.metaid_item_input = module
+        self.configure(tokenizer, item_input=enabled)
 
     def set_repeat_bias(self, enabled: bool = True) -> None:
-        """Add (or remove) the learned score β of the items the decoder has already read (:mod:`hf_metaid.repeat_bias`).
+        """Add (or remove) the learned score β of the items the decoder has already read (:mod:`hf_metaid.repeat_bias`):
+        ``configure(repeat_bias=enabled)``.
 
         On, the rank-step logit of every item read earlier in the decoder's sequence gets β, in the training loss
         (and the all-items objective), ``generate`` and ``recommend`` alike; β starts at 0 and is saved with the
-        weights. It needs the history in the decoder (:meth:`set_prompt_format`), where the sequence holds the
-        items read. LoRA trains it in full (turn it on before wrapping the model: ``lora_config`` lists it). It acts at
-        the rank step: with the tree softmax, which normalises that step over the cluster's items, it reorders read
-        items against the unread ones of their cluster but cannot lower the cluster's own probability (and has no
-        effect where every item of the cluster was read).
+        weights. It needs the history in the decoder, where the sequence holds the items read
+        (``configure(history_in_decoder=True, repeat_bias=True)`` sets both). LoRA trains it in full (turn it on
+        before wrapping the model: ``lora_config`` lists it). It acts at the rank step: with the tree softmax, which
+        normalises that step over the cluster's items, it reorders read items against the unread ones of their
+        cluster but cannot lower the cluster's own probability (and has no effect where every item of the cluster
+        was read).
         """
-        check_bool("enabled", enabled)
-        if enabled and not self.config.metaid_history_in_decoder:
-            raise InvalidArgumentError(
-                "the repeat bias scores the items the decoder has read: set the history in the decoder first "
-                "(set_prompt_format(..., history_in_decoder=True))"
-            )
-        self._modules.pop("metaid_repeat_bias", None)
-        self._set_stack_fields(metaid_repeat_bias=enabled)
-        if enabled:
-            self.metaid_repeat_bias = MetaIDRepeatBias().to(self.get_input_embeddings().weight.device)
+        self.configure(repeat_bias=enabled)
 
     @property
     def item_input_stack(self) -> _ItemInputStack:
@@ -488,12 +473,45 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
         ``config.metaid_history_in_decoder``, else the encoder)."""
         return self.decoder if self.config.metaid_history_in_decoder else self.encoder
 
-    def _place_item_input(self) -> None:
-        """Move the item input (same weights) to :attr:`item_input_stack` after the prompt format changed."""
-        target = self.item_input_stack
-        other = self.encoder if target is self.decoder else self.decoder
-        if "metaid_item_input" in other._modules:
-            target.metaid_item_input = other._modules.pop("metaid_item_input")
+    def _build_option_modules(self, tokenizer=None) -> None:
+        """Make the modules and buffers match the config's options, whatever order they were set in: what an option
+        on needs is added (its item tables filled from ``tokenizer``'s items where given, else left for the saved
+        weights), what an option off leaves unused is removed, and a module already there is kept with its weights
+        (and any PEFT wrapper)."""
+        config = self.config
+        device = self.shared.weight.device
+        table = None if tokenizer is None else self._item_table(tokenizer)
+        self._metaid_tree_table = None
+        if config.metaid_tree_softmax or config.metaid_item_output:
+            if "metaid_item_mask" not in self._buffers:
+                self._register_item_mask()
+            if table is not None:
+                self.metaid_item_mask = table
+        else:
+            self._buffers.pop("metaid_item_mask", None)
+        if table is not None and (config.metaid_item_output or config.metaid_item_input):
+            self._set_num_items(int(table.sum()))
+        if not config.metaid_item_output:
+            self._modules.pop("metaid_item_output", None)
+        elif "metaid_item_output" not in self._modules:
+            self.metaid_item_output = MetaIDItemOutput(config.metaid_num_items, config.d_model).to(device)
+        reader = self.item_input_stack
+        other = self.encoder if reader is self.decoder else self.decoder
+        module = other._modules.pop("metaid_item_input", None)
+        if not config.metaid_item_input:
+            reader._modules.pop("metaid_item_input", None)
+        elif "metaid_item_input" not in reader._modules:
+            clusters = config.metaid_num_clusters
+            if module is None:
+                ranks = config.metaid_num_new_tokens - clusters
+                module = MetaIDItemInput(config.metaid_num_items, config.d_model, clusters, ranks).to(device)
+            reader.metaid_item_input = module
+        if config.metaid_item_input and table is not None and isinstance(reader.metaid_item_input, MetaIDItemInput):
+            reader.metaid_item_input.item_mask.copy_(table)
+        if not config.metaid_repeat_bias:
+            self._modules.pop("metaid_repeat_bias", None)
+        elif "metaid_repeat_bias" not in self._modules:
+            self.metaid_repeat_bias = MetaIDRepeatBias().to(device)
 
     def _set_stack_fields(self, **fields) -> None:
         """Set config fields on the model and on both stacks' own copies of the config."""
@@ -513,6 +531,7 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
         if "metaid_item_mask" not in self._buffers:
             self._register_item_mask()
         self.metaid_item_mask = self._item_table(tokenizer)
+        self._metaid_tree_table = None
         return self.metaid_item_mask
 
     def _item_table(self, tokenizer) -> torch.Tensor:
@@ -565,6 +584,8 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
         repeat bias, the
         logits carry them (:meth:`adjust_logits`) and the loss is taken over them."""
         config = self.config
+        if labels is not None and config.metaid_item_loss and not config.metaid_item_output:
+            config.check_options()  # a config written by hand breaks a rule: raise it rather than train without it
         # generate feeds one new token per step after the first: the whole sequence comes beside it (see
         # prepare_inputs_for_generation), for the repeat bias to see the items read before.
         sequence = kwargs.pop("metaid_decoder_sequence", None)
@@ -610,7 +631,7 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
             if config.metaid_tree_softmax:
                 check_labels(output.logits, labels)
             output.loss = nn.functional.cross_entropy(output.logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
-            if config.metaid_item_output and config.metaid_item_loss:
+            if config.metaid_item_loss:  # the config's rules make it come with the item output
                 output.loss = output.loss + config.metaid_item_loss * self.metaid_item_output.all_items_loss(
                     captured[-1],
                     labels,
@@ -692,6 +713,11 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
             return super().generate(*args, **kwargs)
         with self.encoder.augmentation_disabled():
             return super().generate(*args, **kwargs)
+
+
+def _item_count(tokenizer) -> int:
+    """How many items ``tokenizer``'s vocabulary spells (the rows of the items' own vectors)."""
+    return int((ItemTree.from_tokenizer(tokenizer).item_of_code >= 0).sum())
 
 
 def _t5_fields(config: dict) -> dict:

@@ -15,14 +15,14 @@ from .checks import check_bool, check_choice, check_int
 from .decoding import decode_items
 from .errors import InvalidArgumentError, UnknownEntityError
 from .item_tree import ItemTree
-from .prompt_templates import TEMPLATES, check_max_history, check_templates, format_prompt, resolve_template
+from .prompt_templates import TEMPLATES, check_max_history, format_prompt, resolve_template
 
 
 class RecommendationMixin:
     """``recommend``, ``recommend_batch`` and the recorded prompt format, for a META ID seq2seq model.
 
-    The host class provides ``config`` (a ``MetaIDConfig``), ``check_tokenizer``, ``device``, ``training``/``eval``
-    and what :func:`decode_items` needs (the encoder and decoder).
+    The host class provides ``config`` (a ``MetaIDConfig``), ``configure``, ``check_tokenizer``, ``device``,
+    ``training``/``eval`` and what :func:`decode_items` needs (the encoder and decoder).
     """
 
     # ------------------------------------------------------------------------------------------- prompt format
@@ -38,17 +38,10 @@ class RecommendationMixin:
         """Record the prompt format the model is trained with, so that it is saved with it and ``recommend`` and
         evaluation ask in the same words (``None``: the library's templates). ``history_in_decoder``: the encoder
         reads the user (the direct task's template) and the decoder the latest ``max_history`` history items (see
-        ``MetaIDConfig.metaid_history_in_decoder``)."""
-        if not history_in_decoder and getattr(self.config, "metaid_repeat_bias", False):
-            raise InvalidArgumentError(
-                "the repeat bias scores the items the decoder has read: take it off first (set_repeat_bias(False)) "
-                "to move the history out of the decoder"
-            )
-        self.config.metaid_max_history = check_max_history(max_history)
-        self.config.metaid_prompt_templates = None if templates is None else check_templates(templates)
-        self.config.metaid_history_in_decoder = bool(history_in_decoder)
-        if hasattr(self, "_place_item_input"):  # the items' own input vectors follow the history
-            self._place_item_input()
+        ``MetaIDConfig.metaid_history_in_decoder``). The same as ``configure(templates=..., max_history=...,
+        history_in_decoder=...)``, which checks them with the other options (the repeat bias needs the history in
+        the decoder) and moves the items' own input vectors to the stack that reads the history."""
+        self.configure(templates=templates, max_history=max_history, history_in_decoder=history_in_decoder)
 
     def item_tree(self, tokenizer) -> ItemTree:
         """The valid-item tree of ``tokenizer`` (cached per vocabulary and token ids; the pairing check runs when

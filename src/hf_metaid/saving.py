@@ -375,16 +375,9 @@ def _load_adapter(folder: Path, base, tokenizer, **from_pretrained_kwargs):
         if getattr(base.config, field) != getattr(saved, field):
             mine, theirs = getattr(base.config, field), getattr(saved, field)
             raise VocabularyMismatchError(f"base model {field}={mine!r} differs from the adapter's {theirs!r}")
-    # The adapter was trained with the saved prompt format and output rule: recommend and evaluation must match.
-    base.set_prompt_format(saved.metaid_prompt_templates, saved.metaid_max_history, saved.metaid_history_in_decoder)
-    if base.config.metaid_tree_softmax != saved.metaid_tree_softmax:
-        base.set_tree_softmax(tokenizer, saved.metaid_tree_softmax)
-    if base.config.metaid_item_output != saved.metaid_item_output:
-        base.set_item_output(tokenizer, saved.metaid_item_output)
-    if base.config.metaid_item_input != saved.metaid_item_input:
-        base.set_item_input(tokenizer, saved.metaid_item_input)
-    if base.config.metaid_repeat_bias != saved.metaid_repeat_bias:
-        base.set_repeat_bias(saved.metaid_repeat_bias)
+    # The adapter was trained with the saved options (prompt format, output rule, items' vectors): recommend and
+    # evaluation must match. One call: the base's modules follow, those it has already keep their weights.
+    base.configure(tokenizer, **saved.model_options())
     _check_base(folder, base, record, adapter, described)
     with _damaged_files_named(folder):
         model = PeftModel.from_pretrained(base, folder, is_trainable=False)
