@@ -49,7 +49,6 @@ import torch
 import hf_metaid as hm
 from benchmark_common import cpu_model
 from hf_metaid.pipeline import (
-    PROMPT_DEMO,
     build_model,
     build_tokenizer,
     build_vocabulary,
@@ -64,6 +63,7 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "catalogue_growth.md"
 ARMS = HERE / "results" / "catalogue_growth"
 NEW_SHARE = 0.1
+PROMPT_RECIPE = hm.recipes.get("fast-prompt")  # the prompt-mode recipe this file was measured with
 
 
 def time_split(train: datasets.Dataset) -> tuple[datasets.Dataset, datasets.Dataset]:
@@ -104,14 +104,13 @@ def evaluate(model, tokenizer, rows, exclude_seen: bool) -> dict:
 
 
 def run_grow(splits, old_rows, new_rows, test_sets, args, exclude_seen) -> dict:
-    index, model_settings = PROMPT_DEMO.index, PROMPT_DEMO.model
-    training = dataclasses.replace(PROMPT_DEMO.training, max_steps=args.steps, logging_steps=args.steps)
+    index, model_settings = PROMPT_RECIPE.index, PROMPT_RECIPE.model
+    training = dataclasses.replace(PROMPT_RECIPE.training, max_steps=args.steps, logging_steps=args.steps)
     started = time.perf_counter()
     vocabulary = build_vocabulary(old_rows, None, index)
     index_seconds = time.perf_counter() - started
     tokenizer = build_tokenizer(vocabulary)
-    model = build_model(tokenizer, model_settings, seed=training.seed)
-    model.set_prompt_format(load_templates(training.templates), training.max_history)
+    model = build_model(tokenizer, model_settings, seed=training.seed)  # in the recipe's prompt format
     result: dict = {"index_s": index_seconds, "clusters": vocabulary.num_clusters}
     with tempfile.TemporaryDirectory() as scratch:
         run = fine_tune(model, tokenizer, old_rows, scratch, training)
@@ -133,7 +132,7 @@ def run_grow(splits, old_rows, new_rows, test_sets, args, exclude_seen) -> dict:
     result["extension"] = vocabulary_grown.metadata["extension"]
     for name, rows in test_sets.items():
         result[f"after_extend.{name}"] = evaluate(model, grown, rows, exclude_seen)
-    prompts = prompts_with_new_targets(splits["train"], new_rows, grown, training, training.seed)
+    prompts = prompts_with_new_targets(splits["train"], new_rows, grown, model_settings, training.seed)
     tuning = dataclasses.replace(
         training, max_steps=args.fine_tune_steps, warmup_steps=0, logging_steps=args.fine_tune_steps
     )
@@ -152,13 +151,12 @@ def run_grow(splits, old_rows, new_rows, test_sets, args, exclude_seen) -> dict:
 
 def run_refit(splits, old_rows, new_rows, test_sets, args, exclude_seen) -> dict:
     steps = args.steps + args.fine_tune_steps
-    training = dataclasses.replace(PROMPT_DEMO.training, max_steps=steps, logging_steps=steps)
+    training = dataclasses.replace(PROMPT_RECIPE.training, max_steps=steps, logging_steps=steps)
     started = time.perf_counter()
-    vocabulary = build_vocabulary(splits["train"], None, PROMPT_DEMO.index)
+    vocabulary = build_vocabulary(splits["train"], None, PROMPT_RECIPE.index)
     result: dict = {"index_s": time.perf_counter() - started, "clusters": vocabulary.num_clusters, "steps": steps}
     tokenizer = build_tokenizer(vocabulary)
-    model = build_model(tokenizer, PROMPT_DEMO.model, seed=training.seed)
-    model.set_prompt_format(load_templates(training.templates), training.max_history)
+    model = build_model(tokenizer, PROMPT_RECIPE.model, seed=training.seed)  # in the recipe's prompt format
     with tempfile.TemporaryDirectory() as scratch:
         run = fine_tune(model, tokenizer, splits["train"], scratch, training)
     result.update(train_s=run.seconds, train_loss=run.loss)

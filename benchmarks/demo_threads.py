@@ -2,9 +2,9 @@
 
 Why: the demo's narrow model (d_model 64, d_ff 256, 1+2 layers, decoder sequences of up to 41 tokens) multiplies
 matrices so small that a second OpenMP thread costs more in waiting than it saves. Each set-up runs in its own
-process (``OMP_WAIT_POLICY=PASSIVE``, as ``hf-metaid`` sets it) and trains the recipe (``pipeline.DEMO``, or
-``--recipe prompt`` for the earlier prompt-mode demo) for ``--steps`` steps on Beauty; the set-ups alternate per
-repetition so that machine noise hits both alike; medians are reported.
+process (``OMP_WAIT_POLICY=PASSIVE``, as ``hf-metaid`` sets it) and trains a named recipe (``--recipe``, of
+``hf_metaid.recipes``: ``fast``, the demo's, by default; ``fast-prompt`` for the prompt-mode one) for ``--steps`` steps
+on Beauty; the set-ups alternate per repetition so that machine noise hits both alike; medians are reported.
 
 Run on an otherwise idle machine: ``python benchmarks/demo_threads.py [--steps 400 --repeats 2]``
 (writes ``results/demo_threads.md``).
@@ -20,15 +20,16 @@ import sys
 from pathlib import Path
 
 from benchmark_common import cpu_and_cores, write_report
+from hf_metaid import recipes
 
 RESULTS = Path(__file__).resolve().parent / "results" / "demo_threads.md"
 
 WORKER = """
 import dataclasses, sys
 import torch
-from hf_metaid.pipeline import DEMO, PROMPT_DEMO, build_vocabulary, split_data, train
+from hf_metaid.pipeline import Recipe, build_vocabulary, split_data, train
 
-threads, steps, recipe = int(sys.argv[1]), int(sys.argv[2]), {"demo": DEMO, "prompt": PROMPT_DEMO}[sys.argv[3]]
+threads, steps, recipe = int(sys.argv[1]), int(sys.argv[2]), Recipe.from_name(sys.argv[3])
 torch.set_num_threads(threads)
 splits, names = split_data("beauty")
 vocabulary = build_vocabulary(splits["train"], names, recipe.index)
@@ -49,7 +50,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--recipe", choices=("demo", "prompt"), default="demo")
+    parser.add_argument("--recipe", choices=recipes.names(), default=recipes.DEFAULT, help="a named recipe")
     parser.add_argument("--work", default="runs/demo_threads")
     args = parser.parse_args()
     times: dict[int, list[float]] = {1: [], 2: []}
@@ -58,12 +59,11 @@ def main() -> None:
             times[threads].append(seconds(threads, args.steps, args.recipe, f"{args.work}/{threads}-{repeat}"))
             print(f"{threads} thread(s), repeat {repeat + 1}: {times[threads][-1]:.1f} s", flush=True)
     one = statistics.median(times[1])
-    recipe = "DEMO" if args.recipe == "demo" else "PROMPT_DEMO"
     lines = [
         "# Training on 1 and 2 torch threads",
         "",
         f"`python benchmarks/demo_threads.py --steps {args.steps} --repeats {args.repeats} --recipe {args.recipe}`; "
-        f"{cpu_and_cores()}; `OMP_WAIT_POLICY=PASSIVE`; the recipe `pipeline.{recipe}`, "
+        f"{cpu_and_cores()}; `OMP_WAIT_POLICY=PASSIVE`; the recipe `{args.recipe}`, "
         f"{args.steps} training steps on Beauty per run, each run in its own process; the machine otherwise idle.",
         "",
         "| threads | seconds per run | median | seconds per step | speed vs 1 thread |",

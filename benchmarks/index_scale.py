@@ -2,10 +2,10 @@
 
 Each point is a graph of ``N`` interactions between ``N / 20`` users and ``N / 20`` items (the largest: 1M users,
 1M items, 20M interactions), whose user activity and item popularity both follow a Zipf law (exponent 1, the long
-tail of real catalogues), drawn with a seed. The indexer is BENCHMARK_RECIPE's (K = 100, 64 dimensions, spectral, joint
-clustering), the same with its SVD in single precision (``spectral32``: ``svd_precision="float32"``), or the skip-gram
-path (the paper's; run only as far as it fits the budget, its per-epoch rate recorded
-so a larger graph's cost is an explicit extrapolation, never a measurement).
+tail of real catalogues), drawn with a seed. The indexer is the recipe ``decoder-k100``'s (K = 100, 64 dimensions,
+spectral, joint clustering), the same with its SVD in single precision (``spectral32``: ``svd_precision="float32"``),
+or the skip-gram path (the paper's; run only as far as it fits the budget, its per-epoch rate recorded so a larger
+graph's cost is an explicit extrapolation, never a measurement).
 
 Every point runs in its own process (a clean memory high-water mark): the time of each stage (``timings_``: graph,
 spectral or walks + skip-gram, k-means; vocabulary = the rest of ``fit``), and the peak resident memory inside each
@@ -61,7 +61,7 @@ STAGES = {
     "spectral32": ("graph_s", "spectral_s", "kmeans_s", "vocabulary_s"),
     "skipgram": ("graph_s", "walks_s", "skipgram_s", "kmeans_s", "vocabulary_s"),
 }
-CLUSTERS = 100  # K of every point: BENCHMARK_RECIPE's (the eighth-round demo's)
+CLUSTERS = 100  # K of every point: the recipe decoder-k100's (the benchmarks' comparison base)
 TARGET = (20_000_000, 600.0, 12.0)  # the largest graph: seconds and GiB the spectral path must stay within
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -339,8 +339,9 @@ def report(folder: Path = RESULTS, table: Path = TABLE, png: Path = PLOT) -> lis
         "",
         "Regenerate: `python benchmarks/index_scale.py` (each point in its own process; a finished point is "
         "skipped unless `--force`). Users = items = interactions / 20, Zipf activity and popularity, seed 0; the "
-        "indexer of `BENCHMARK_RECIPE` (K = 100, 64 dimensions, joint clustering), spectral (its SVD in float64, "
-        'the default, or float32: `spectral32`, `svd_precision="float32"`) or skip-gram (1 epoch of walks). One '
+        "indexer of the recipe `decoder-k100` (K = 100, 64 dimensions, joint clustering), spectral (its SVD in "
+        'float64, the default, or float32: `spectral32`, `svd_precision="float32"`) or skip-gram (1 epoch of walks). '
+        "One "
         "torch thread, OpenBLAS on one thread in the SVD (as the library runs it). Peak GiB: the largest resident "
         "memory sampled inside the stage (every 20 ms), the table already in memory.",
         "",

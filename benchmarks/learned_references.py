@@ -28,11 +28,11 @@ import torch
 import hf_metaid as hm
 from benchmark_common import cpu_and_cores, write_report
 from hf_metaid.metrics import ranking_metrics
-from hf_metaid.pipeline import PROMPT_DEMO
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "learned_references"
 TABLE = HERE / "results" / "learned_references.md"
+PROMPT_RECIPE = hm.recipes.get("fast-prompt")  # its epochs and learning rate are the defaults here
 
 
 def train_chain(pairs: torch.Tensor, num_items: int, dim: int, epochs: float, learning_rate: float, seed: int):
@@ -135,8 +135,8 @@ def main() -> None:
     parser.add_argument("command", nargs="?", default="run", choices=("run", "table"))
     parser.add_argument("--data", default="beauty", help="'beauty', 'markov' or an interaction file")
     parser.add_argument("--dim", type=int, default=64)
-    parser.add_argument("--epochs", type=float, default=PROMPT_DEMO.training.epochs)
-    parser.add_argument("--learning-rate", type=float, default=PROMPT_DEMO.training.learning_rate)
+    parser.add_argument("--epochs", type=float, default=PROMPT_RECIPE.training.epochs)
+    parser.add_argument("--learning-rate", type=float, default=PROMPT_RECIPE.training.learning_rate)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()

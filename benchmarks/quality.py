@@ -2,18 +2,19 @@
 
 Each scheme arm (META ID, and the baselines sequential, random, collaborative, independent) trains the same backbone
 with the same recipe, budget and seed; only the ID vocabulary differs. Nothing is chosen on the test split: the
-recipes come from validation (``hf_metaid.pipeline.BENCHMARK_RECIPE``, ``benchmarks/results/demo.md``). Every arm
+recipes come from validation (``hf_metaid.recipes``, ``benchmarks/results/demo.md``). Every arm
 is evaluated on every user of the validation and the test split, HR@5/10 and NDCG@5/10 over all items (beam search
 over real items), once with the user's history kept in the ranking (the paper's protocol) and once with it left out. The
 ``references`` arm computes the counting references on the same splits (popularity, the cluster chain over META ID's
 clusters, the item Markov chain; ``count_baselines.py``).
 
 Profiles:
-- ``cpu``: the decoder recipe (``BENCHMARK_RECIPE``, the demo's until the demo took K = 200 and the all-items
-  objective, which ``metaid-k200`` and ``quality_budget.md`` measured: spectral META ID, K = 100, a narrow T5 of 1+2
-  layers with the history in its decoder, 16 epochs; about 11 minutes of training per arm on one thread), plus the
-  ablations (``ABLATIONS``: META ID with one thing changed, each against the arm it changes, with the paper's
-  Diversity and Memorization Scores of every arm).
+- ``cpu``: the decoder recipe (the recipe ``decoder-k100``: the demo's ``fast`` before it took K = 200 and the
+  all-items objective, which ``metaid-k200`` and ``quality_budget.md`` measured: spectral META ID, K = 100, a narrow
+  T5 of 1+2 layers with the history in its decoder, 16 epochs; about 11 minutes of training per arm on one thread),
+  plus the ablations (``ABLATIONS``: META ID with one thing changed, each against the arm it changes, with the
+  paper's Diversity and Memorization Scores of every arm). ``--recipe NAME`` trains the scheme arms and the decoder
+  ablations on another named recipe instead; their files then go to ``cpu-NAME`` beside ``cpu``.
 - ``gpu``: the paper's recipe (``examples/paper_recipe.py``: t5-small by name, all seen templates, lr 1e-3, 10 epochs,
   effective batch 2,048) for every scheme; needs a GPU (and the Hub, or a local copy of t5-small).
 
@@ -26,6 +27,7 @@ Usage:
     python benchmarks/quality.py                                  # Beauty, cpu profile, every arm, then the report
     python benchmarks/quality.py --data my_interactions.csv       # the whole table on your own data
     python benchmarks/quality.py --arms metaid,references         # some arms only
+    python benchmarks/quality.py --recipe fast                    # every scheme on the demo's recipe
     python benchmarks/quality.py --profile gpu                    # the paper's recipe for every scheme (GPU)
     python benchmarks/quality.py --report-only                    # rewrite the report from the arms' files
 """
@@ -50,13 +52,12 @@ import torch
 
 from benchmark_common import cpu_and_cores, write_report
 from count_baselines import counting_references
+from hf_metaid import recipes
 from hf_metaid.data import leave_one_out
 from hf_metaid.evaluation import evaluate_recommender
 from hf_metaid.id_quality import diversity_score, memorization_score
 from hf_metaid.metrics import DEFAULT_KS, MetricAccumulator, rank_of_target
 from hf_metaid.pipeline import (
-    BENCHMARK_RECIPE,
-    PROMPT_DEMO,
     SCHEMES,
     Recipe,
     build_vocabulary,
@@ -69,46 +70,48 @@ from hf_metaid.saving import load_for_inference, save_for_inference
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "quality"
 BEAUTY_REPORT = HERE / "RESULTS.md"
-# META ID with one thing changed (issue: the ablations): arm -> (what changed, the recipe it starts from, changes).
-# The prompt arms use the prompt recipe, whose encoder reads the history's ID tokens, so F acts there; under the
-# decoder recipe the encoder reads an anonymous prompt without ID tokens and F has nothing to act on.
-ABLATIONS: dict[str, tuple[str, Recipe, dict[str, dict]]] = {
+DEFAULT_RECIPE = "decoder-k100"  # the recipe of the scheme arms (--recipe), whose results files stay comparable
+# META ID with one thing changed (issue: the ablations): arm -> (what changed, the named recipe it starts from, None
+# for --recipe's, changes). The prompt arms use the prompt recipe, whose encoder reads the history's ID tokens, so F
+# acts there; under the decoder recipe the encoder reads an anonymous prompt without ID tokens and F has nothing to act
+# on.
+ABLATIONS: dict[str, tuple[str, str | None, dict[str, dict]]] = {
     "metaid-skipgram": (
         "skip-gram embedding (the paper's) instead of spectral",
-        BENCHMARK_RECIPE,
+        None,
         {"index": {"embedding": "skipgram"}},
     ),
-    "metaid-k50": ("K = 50 clusters instead of 100", BENCHMARK_RECIPE, {"index": {"num_clusters": 50}}),
-    "metaid-k200": ("K = 200 clusters instead of 100", BENCHMARK_RECIPE, {"index": {"num_clusters": 200}}),
+    "metaid-k50": ("K = 50 clusters instead of 100", None, {"index": {"num_clusters": 50}}),
+    "metaid-k200": ("K = 200 clusters instead of 100", None, {"index": {"num_clusters": 200}}),
     "metaid-separate": (
         "users and items clustered apart (K = 100 each) instead of together",
-        BENCHMARK_RECIPE,
+        None,
         {"index": {"joint": False}},
     ),
     "metaid-svd32": (
         "the spectral SVD in single precision (svd_precision float32, 3-5x faster on large graphs)",
-        BENCHMARK_RECIPE,
+        None,
         {"index": {"svd_precision": "float32"}},
     ),
     "metaid-centroid": (
         "new rows start from their vectors (centroid) instead of transformers' resize",
-        BENCHMARK_RECIPE,
+        None,
         {"model": {"init_new_rows": "centroid"}},
     ),
     "metaid-decoder-f": (
         "F on the decoder's ID tokens too, where this recipe reads the history (the research code: encoder only)",
-        BENCHMARK_RECIPE,
+        None,
         {"model": {"augment_decoder": True}},
     ),
     "prompt-metaid": (
-        "the prompt recipe (PROMPT_DEMO: user ID and history in the encoder, where F acts)",
-        PROMPT_DEMO,
+        "the prompt recipe (fast-prompt: user ID and history in the encoder, where F acts)",
+        "fast-prompt",
         {},
     ),
-    "prompt-metaid-no-f": ("the prompt recipe without F (α = 0)", PROMPT_DEMO, {"model": {"alpha": 0.0}}),
+    "prompt-metaid-no-f": ("the prompt recipe without F (α = 0)", "fast-prompt", {"model": {"alpha": 0.0}}),
     "prompt-metaid-f-bug": (
         "prompt-metaid's model decoded without F, as the research code did (no new training)",
-        PROMPT_DEMO,
+        "fast-prompt",
         {},
     ),
 }
@@ -142,7 +145,8 @@ PUBLISHED = (
 def cpu_recipe(arm: str, args: argparse.Namespace) -> Recipe:
     """The recipe of a scheme arm (the decoder recipe) or an ablation arm (its base with its change), with the
     small-data overrides of the command line (recorded in the JSON)."""
-    _, base, changes = ABLATIONS.get(arm, ("", BENCHMARK_RECIPE, {}))
+    _, base_name, changes = ABLATIONS.get(arm, ("", None, {}))
+    base = recipes.get(base_name or args.recipe)
     index = dataclasses.replace(base.index, **changes.get("index", {}))
     if args.clusters is not None and "num_clusters" not in changes.get("index", {}):
         index = dataclasses.replace(index, num_clusters=args.clusters)
@@ -338,6 +342,7 @@ def run_arm(arm: str, args: argparse.Namespace, folder: Path, work: Path) -> Non
         arm=arm,
         data=data_name(args.data),
         profile=args.profile,
+        **({"recipe": args.recipe} if args.profile == "cpu" else {}),
         seed=args.seed,
         seconds=time.perf_counter() - started,
         threads=args.threads,
@@ -463,9 +468,10 @@ def ablation_table(arms: dict[str, dict]) -> list[str]:
             continue
         metrics = record["metrics"]
         base = ABLATION_BASELINE.get(arm)
+        trained = record.get("recipe", DEFAULT_RECIPE)
         cells = [
             f"`{arm}`",
-            ABLATIONS[arm][0] if arm in ABLATIONS else "the META ID arm (the decoder recipe, BENCHMARK_RECIPE)",
+            ABLATIONS[arm][0] if arm in ABLATIONS else f"the META ID arm (the recipe {trained})",
             f"{metrics['validation']['left out']['hr@10']:.4f}",
             *(f"{metrics['test'][p]['hr@10']:.4f} / {metrics['test'][p]['ndcg@10']:.4f}" for p in ("left out", "kept")),
         ]
@@ -559,6 +565,21 @@ def speed_section(report_dir: Path, results: Path = HERE / "results") -> list[st
     return [*lines, BEYOND_ONE_MACHINE]
 
 
+def recipes_section() -> list[str]:
+    """The named recipes with the figures each measured on Beauty, as ``hf_metaid.recipes`` quotes them: the one place
+    those figures are kept, so that the report, the command's help and the README's table cannot drift apart."""
+    return [
+        "",
+        "## The named recipes",
+        "",
+        "`--recipe NAME` of `hf-metaid index`, `train` and `demo`; what `hf_metaid.recipes.describe(NAME)` says of "
+        "each, figures on Beauty's test split, every user (how they were chosen: `README.md` here, "
+        "`results/demo.md`, `results/quality_budget.md`).",
+        "",
+        *(f"- `{name}`: {recipes.describe(name)}" for name in recipes.names()),
+    ]
+
+
 def report(data: str, report_path: Path | None = None, results: Path = RESULTS) -> Path:
     """Write the report and chart of ``data`` from every finished arm of both profiles."""
     name = data_name(data)
@@ -577,10 +598,15 @@ def report(data: str, report_path: Path | None = None, results: Path = RESULTS) 
         "(the references: their own top 10); history **kept** in the ranking (the paper's protocol) or **left "
         "out**. Standard errors: each difference is taken user by user on the same users, its standard error is "
         "std(d)/sqrt(n) (paired); a scheme beats another when the mean difference exceeds one standard error.",
+        "",
+        "How to rerun each benchmark, what each results file holds and what the figures showed: "
+        f"[`benchmarks/README.md`]({os.path.relpath(HERE / 'README.md', path.parent)}).",
     ]
-    for profile in ("cpu", "gpu"):
+    other_recipes = sorted(folder.name for folder in root.glob("cpu-*") if folder.is_dir())
+    for profile in ("cpu", *other_recipes, "gpu"):
         arms = load_arms(root / profile)
-        lines += ["", f"## {profile} profile", ""]
+        heading = f"cpu profile, recipe {profile.removeprefix('cpu-')}" if "-" in profile else f"{profile} profile"
+        lines += ["", f"## {heading}", ""]
         if not arms:
             lines.append(
                 "Not run: no arm of this profile has finished on this data."
@@ -589,7 +615,7 @@ def report(data: str, report_path: Path | None = None, results: Path = RESULTS) 
             continue
         rows = measured_rows(arms)
         missing = [SCHEME_NAMES[arm] for arm in ARMS if arm not in arms and arm in SCHEME_NAMES]
-        missing += [f"`{arm}`" for arm in ABLATIONS if arm not in arms and profile == "cpu"]
+        missing += [f"`{arm}`" for arm in ABLATIONS if arm not in arms and profile.startswith("cpu")]
         if missing or "references" not in arms:
             lines += [f"Not run yet: {', '.join(missing + ([] if 'references' in arms else ['references']))}.", ""]
         any_record = next(iter(arms.values()))
@@ -671,6 +697,7 @@ def report(data: str, report_path: Path | None = None, results: Path = RESULTS) 
         chart(rows, png, f"{name}, {profile} profile: test HR@10 / NDCG@10 per ID scheme; dashed: references")
         lines += ["", f"![test HR@10 and NDCG@10 per scheme]({os.path.relpath(png, path.parent)})"]
     if name == "beauty":
+        lines += recipes_section()
         lines += speed_section(path.parent)
     lines += [
         "",
@@ -700,7 +727,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2, help="torch threads of training and evaluation")
     parser.add_argument("--force", action="store_true", help="run finished arms again")
     parser.add_argument("--report-only", action="store_true", help="only rewrite the report from the arms' files")
-    parser.add_argument("--seed", type=int, default=0, help="gpu profile: the recipe's seed (cpu: BENCHMARK_RECIPE's)")
+    parser.add_argument("--seed", type=int, default=0, help="gpu profile: the recipe's seed (cpu: the recipe's)")
+    parser.add_argument(
+        "--recipe",
+        choices=recipes.names(),
+        default=None,
+        help=f"cpu profile: the named recipe (hf_metaid.recipes) of the scheme arms and the decoder ablations "
+        f"(default: {DEFAULT_RECIPE}; another one writes to the folder cpu-NAME)",
+    )
     parser.add_argument("--work", type=Path, default=Path("runs/quality"), help="where models are saved")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where the arms' files go")
     parser.add_argument("--report", type=Path, default=None, help="the report's path (default: see the docstring)")
@@ -721,15 +755,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ablations = sorted(set(args.arms.split(",")) & set(ABLATIONS))
     if ablations and args.profile != "cpu":
         parser.error(f"the ablations {ablations} run on the cpu profile only")
+    if args.recipe is not None and args.profile != "cpu":
+        parser.error("--recipe is the cpu profile's; the gpu profile trains examples/paper_recipe.py")
+    args.recipe = args.recipe or DEFAULT_RECIPE
     return args
+
+
+def profile_folder(args: argparse.Namespace) -> str:
+    """The folder of a run's arms under its data's: the profile, or ``cpu-NAME`` for another recipe than the
+    default."""
+    return args.profile if args.recipe == DEFAULT_RECIPE else f"{args.profile}-{args.recipe}"
 
 
 def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
-    folder = args.results / Path(data_name(args.data)).stem / args.profile
+    folder = args.results / Path(data_name(args.data)).stem / profile_folder(args)
     if not args.report_only:
         for arm in args.arms.split(","):
-            run_arm(arm, args, folder, args.work / Path(data_name(args.data)).stem / args.profile)
+            run_arm(arm, args, folder, args.work / Path(data_name(args.data)).stem / profile_folder(args))
     return report(args.data, args.report, args.results)
 
 

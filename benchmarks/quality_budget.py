@@ -1,8 +1,9 @@
 """Hit rate per minute of CPU training: which changes make the small model learn items (Beauty, or the synthetic log).
 
-Each arm is the prompt-mode demo recipe (``hf_metaid.pipeline.PROMPT_DEMO``, the demo's until the narrow decoder
-arm below became ``DEMO``: spectral IDs, tiny T5 1+3 layers, d_model 128, d_ff 1024) with a few settings changed
-(``ARMS``). ``run ARM`` trains it once (the model is saved under ``--work``,
+Each arm is the prompt-mode recipe (``fast-prompt`` of ``hf_metaid.recipes``, the demo's until the narrow decoder
+arm below became the demo, ``fast``: spectral IDs, tiny T5 1+3 layers, d_model 128, d_ff 1024) with a few settings
+changed (``ARMS``); ``run --recipe NAME`` runs a named recipe as it is, as the arm ``recipe-NAME`` (``--recipe best``:
+the 60-minute row). ``run ARM`` trains it once (the model is saved under ``--work``,
 so a later ``--split test`` evaluates the same weights without training again), evaluates every user of the split
 under both protocols (history kept, the paper's; history left out of the ranking, the demo's), and writes
 ``results/quality_budget/ARM.SPLIT.json`` (settings, steps, epochs, seconds, threads, CPU, metrics). An arm whose
@@ -13,6 +14,7 @@ Choose on the validation split; run ``--split test`` only for the chosen arms.
 
 Usage:
     OMP_WAIT_POLICY=PASSIVE python benchmarks/quality_budget.py run dec-w50 --threads 2
+    python benchmarks/quality_budget.py run --recipe best --split test --threads 1
     python benchmarks/quality_budget.py run dec-w50 --split test
     python benchmarks/quality_budget.py seen dec-w50      # seen@k for a JSON written before it was reported
     python benchmarks/quality_budget.py table
@@ -34,8 +36,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts its t
 import torch
 
 from benchmark_common import cpu_and_cores, write_report
+from hf_metaid import recipes
 from hf_metaid.evaluation import evaluate_recommender
-from hf_metaid.pipeline import PROMPT_DEMO, build_vocabulary, split_data, train
+from hf_metaid.pipeline import ModelSettings, Recipe, build_vocabulary, split_data, train
 from hf_metaid.saving import load_for_inference, save_for_inference
 
 HERE = Path(__file__).resolve().parent
@@ -43,11 +46,14 @@ RESULTS = HERE / "results" / "quality_budget"
 TABLE = HERE / "results" / "quality_budget.md"
 COUNTS = HERE / "results" / "count_baselines.md"
 BUDGETS = (15, 30, 60)  # minutes of training on the 2-core machine
+BASE = recipes.get("fast-prompt")  # the recipe the arms change
+RECIPE_ARM = "recipe-"  # the arm of a named recipe run as it is: recipe-NAME
 
-# name -> (changes to PROMPT_DEMO.model, changes to PROMPT_DEMO.training, what the arm tests)
+# name -> (changes to BASE.model, changes to BASE.training, what the arm tests)
 DECODER = {"history_in_decoder": True, "max_history": 50, "batch_size": 64, "epochs": 6.0}
-# The demo's recipe (pipeline.DEMO) as changes to PROMPT_DEMO: a narrow model with items' own vectors, reading windows
-# of 20 history items in its decoder under an anonymous prompt.
+# The decoder recipe (recipes "decoder-k100"; "fast" is it with the sampled objective below on K = 200) as changes to
+# BASE: a narrow model with items' own vectors, reading windows of 20 history items in its decoder under an anonymous
+# prompt.
 NARROW = {"item_output": True, "item_input": True, "dropout": 0.3, "d_model": 64, "d_ff": 256, "layers": (1, 2)}
 # The narrow model with the all-items objective over the batch's targets and 1,024 drawn items.
 SAMPLED = {**NARROW, "item_loss": 1.0, "item_loss_negatives": 1024}
@@ -235,7 +241,7 @@ ARMS: dict[str, tuple[dict, dict, str]] = {
     ),
 }
 
-# name -> changes to PROMPT_DEMO.index, for the arms that change the IDs themselves (the others keep K=100).
+# name -> changes to BASE.index, for the arms that change the IDs themselves (the others keep K=100).
 INDEX_CHANGES: dict[str, dict] = {arm: {"num_clusters": 200} for arm in ARMS if arm.endswith("-k200")}
 
 
@@ -268,16 +274,14 @@ def run(
         print(f"{out} exists: skipped")
         return out
     torch.set_num_threads(threads)
-    model_changes, training_changes, _ = ARMS[arm]
-    index_settings = dataclasses.replace(PROMPT_DEMO.index, **INDEX_CHANGES.get(arm, {}))
-    model_settings = dataclasses.replace(PROMPT_DEMO.model, **model_changes)
-    training_settings = dataclasses.replace(PROMPT_DEMO.training, **training_changes, max_steps=max_steps)
+    recipe = arm_recipe(arm, max_steps)
+    index_settings, model_settings, training_settings = recipe.index, recipe.model, recipe.training
     splits, names = split_data(data)
     folder = work / tag
     trained, model_folder = folder / "training.json", folder / "model"
     if not trained.exists():
         started = time.perf_counter()
-        vocabulary = build_vocabulary(splits["train"], names, index_settings)
+        vocabulary = build_vocabulary(splits["train"], names, index_settings, scheme=recipe.scheme)
         index_seconds = time.perf_counter() - started
         result = train(splits["train"], vocabulary, folder / "training", model_settings, training_settings)
         save_for_inference(result.trainer, result.tokenizer, model_folder, overwrite=True)
@@ -303,7 +307,7 @@ def run(
     record = {
         "arm": arm,
         "data": data,
-        "what": ARMS[arm][2],
+        "what": arm_description(arm),
         "split": split_name,
         "index": index_settings.to_dict(),
         "model": dataclasses.asdict(model_settings),
@@ -318,6 +322,32 @@ def run(
     out.write_text(json.dumps(record, indent=2, sort_keys=True))
     print(json.dumps({p: {k: round(v, 4) for k, v in m.items()} for p, m in metrics.items()}))
     return out
+
+
+def arm_recipe(arm: str, max_steps: int = 0) -> Recipe:
+    """The recipe an arm trains: BASE with the arm's changes, or the named recipe of ``recipe-NAME``;
+    ``max_steps`` > 0 cuts its training short."""
+    if arm.startswith(RECIPE_ARM):
+        recipe = recipes.get(arm.removeprefix(RECIPE_ARM))
+    else:
+        model_changes, training_changes, _ = ARMS[arm]
+        # The arms were written when the prompt format was a training setting: it is the model's now.
+        changes = {**model_changes, **training_changes}
+        model_fields = {field.name for field in dataclasses.fields(ModelSettings)}
+        recipe = dataclasses.replace(
+            BASE,
+            index=dataclasses.replace(BASE.index, **INDEX_CHANGES.get(arm, {})),
+            model=dataclasses.replace(BASE.model, **{k: v for k, v in changes.items() if k in model_fields}),
+            training=dataclasses.replace(BASE.training, **{k: v for k, v in changes.items() if k not in model_fields}),
+        )
+    return dataclasses.replace(recipe, training=dataclasses.replace(recipe.training, max_steps=max_steps))
+
+
+def arm_description(arm: str) -> str:
+    """What an arm tests (a named recipe: its summary)."""
+    if arm.startswith(RECIPE_ARM):
+        return "the recipe " + arm.removeprefix(RECIPE_ARM) + ": " + recipes.entry(arm.removeprefix(RECIPE_ARM)).summary
+    return ARMS[arm][2]
 
 
 # The protocols a budget's arm is chosen under, each on validation HR@10 under that same protocol: its test figures
@@ -461,7 +491,13 @@ def table(results: Path = RESULTS, report: Path = TABLE) -> None:
 def _arm_parser(commands, name: str, help: str, split: str, threads: int) -> argparse.ArgumentParser:
     """A subcommand about one arm's run: the arm, its split, threads, model folder and data."""
     parser = commands.add_parser(name, help=help)
-    parser.add_argument("arm", choices=sorted(ARMS))
+    parser.add_argument("arm", nargs="?", choices=sorted(ARMS), help="an arm of ARMS (or --recipe)")
+    parser.add_argument(
+        "--recipe",
+        choices=recipes.names(),
+        default=None,
+        help=f"a named recipe of hf_metaid.recipes, run as it is instead of an arm (its arm: {RECIPE_ARM}NAME)",
+    )
     parser.add_argument("--split", choices=("validation", "test"), default=split)
     parser.add_argument("--threads", type=int, default=threads)
     parser.add_argument("--work", type=Path, default=Path("runs/quality_budget"), help="where models are saved")
@@ -482,6 +518,10 @@ def main() -> None:
     _arm_parser(commands, "seen", "add seen@k to an arm's JSON written before evaluation reported it", "test", 1)
     commands.add_parser("table", help="write results/quality_budget.md")
     args = parser.parse_args()
+    if args.command != "table":
+        if (args.arm is None) == (args.recipe is None):
+            parser.error("give an arm or --recipe NAME, not both or neither")
+        args.arm = args.arm or RECIPE_ARM + args.recipe
     if args.command == "run":
         run(args.arm, args.split, args.threads, args.work, args.data, args.max_steps, args.results)
     elif args.command == "seen":

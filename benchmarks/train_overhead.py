@@ -3,10 +3,10 @@
 Two recipes, each on the same batches of Beauty training prompts (the Trainer's own data loader, the recipe's batch
 size), one optimizer step per batch (forward, backward, AdamW):
 
-- the prompt recipe (``PROMPT_DEMO``: the user and the history in the encoder, where the augmentation F acts): a
+- the prompt recipe (``fast-prompt``: the user and the history in the encoder, where the augmentation F acts): a
   plain ``T5ForConditionalGeneration`` of the same sizes and vocabulary, the META ID model, and the same META ID
   model with F skipped (``augmentation_disabled``): F's overhead is the last two side by side (target ≤ 3%);
-- the decoder recipe (``BENCHMARK_RECIPE``, the demo's before it took K = 200 and the all-items objective: the history
+- the decoder recipe (``decoder-k100``, the demo's ``fast`` before its K = 200 and the all-items objective: the history
   in the decoder, the items' own input and output vectors; F has no ID token to act on there): a plain T5 of the same
   sizes against the META ID model, and a copy of it with the repeat bias (``set_repeat_bias``): its overhead is the
   last two side by side.
@@ -38,7 +38,7 @@ import torch
 from transformers import T5Config, T5ForConditionalGeneration
 
 from benchmark_common import cpu_and_cores, write_report
-from hf_metaid.pipeline import BENCHMARK_RECIPE, PROMPT_DEMO, Recipe, build_vocabulary, split_data, train
+from hf_metaid.pipeline import Recipe, build_vocabulary, split_data, train
 
 RESULTS = Path(__file__).resolve().parent / "results" / "train_overhead.md"
 
@@ -121,14 +121,14 @@ def main(argv: list[str] | None = None) -> None:
     splits, names = split_data(args.data)
     rows, overheads = [], {"F": "not measured", "the repeat bias": "not measured"}
     for label, recipe in (
-        ("prompt recipe (PROMPT_DEMO)", PROMPT_DEMO),
-        ("decoder recipe (BENCHMARK_RECIPE)", BENCHMARK_RECIPE),
+        ("prompt recipe (fast-prompt)", Recipe.from_name("fast-prompt")),
+        ("decoder recipe (decoder-k100)", Recipe.from_name("decoder-k100")),
     ):
         model, batches = recipe_batches(recipe, args.warmup + args.steps, splits, names)
         if len(batches) < args.warmup + args.steps:
             parser.error(f"the data give {len(batches)} batches, fewer than --warmup + --steps")
         variants = {"plain T5": (plain_twin(model), contextlib.nullcontext), "META ID": (model, contextlib.nullcontext)}
-        if recipe is PROMPT_DEMO:
+        if not recipe.model.history_in_decoder:  # F acts where the encoder reads the history
             variants["META ID, F skipped"] = (model, model.encoder.augmentation_disabled)
         else:
             repeating = copy.deepcopy(model)

@@ -28,11 +28,12 @@ import hf_metaid as hm
 from hf_metaid.collator import MetaIDDataCollator
 from hf_metaid.data.prompts import build_eval_prompts
 from hf_metaid.evaluation import evaluate_recommender
-from hf_metaid.pipeline import PROMPT_DEMO, build_vocabulary, train
+from hf_metaid.pipeline import build_vocabulary, train
 from hf_metaid.prompt_templates import resolve_template
 
 RESULTS = Path(__file__).resolve().parent / "results" / "tree_softmax.md"
 STEPS = ("cluster", "rank", "end")
+PROMPT_RECIPE = hm.recipes.get("fast-prompt")  # the prompt-mode recipe this file was measured with
 
 
 def step_losses(model, tokenizer, rows, max_history: int, batch_size: int = 256) -> dict[str, list[float]]:
@@ -67,17 +68,17 @@ def main() -> None:
 
     data = hm.load_interactions()
     splits = hm.leave_one_out(data)
-    demo = PROMPT_DEMO.index
-    settings = dataclasses.replace(PROMPT_DEMO.training, max_steps=args.steps, logging_steps=500)
+    demo = PROMPT_RECIPE.index
+    settings = dataclasses.replace(PROMPT_RECIPE.training, max_steps=args.steps, logging_steps=500)
     vocabulary = build_vocabulary(splits["train"], hm.catalogue(data), demo)  # as the demo does
     rows = splits["validation"].shuffle(seed=0).select(range(min(args.users, len(splits["validation"]))))
     table = []
     for tree_softmax in (False, True):
-        model_settings = dataclasses.replace(PROMPT_DEMO.model, tree_softmax=tree_softmax)
+        model_settings = dataclasses.replace(PROMPT_RECIPE.model, tree_softmax=tree_softmax)
         with tempfile.TemporaryDirectory() as folder:
             run = train(splits["train"], vocabulary, folder, model_settings, settings)
         model, tokenizer, seconds, loss = run.model, run.tokenizer, run.seconds, run.loss
-        losses = step_losses(model, tokenizer, rows, settings.max_history)
+        losses = step_losses(model, tokenizer, rows, model_settings.max_history)
         started = time.perf_counter()
         metrics = evaluate_recommender(model, tokenizer, rows, progress=False)
         evaluated = time.perf_counter() - started

@@ -2,6 +2,7 @@
 
 from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
 
+from . import recipes
 from .collator import MetaIDDataCollator
 from .configuration_metaid import MetaIDConfig
 from .data import (
@@ -21,13 +22,16 @@ from .decoding import decode_items
 from .entity_vocabulary import EntityVocabulary
 from .errors import (
     BaseModelMismatchError,
+    DataWarning,
     InteractionFormatError,
     InvalidArgumentError,
+    LeftoverWarning,
     MetaIDError,
     OutputExistsError,
     SavedFileError,
     UnknownDataError,
     UnknownEntityError,
+    UnwritableOutputError,
     VocabularyMismatchError,
 )
 from .evaluation import RecommendationEvaluator, evaluate_recommender
@@ -48,7 +52,8 @@ from .indexing import (
 from .item_tree import ItemTree
 from .model_card import evaluation_record
 from .modeling_metaid import MetaIDForConditionalGeneration
-from .pipeline import BENCHMARK_RECIPE, DEMO, PROMPT_DEMO, ModelSettings, Recipe, TrainingSettings, tiny_t5_config
+from .pipeline import ModelSettings, Recipe, TrainingSettings, tiny_t5_config
+from .recommendation_table import recommend_all
 from .saving import load_for_inference, save_for_inference
 from .tokenization_metaid import MetaIDTokenizer
 from .training import MetaIDTrainer, RecommendationEvalCallback, build_trainer, lora_config, training_arguments
@@ -88,21 +93,20 @@ MetaIDForConditionalGeneration.register_for_auto_class("AutoModelForSeq2SeqLM")
 __version__ = "0.1.0"
 
 __all__ = [
-    "BENCHMARK_RECIPE",
-    "DEMO",
-    "PROMPT_DEMO",
     "SHIPPED_FILES",
     "BaseIndexer",
     "BaseModelMismatchError",
     "BlockIndexerConfig",
     "CollaborativeIndexer",
     "CollaborativeIndexerConfig",
+    "DataWarning",
     "EntityVocabulary",
     "IndependentIndexer",
     "IndependentIndexerConfig",
     "InteractionFormatError",
     "InvalidArgumentError",
     "ItemTree",
+    "LeftoverWarning",
     "MetaIDConfig",
     "MetaIDDataCollator",
     "MetaIDError",
@@ -123,6 +127,7 @@ __all__ = [
     "TrainingSettings",
     "UnknownDataError",
     "UnknownEntityError",
+    "UnwritableOutputError",
     "VocabularyMismatchError",
     "build_decoder_history_examples",
     "build_eval_prompts",
@@ -142,6 +147,8 @@ __all__ = [
     "load_interactions",
     "lora_config",
     "push_model",
+    "recipes",
+    "recommend_all",
     "save_for_inference",
     "tiny_t5_config",
     "tokenize_prompts",

@@ -121,7 +121,8 @@ def decode_items(
 
     Args:
         model: a (possibly PEFT-wrapped) ``MetaIDForConditionalGeneration`` in eval mode.
-        input_ids, attention_mask: the tokenized prompts, shape ``(N, L)``.
+        input_ids: the tokenized prompts, shape ``(N, L)``.
+        attention_mask: their attention mask, shape ``(N, L)``.
         tree: the valid items (:class:`ItemTree`).
         k: how many items to return per prompt.
         num_beams: beam width of ``beam`` mode (defaults to ``k``, as in the paper's protocol); must be ≥ k.

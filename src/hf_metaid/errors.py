@@ -40,8 +40,9 @@ class BaseModelMismatchError(MetaIDError, ValueError):
 
 
 class UnknownDataError(MetaIDError, ValueError):
-    """Evaluation data whose target items the model's ID vocabulary mostly does not know (another data set): its
-    hit rate would read as a bad model rather than as the wrong data."""
+    """Data whose items the model's ID vocabulary mostly does not know (another data set): evaluated, its hit rate
+    would read as a bad model rather than as the wrong data; used to grow the vocabulary, its new items would find
+    no known neighbours and fill the cold-start cluster."""
 
 
 class SavedFileError(MetaIDError, OSError, ValueError):
@@ -54,6 +55,22 @@ class OutputExistsError(MetaIDError, FileExistsError):
     ``--overwrite``)."""
 
 
+class UnwritableOutputError(MetaIDError, OSError):
+    """Nothing can be written where an output goes (a parent folder that cannot be made, no permission, a read-only
+    or full file system); found before the work that would fill it. The message names the path and the reason."""
+
+
+class LeftoverWarning(UserWarning):
+    """Files and folders a killed run left beside an output: how many were removed and the space that freed, or one
+    left alone and why (a running writer's, another host's); ``hf-metaid`` prints it as one line."""
+
+
 class HubError(MetaIDError, ConnectionError):
     """The Hugging Face Hub could not be reached or refused a request (no network, no login, no write access);
     the message names the repository and the Hub's reason."""
+
+
+class DataWarning(UserWarning):
+    """Interaction data that loaded but holds something a user should know of: copied rows, users dropped for
+    having too few interactions, columns left unread. The message counts it; ``hf-metaid`` prints it as one line,
+    ``hf-metaid <command>: warning: ...``; ``warnings.simplefilter("error", DataWarning)`` makes it an error."""

@@ -3,12 +3,13 @@
 Each stage is one function with explicit, typed parameters, so a script, a benchmark or the ``hf-metaid`` command
 runs the same recipe by calling them (the command only parses its options into the settings below and prints).
 The settings are grouped by stage in small dataclasses whose fields carry their help text (the command's help is
-written from them), and :data:`DEMO` names the settings ``hf-metaid demo`` uses, chosen on Beauty's validation
-split (``benchmarks/results/demo.md``)::
+written from them), and :mod:`hf_metaid.recipes` names the whole recipes worth choosing (``fast``, the one
+``hf-metaid demo`` uses, chosen on Beauty's validation split; ``best``; ``paper``)::
 
+    recipe = Recipe.from_name("fast")
     splits, names = split_data("beauty")
-    vocabulary = build_vocabulary(splits["train"], names, DEMO.index)
-    run = train(splits["train"], vocabulary, "runs/demo", DEMO.model, DEMO.training)
+    vocabulary = build_vocabulary(splits["train"], names, recipe.index)
+    run = train(splits["train"], vocabulary, "runs/demo", recipe.model, recipe.training)
     save_for_inference(run.trainer, run.tokenizer, "metaid-demo")
 """
 
@@ -18,15 +19,15 @@ import json
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
 from huggingface_hub.errors import StrictDataclassError
 from transformers import Seq2SeqTrainer
 
-from .config_arguments import validate_fields
-from .configuration_metaid import MetaIDConfig
+from .config_arguments import option_field, validate_fields
+from .configuration_metaid import OPTION_NAMES, OPTIONS, MetaIDConfig, check_model_options
 from .data import (
     build_decoder_history_examples,
     build_training_prompts,
@@ -52,7 +53,7 @@ from .prompt_templates import TEMPLATE_SETS, TEMPLATES, check_templates
 from .saving import looks_like_hub_repository
 from .tokenization_metaid import MetaIDTokenizer
 from .training import build_trainer, training_arguments
-from .vocabulary_growth import DEFAULT_MIN_INTERACTIONS, extend_tokenizer
+from .vocabulary_growth import DEFAULT_MIN_INTERACTIONS, MIN_KNOWN_ITEMS, extend_tokenizer
 
 # The ID schemes by name: META ID and the baselines (OpenP5's sequential, random and collaborative indexing, and one
 # token per entity). Every one builds an EntityVocabulary that the same tokenizer, model, trainer and evaluation take.
@@ -71,7 +72,9 @@ SCHEMES = tuple(INDEXERS)
 # documents it and becomes the command's option.
 @dataclass(frozen=True, kw_only=True)
 class ModelSettings:
-    """The backbone (:func:`build_model`): the built-in tiny T5 from these sizes, or a T5 checkpoint as it is."""
+    """The model (:func:`build_model`): the backbone (the built-in tiny T5 from these sizes, or a T5 checkpoint as it
+    is), how the ID tokens' rows start, and the model's options as :class:`~hf_metaid.MetaIDConfig` documents and
+    checks them, its prompt format (templates, history) included."""
 
     base: str = field(
         default="tiny",
@@ -86,45 +89,6 @@ class ModelSettings:
         default=(2, 2), metadata={"help": "encoder and decoder layers of the tiny T5", "minimum": 1}
     )
     dropout: float = field(default=0.0, metadata={"help": "dropout of the tiny T5", "minimum": 0})
-    tree_softmax: bool = field(
-        default=False,
-        metadata={
-            "help": "normalise each ID step over the tokens a real item can continue with (off: the paper's plain "
-            "softmax over the vocabulary)"
-        },
-    )
-    item_output: bool = field(
-        default=False,
-        metadata={
-            "help": "give every item its own output vector and bias at the rank step, so the items of a cluster stop "
-            "sharing one output row per rank (off: the paper's rank step)"
-        },
-    )
-    item_input: bool = field(
-        default=False,
-        metadata={
-            "help": "give every item its own input vector, added at its rank token where the history is read (the "
-            "encoder; with --history-in-decoder the decoder), so the model reads which item and not only which "
-            "cluster and rank (off: the paper's embeddings)"
-        },
-    )
-
-    alpha: float = field(
-        default=0.1,
-        metadata={
-            "help": "weight α of the augmentation F: the encoder's input vector of an ID token is E[t] + α·F(v_t) (0: "
-            "no F; the paper uses 0.1). F acts where the encoder reads ID tokens, so not under an anonymous prompt "
-            "with the history in the decoder",
-            "minimum": 0,
-        },
-    )
-    augment_decoder: bool = field(
-        default=False,
-        metadata={
-            "help": "add α·F(v_t) to the decoder's ID-token inputs too, where the history is read with "
-            "--history-in-decoder (off: F in the encoder only, as the research code had it)"
-        },
-    )
     init_new_rows: str = field(
         default="resize",
         metadata={
@@ -133,41 +97,44 @@ class ModelSettings:
             "choices": ("resize", "centroid"),
         },
     )
-    item_loss: float = field(
-        default=0.0,
-        metadata={
-            "help": "weight of a second objective with --item-output: each target item's cross-entropy over every "
-            "item (the items' output vectors, from the state that predicts its cluster), so every item learns "
-            "from every target (0: the two-token objective alone)",
-            "minimum": 0,
-        },
+    # The model's options (MetaIDConfig's table, hf_metaid.configuration_metaid.MODEL_OPTIONS): defaults, help texts
+    # and limits come from it, and the config's rules between them are checked on construction.
+    alpha: float = option_field(OPTIONS["alpha"])
+    augment_generation: bool = option_field(OPTIONS["augment_generation"])
+    augment_decoder: bool = option_field(OPTIONS["augment_decoder"])
+    tree_softmax: bool = option_field(OPTIONS["tree_softmax"])
+    history_in_decoder: bool = option_field(OPTIONS["history_in_decoder"])
+    max_history: int = option_field(OPTIONS["max_history"])
+    templates: str = option_field(
+        OPTIONS["templates"],
+        default="openp5",
+        spelling="As a setting and on the command line: a built-in set by name, 'openp5' (the library's: 5 seen + 1 "
+        "unseen per task), 'compact' (one short template per task) or 'anonymous' (no user ID, for the history in the "
+        "decoder), or a JSON file of that shape.",
     )
-    item_loss_negatives: int = field(
-        default=0,
-        metadata={
-            "help": "with --item-loss: score each target against the batch's targets plus this many items drawn "
-            "uniformly instead of every item, so its cost grows with the sample, not the catalogue (0: every item)",
-            "minimum": 0,
-        },
-    )
-
-    repeat_bias: bool = field(
-        default=False,
-        metadata={
-            "help": "with --history-in-decoder: learn one score β added to every item the decoder has already read, "
-            "so the model learns from the data whether users take an item again (off: read items are scored like "
-            "any other)"
-        },
-    )
+    item_input: bool = option_field(OPTIONS["item_input"])
+    item_output: bool = option_field(OPTIONS["item_output"])
+    item_loss: float = option_field(OPTIONS["item_loss"])
+    item_loss_negatives: int = option_field(OPTIONS["item_loss_negatives"])
+    repeat_bias: bool = option_field(OPTIONS["repeat_bias"])
 
     def __post_init__(self) -> None:
         validate_fields(self)
-        if self.item_loss and not self.item_output:
-            raise InvalidArgumentError("item_loss needs item_output: it scores items with the item output's vectors")
-        if self.item_loss_negatives and not self.item_loss:
-            raise InvalidArgumentError("item_loss_negatives needs item_loss: it samples that objective's items")
+        check_model_options({name: getattr(self, name) for name in OPTION_NAMES if name != "templates"})
         if self.d_model % 4:
             raise InvalidArgumentError(f"d_model must be a multiple of 4 (the tiny T5 has 4 heads), got {self.d_model}")
+
+    def model_options(self) -> dict[str, object]:
+        """The model's options as ``from_base`` and ``model.configure`` take them: the templates read from their name
+        or file (the library's own as ``None``).
+
+        Raises:
+            MetaIDError: templates that are no built-in set and no readable templates file.
+        """
+        options = {name: getattr(self, name) for name in OPTION_NAMES}
+        templates = load_templates(self.templates)
+        options["templates"] = None if templates is TEMPLATES else templates
+        return options
 
     @property
     def feed_forward_width(self) -> int:
@@ -177,7 +144,8 @@ class ModelSettings:
 
 @dataclass(frozen=True, kw_only=True)
 class TrainingSettings:
-    """The prompts and the Trainer run (:func:`train`)."""
+    """The Trainer run (:func:`train`): its length, batches, optimiser and seed, and which tasks' prompts it trains on
+    (the prompts' format is the model's: :class:`ModelSettings`)."""
 
     epochs: float = field(default=2.0, metadata={"help": "passes over the training prompts", "exclusive_minimum": 0})
     max_steps: int = field(default=0, metadata={"help": "stop after this many steps (0: use the epochs)", "minimum": 0})
@@ -189,25 +157,6 @@ class TrainingSettings:
     tasks: str = field(
         default="sequential",
         metadata={"help": "training tasks", "choices": ("sequential", "direct", "sequential,direct")},
-    )
-    templates: str = field(
-        default="openp5",
-        metadata={
-            "help": "prompt templates: 'openp5' (5 seen + 1 unseen per task), 'compact' (one short template per task), "
-            "'anonymous' (no user ID, for --history-in-decoder) "
-            'or a JSON file {task: {"seen": [...], "unseen": [...]}}'
-        },
-    )
-    max_history: int = field(
-        default=10,
-        metadata={"help": "history items per prompt (with --history-in-decoder: per decoder sequence)", "minimum": 1},
-    )
-    history_in_decoder: bool = field(
-        default=False,
-        metadata={
-            "help": "the encoder reads the user, the decoder the history items' ID tokens, trained on every next "
-            "item of a user's sequence in one pass (off: the paper's prompts, one target item per prompt)"
-        },
     )
     lora: bool = field(default=False, metadata={"help": "LoRA (new-token rows and F trained in full)"})
     logging_steps: int = field(default=100, metadata={"help": "log the loss every this many steps", "minimum": 1})
@@ -242,56 +191,16 @@ class Recipe:
         if self.scheme not in SCHEMES:
             raise InvalidArgumentError(f"scheme must be one of {SCHEMES}, got {self.scheme!r}")
 
+    @classmethod
+    def from_name(cls, name: str) -> Recipe:
+        """The recipe called ``name`` in :mod:`hf_metaid.recipes` (``fast``, ``best``, ``paper``, ...).
 
-# The paper's prompt mode at demo scale, the demo's recipe until the decoder recipe below beat it (and the base of
-# the earlier benchmarks, which keep it to stay reproducible). Chosen for 2 CPU cores and about 15 minutes on Beauty's
-# validation split (benchmarks/results/demo.md): spectral IDs carry more of the sequential signal than skip-gram ones
-# at this budget (and take seconds), one encoder layer with three decoder layers and a wide feed-forward learn more
-# per second than 2+2 narrow ones in this mode, short prompts train faster per step, the last 5 items beat the last 3
-# or 10 at equal time, and batches of 128 pass more prompts per second than 64.
-PROMPT_DEMO = Recipe(
-    index=MetaIDIndexerConfig(embedding="spectral"),
-    model=ModelSettings(d_ff=1024, layers=(1, 3)),
-    training=TrainingSettings(
-        epochs=4.5, batch_size=128, learning_rate=4e-3, templates="compact", max_history=5, warmup_steps=100
-    ),
-    exclude_seen=None,
-)
+        Raises:
+            InvalidArgumentError: an unknown name; the message lists the known ones.
+        """
+        from .recipes import get  # the registry is built from this module's classes: imported when asked
 
-# The decoder recipe (benchmarks/results/quality_budget.md): the history in the decoder (every next item of a user's
-# sequence learnt in one pass, windows of 20 items), an anonymous encoder prompt (no user ID to memorise), each item's
-# own input and output vectors, and a narrow model (d_model 64, d_ff 256, 1+2 layers) that runs many epochs cheaply,
-# with dropout 0.3 against memorising the training sequences, as sequential recommenders train. Its matrix products
-# are so small that one thread trained it faster than two (0.71x on two; results/demo.md). Whether the ranking
-# leaves each user's history out is decided from the data (decide_exclude_seen): on Beauty, which has no repeated
-# user-item pair, it does, as a shop does. With K = 100 and the two-token objective alone it was the demo's recipe
-# of the eighth round (benchmarks/results/demo.md), and it stays the recipe the benchmarks compare ID schemes,
-# ablations and speeds with (benchmarks/quality.py and the others), so their results files stay comparable.
-BENCHMARK_RECIPE = Recipe(
-    index=MetaIDIndexerConfig(embedding="spectral"),
-    model=ModelSettings(d_model=64, d_ff=256, layers=(1, 2), dropout=0.3, item_output=True, item_input=True),
-    training=TrainingSettings(
-        epochs=16.0,
-        batch_size=64,
-        learning_rate=4e-3,
-        templates="anonymous",
-        max_history=20,
-        history_in_decoder=True,
-        warmup_steps=100,
-    ),
-    exclude_seen=None,
-    threads=1,
-)
-
-# The demo's recipe: the decoder recipe with two changes chosen on Beauty's validation split and checked on the
-# synthetic markov log (benchmarks/results/quality_budget.md, demo.md ninth round): K = 200 clusters, and the
-# all-items objective beside the two-token one, each target scored against the batch's targets and 1,024 drawn
-# items (as good as against every item on validation, at a fraction of its cost).
-DEMO = replace(
-    BENCHMARK_RECIPE,
-    index=replace(BENCHMARK_RECIPE.index, num_clusters=200),
-    model=replace(BENCHMARK_RECIPE.model, item_loss=1.0, item_loss_negatives=1024),
-)
+        return get(name)
 
 
 def decide_exclude_seen(train: datasets.Dataset) -> tuple[bool, str]:
@@ -305,10 +214,11 @@ def decide_exclude_seen(train: datasets.Dataset) -> tuple[bool, str]:
 
 
 # -------------------------------------------------------------------------------------------------------- stages
-def split_data(data: str | os.PathLike | datasets.Dataset | None = "beauty"):
+def split_data(data: str | os.PathLike | datasets.Dataset | None = "beauty", **load_options):
     """``(leave-one-out splits, catalogue of every user and item)`` of an interaction file, a table, or ``"beauty"``
-    / ``None`` for the embedded Beauty data."""
-    interactions = load_interactions(None if data == "beauty" else data)
+    / ``None`` for the embedded Beauty data; ``load_options`` go to :func:`~hf_metaid.load_interactions` (column
+    names, ``min_interactions``, ``drop_duplicates``)."""
+    interactions = load_interactions(None if data == "beauty" else data, **load_options)
     return leave_one_out(interactions), catalogue(interactions)
 
 
@@ -406,7 +316,9 @@ def checkpoint(name: str) -> str:
 def build_model(
     tokenizer: MetaIDTokenizer, settings: ModelSettings = ModelSettings(), seed: int = 0
 ) -> MetaIDForConditionalGeneration:
-    """The tiny T5 of ``settings`` (seeded), or the checkpoint ``settings.base`` with the ID tokens and F added."""
+    """The tiny T5 of ``settings`` (seeded), or the checkpoint ``settings.base`` with the ID tokens and F added, with
+    the settings' model options (their prompt format included)."""
+    options = settings.model_options()  # reads a templates file: before any model is built
     if settings.base == "tiny":
         encoder_layers, decoder_layers = settings.layers
         base: MetaIDConfig | str = tiny_t5_config(
@@ -419,20 +331,9 @@ def build_model(
         )
     else:
         base = checkpoint(settings.base)
-    model = MetaIDForConditionalGeneration.from_base(
-        base,
-        tokenizer,
-        seed=seed,
-        tree_softmax=settings.tree_softmax,
-        item_output=settings.item_output,
-        item_input=settings.item_input,
-        alpha=settings.alpha,
-        init_new_rows=settings.init_new_rows,
-        augment_decoder=settings.augment_decoder,
+    return MetaIDForConditionalGeneration.from_base(
+        base, tokenizer, seed=seed, init_new_rows=settings.init_new_rows, **options
     )
-    model.config.metaid_item_loss = settings.item_loss
-    model.config.metaid_item_loss_negatives = settings.item_loss_negatives
-    return model
 
 
 def load_templates(spec: str) -> dict:
@@ -472,22 +373,14 @@ def train(
 ) -> TrainingRun:
     """Tokenizer → model → prompts → Trainer run; checkpoints (if any) go under ``output_dir/checkpoints``.
 
-    The prompt format (templates, history length) is recorded in the model's config, so evaluation and
-    ``recommend`` ask in the words the model learned. ``arguments`` override the training arguments the settings
-    give (:func:`~hf_metaid.training_arguments` keywords); ``trainer_kwargs`` go to :func:`~hf_metaid.build_trainer`.
+    The prompt format (``model_settings``' templates, history length, history in the decoder) is recorded in the
+    model's config, so evaluation and ``recommend`` ask in the words the model learned. ``arguments`` override the
+    training arguments the settings give (:func:`~hf_metaid.training_arguments` keywords); ``trainer_kwargs`` go to
+    :func:`~hf_metaid.build_trainer`.
     """
-    if model_settings.repeat_bias and not settings.history_in_decoder:
-        raise InvalidArgumentError(
-            "repeat_bias needs history_in_decoder (--history-in-decoder): it scores the items the decoder has read"
-        )
-    templates = load_templates(settings.templates)
+    model_settings.model_options()  # a bad templates file fails before the tokenizer is built
     tokenizer = build_tokenizer(vocabulary, model_settings.base)
     model = build_model(tokenizer, model_settings, seed=settings.seed)
-    model.set_prompt_format(
-        None if templates is TEMPLATES else templates, settings.max_history, settings.history_in_decoder
-    )
-    if model_settings.repeat_bias:
-        model.set_repeat_bias()  # it reads the decoder's history: after the prompt format
     return fine_tune(model, tokenizer, train_split, output_dir, settings, arguments, **trainer_kwargs)
 
 
@@ -502,9 +395,8 @@ def fine_tune(
 ) -> TrainingRun:
     """Train ``model`` (built by :func:`build_model`, or a saved one, e.g. after :func:`extend_model`) on
     ``train_split``: interaction rows (``user``, ``item``, ``position``), turned into prompts in the format the
-    model's config records (templates, history length, history in the decoder), whatever ``settings`` say of it;
-    or prompts already built (columns ``source`` and ``target``), e.g. only those whose target is new. The rest of
-    ``settings`` drive the run as in :func:`train`."""
+    model's config records (templates, history length, history in the decoder); or prompts already built (columns
+    ``source`` and ``target``), e.g. only those whose target is new. ``settings`` drive the run as in :func:`train`."""
     config = model.config
     templates = config.metaid_prompt_templates or TEMPLATES
     if {"source", "target"} <= set(train_split.column_names):
@@ -549,8 +441,10 @@ def load_for_training(folder: str | os.PathLike) -> tuple[MetaIDForConditionalGe
     """A saved model folder (full or LoRA) as a full model to train further, with its tokenizer.
 
     A LoRA adapter is merged into its base (``merge_and_unload``), so a further run may train in full or with a
-    fresh adapter. The model forgets where it was loaded from: a LoRA run on it then saves the base's weights
-    beside the adapter (``base/``), since they are no longer those of any checkpoint.
+    fresh adapter. Every parameter is trainable, as in a model :func:`build_model` builds: the merged model would
+    otherwise keep the adapter's frozen base weights, and a full run on it would have nothing to train (a LoRA run
+    freezes them again itself). The model forgets where it was loaded from: a LoRA run on it then saves the base's
+    weights beside the adapter (``base/``), since they are no longer those of any checkpoint.
     """
     from .peft_utils import is_peft
     from .saving import load_for_inference
@@ -558,6 +452,7 @@ def load_for_training(folder: str | os.PathLike) -> tuple[MetaIDForConditionalGe
     model, tokenizer = load_for_inference(folder)
     if is_peft(model):
         model = model.merge_and_unload()
+    model.requires_grad_(True)
     model.config.name_or_path = ""
     return model.train(), tokenizer
 
@@ -567,10 +462,18 @@ def extend_model(
     tokenizer: MetaIDTokenizer,
     interactions: datasets.Dataset,
     min_interactions: int = DEFAULT_MIN_INTERACTIONS,
+    min_known_items: float = MIN_KNOWN_ITEMS,
+    source: str | None = None,
 ) -> tuple[MetaIDForConditionalGeneration, MetaIDTokenizer]:
     """IDs for the users and items of ``interactions`` the model's vocabulary lacks (``EntityVocabulary.extend``),
     the tokenizer that spells them with every old token id kept, and ``model`` grown to it in place
-    (:meth:`~hf_metaid.MetaIDForConditionalGeneration.extend_vocabulary`); then :func:`fine_tune` on new data."""
-    vocabulary = tokenizer.entity_vocabulary.extend(interactions, min_interactions=min_interactions)
+    (:meth:`~hf_metaid.MetaIDForConditionalGeneration.extend_vocabulary`); then :func:`fine_tune` on new data.
+
+    Data of which the vocabulary knows less than ``min_known_items`` of the items is refused before anything grows
+    (``UnknownDataError``; 0 grows it anyway); ``source`` names the data in the grown vocabulary's metadata
+    (:func:`~hf_metaid.vocabulary_growth.extend_vocabulary`)."""
+    vocabulary = tokenizer.entity_vocabulary.extend(
+        interactions, min_interactions=min_interactions, min_known_items=min_known_items, source=source
+    )
     grown = extend_tokenizer(tokenizer, vocabulary)
     return model.extend_vocabulary(grown), grown

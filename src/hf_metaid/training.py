@@ -258,8 +258,9 @@ def build_trainer(
 
     Args:
         model: a :class:`MetaIDForConditionalGeneration` (or a PEFT model around one).
-        train_dataset, eval_dataset: tokenized (``input_ids``/``labels``) or raw prompt datasets (``source``/
-            ``target``), which are tokenized here with :func:`tokenize_prompts`.
+        train_dataset: tokenized (``input_ids``/``labels``) or raw prompt dataset (``source``/``target``), which is
+            tokenized here with :func:`tokenize_prompts`.
+        eval_dataset: the same for the Trainer's loss evaluation (optional).
         lora: ``None`` (full fine-tuning), ``True`` (:func:`lora_config` defaults) or a ``peft.LoraConfig``.
         evaluator: a :class:`~hf_metaid.evaluation.RecommendationEvaluator` run at each evaluation (HR/NDCG@k).
         trainer_kwargs: passed to :class:`MetaIDTrainer` (callbacks, compute_metrics, ...).
