@@ -48,16 +48,12 @@ import torch
 
 import hf_metaid as hm
 from benchmark_common import cpu_model
-from hf_metaid.pipeline import (
-    build_model,
-    build_tokenizer,
-    build_vocabulary,
-    decide_exclude_seen,
-    extend_model,
-    fine_tune,
-    load_templates,
-    split_data,
-)
+from hf_metaid.workflow.build import build_model, build_tokenizer
+from hf_metaid.workflow.growth import extend_model
+from hf_metaid.workflow.schemes import build_vocabulary
+from hf_metaid.workflow.settings import load_templates
+from hf_metaid.workflow.splitting import decide_exclude_seen, split_data
+from hf_metaid.workflow.training_run import fine_tune
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "catalogue_growth.md"

@@ -39,9 +39,9 @@ import numpy as np
 
 import hf_metaid as hm
 from hf_metaid.data.interactions import SYNTHETIC_SOURCES
+from hf_metaid.evaluation.metrics import exclude_seen, ranking_metrics
 from hf_metaid.indexing import MetaIDIndexerConfig
-from hf_metaid.metrics import exclude_seen, ranking_metrics
-from hf_metaid.pipeline import build_vocabulary
+from hf_metaid.workflow.schemes import build_vocabulary
 
 RESULTS = Path(__file__).resolve().parent / "results" / "count_baselines.md"
 TOP = 10

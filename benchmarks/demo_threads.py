@@ -3,8 +3,9 @@
 Why: the demo's narrow model (d_model 64, d_ff 256, 1+2 layers, decoder sequences of up to 41 tokens) multiplies
 matrices so small that a second OpenMP thread costs more in waiting than it saves. Each set-up runs in its own
 process (``OMP_WAIT_POLICY=PASSIVE``, as ``hf-metaid`` sets it) and trains a named recipe (``--recipe``, of
-``hf_metaid.recipes``: ``fast``, the demo's, by default; ``fast-prompt`` for the prompt-mode one) for ``--steps`` steps
-on Beauty; the set-ups alternate per repetition so that machine noise hits both alike; medians are reported.
+``hf_metaid.workflow.recipes``: ``fast``, the demo's, by default; ``fast-prompt`` for the prompt-mode one) for
+``--steps`` steps on Beauty; the set-ups alternate per repetition so that machine noise hits both alike; medians are
+reported.
 
 Run on an otherwise idle machine: ``python benchmarks/demo_threads.py [--steps 400 --repeats 2]``
 (writes ``results/demo_threads.md``).
@@ -20,14 +21,17 @@ import sys
 from pathlib import Path
 
 from benchmark_common import cpu_and_cores, write_report
-from hf_metaid import recipes
+from hf_metaid.workflow import recipes
 
 RESULTS = Path(__file__).resolve().parent / "results" / "demo_threads.md"
 
 WORKER = """
 import dataclasses, sys
 import torch
-from hf_metaid.pipeline import Recipe, build_vocabulary, split_data, train
+from hf_metaid.workflow.recipes import Recipe
+from hf_metaid.workflow.schemes import build_vocabulary
+from hf_metaid.workflow.splitting import split_data
+from hf_metaid.workflow.training_run import train
 
 threads, steps, recipe = int(sys.argv[1]), int(sys.argv[2]), Recipe.from_name(sys.argv[3])
 torch.set_num_threads(threads)

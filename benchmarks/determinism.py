@@ -19,7 +19,10 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `hf-metaid demo` runs; read when torch loads OpenMP
 import torch
 
-from hf_metaid.pipeline import Recipe, build_vocabulary, split_data, train
+from hf_metaid.workflow.recipes import Recipe
+from hf_metaid.workflow.schemes import build_vocabulary
+from hf_metaid.workflow.splitting import split_data
+from hf_metaid.workflow.training_run import train
 
 RESULTS = Path(__file__).resolve().parent / "results" / "determinism.md"
 PROMPT_RECIPE = Recipe.from_name("fast-prompt")  # the prompt-mode recipe this file was measured with

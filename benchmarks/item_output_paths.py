@@ -26,7 +26,7 @@ import torch
 from benchmark_common import cpu_and_cores, write_report
 from hf_metaid.indexing import IndependentIndexer, MetaIDIndexer
 from hf_metaid.item_output import SLICE_COST, MetaIDItemOutput, slices_are_cheaper
-from hf_metaid.pipeline import split_data
+from hf_metaid.workflow.splitting import split_data
 
 HERE = Path(__file__).resolve().parent
 TABLE = HERE / "results" / "item_output_paths.md"

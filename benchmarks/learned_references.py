@@ -27,7 +27,7 @@ import torch
 
 import hf_metaid as hm
 from benchmark_common import cpu_and_cores, write_report
-from hf_metaid.metrics import ranking_metrics
+from hf_metaid.evaluation.metrics import ranking_metrics
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "learned_references"

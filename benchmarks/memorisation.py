@@ -29,9 +29,9 @@ import numpy as np
 import torch
 
 from benchmark_common import cpu_and_cores, write_report
-from hf_metaid.evaluation import evaluate_recommender
-from hf_metaid.pipeline import split_data
-from hf_metaid.saving import load_for_inference
+from hf_metaid.evaluation.evaluator import evaluate_recommender
+from hf_metaid.saving.inference_folder import load_for_inference
+from hf_metaid.workflow.splitting import split_data
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "memorisation"

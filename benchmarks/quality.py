@@ -2,7 +2,7 @@
 
 Each scheme arm (META ID, and the baselines sequential, random, collaborative, independent) trains the same backbone
 with the same recipe, budget and seed; only the ID vocabulary differs. Nothing is chosen on the test split: the
-recipes come from validation (``hf_metaid.recipes``, ``benchmarks/results/demo.md``). Every arm
+recipes come from validation (``hf_metaid.workflow.recipes``, ``benchmarks/results/demo.md``). Every arm
 is evaluated on every user of the validation and the test split, HR@5/10 and NDCG@5/10 over all items (beam search
 over real items), once with the user's history kept in the ranking (the paper's protocol) and once with it left out. The
 ``references`` arm computes the counting references on the same splits (popularity, the cluster chain over META ID's
@@ -52,20 +52,16 @@ import torch
 
 from benchmark_common import cpu_and_cores, write_report
 from count_baselines import counting_references
-from hf_metaid import recipes
 from hf_metaid.data import leave_one_out
-from hf_metaid.evaluation import evaluate_recommender
-from hf_metaid.id_quality import diversity_score, memorization_score
-from hf_metaid.metrics import DEFAULT_KS, MetricAccumulator, rank_of_target
-from hf_metaid.pipeline import (
-    SCHEMES,
-    Recipe,
-    build_vocabulary,
-    data_name,
-    split_data,
-    train,
-)
-from hf_metaid.saving import load_for_inference, save_for_inference
+from hf_metaid.evaluation.evaluator import evaluate_recommender
+from hf_metaid.evaluation.id_quality import diversity_score, memorization_score
+from hf_metaid.evaluation.metrics import DEFAULT_KS, MetricAccumulator, rank_of_target
+from hf_metaid.saving.inference_folder import load_for_inference, save_for_inference
+from hf_metaid.workflow import recipes
+from hf_metaid.workflow.recipes import Recipe
+from hf_metaid.workflow.schemes import SCHEMES, build_vocabulary
+from hf_metaid.workflow.splitting import data_name, split_data
+from hf_metaid.workflow.training_run import train
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "quality"
@@ -248,8 +244,9 @@ def item_read_vectors(model, tokenizer) -> np.ndarray:
 
 
 def id_scores(model, tokenizer, train_split) -> dict[str, float]:
-    """The paper's Diversity and Memorization Scores (``hf_metaid.id_quality``) of the items' IDs as the model reads
-    them; the memorization score takes each training interaction as a rating of 1 (the data have no stars)."""
+    """The paper's Diversity and Memorization Scores (``hf_metaid.evaluation.id_quality``) of the items' IDs as the
+    model reads them; the memorization score takes each training interaction as a rating of 1 (the data have no
+    stars)."""
     vectors = item_read_vectors(model, tokenizer)
     items = tokenizer.entity_vocabulary.items
     ratings: dict[str, dict[str, float]] = {}
@@ -566,14 +563,16 @@ def speed_section(report_dir: Path, results: Path = HERE / "results") -> list[st
 
 
 def recipes_section() -> list[str]:
-    """The named recipes with the figures each measured on Beauty, as ``hf_metaid.recipes`` quotes them: the one place
-    those figures are kept, so that the report, the command's help and the README's table cannot drift apart."""
+    """The named recipes with the figures each measured on Beauty, as ``hf_metaid.workflow.recipes`` quotes them: the
+    one place those figures are kept, so that the report, the command's help and the README's table cannot drift
+    apart."""
     return [
         "",
         "## The named recipes",
         "",
-        "`--recipe NAME` of `hf-metaid index`, `train` and `demo`; what `hf_metaid.recipes.describe(NAME)` says of "
-        "each, figures on Beauty's test split, every user (how they were chosen: `README.md` here, "
+        "`--recipe NAME` of `hf-metaid index`, `train` and `demo`; what "
+        "`hf_metaid.workflow.recipes.describe(NAME)` says of each, figures on Beauty's test split, every user (how "
+        "they were chosen: `README.md` here, "
         "`results/demo.md`, `results/quality_budget.md`).",
         "",
         *(f"- `{name}`: {recipes.describe(name)}" for name in recipes.names()),
@@ -666,8 +665,8 @@ def report(data: str, report_path: Path | None = None, results: Path = RESULTS) 
                 "in no prompt of the decoder recipe, so their tokens never reach the model: there META ID for items "
                 "only is the META ID row, META ID for users only is the row of the scheme the items get (SID, RID, "
                 "CID or IID above), and both is the META ID row again. Diversity and memorization: the paper's scores "
-                "(`hf_metaid.id_quality`) of each item's ID as the model reads it (the mean input vector of its ID "
-                "tokens), memorization over the training interactions taken as ratings of 1.",
+                "(`hf_metaid.evaluation.id_quality`) of each item's ID as the model reads it (the mean input vector of "
+                "its ID tokens), memorization over the training interactions taken as ratings of 1.",
                 "",
                 *ablation_table(arms),
             ]
@@ -732,7 +731,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--recipe",
         choices=recipes.names(),
         default=None,
-        help=f"cpu profile: the named recipe (hf_metaid.recipes) of the scheme arms and the decoder ablations "
+        help=f"cpu profile: the named recipe (hf_metaid.workflow.recipes) of the scheme arms and the decoder ablations "
         f"(default: {DEFAULT_RECIPE}; another one writes to the folder cpu-NAME)",
     )
     parser.add_argument("--work", type=Path, default=Path("runs/quality"), help="where models are saved")

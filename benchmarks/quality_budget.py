@@ -1,9 +1,9 @@
 """Hit rate per minute of CPU training: which changes make the small model learn items (Beauty, or the synthetic log).
 
-Each arm is the prompt-mode recipe (``fast-prompt`` of ``hf_metaid.recipes``, the demo's until the narrow decoder
-arm below became the demo, ``fast``: spectral IDs, tiny T5 1+3 layers, d_model 128, d_ff 1024) with a few settings
-changed (``ARMS``); ``run --recipe NAME`` runs a named recipe as it is, as the arm ``recipe-NAME`` (``--recipe best``:
-the 60-minute row). ``run ARM`` trains it once (the model is saved under ``--work``,
+Each arm is the prompt-mode recipe (``fast-prompt`` of ``hf_metaid.workflow.recipes``, the demo's until the narrow
+decoder arm below became the demo, ``fast``: spectral IDs, tiny T5 1+3 layers, d_model 128, d_ff 1024) with a few
+settings changed (``ARMS``); ``run --recipe NAME`` runs a named recipe as it is, as the arm ``recipe-NAME`` (``--recipe
+best``: the 60-minute row). ``run ARM`` trains it once (the model is saved under ``--work``,
 so a later ``--split test`` evaluates the same weights without training again), evaluates every user of the split
 under both protocols (history kept, the paper's; history left out of the ranking, the demo's), and writes
 ``results/quality_budget/ARM.SPLIT.json`` (settings, steps, epochs, seconds, threads, CPU, metrics). An arm whose
@@ -36,10 +36,14 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts its t
 import torch
 
 from benchmark_common import cpu_and_cores, write_report
-from hf_metaid import recipes
-from hf_metaid.evaluation import evaluate_recommender
-from hf_metaid.pipeline import ModelSettings, Recipe, build_vocabulary, split_data, train
-from hf_metaid.saving import load_for_inference, save_for_inference
+from hf_metaid.evaluation.evaluator import evaluate_recommender
+from hf_metaid.saving.inference_folder import load_for_inference, save_for_inference
+from hf_metaid.workflow import recipes
+from hf_metaid.workflow.recipes import Recipe
+from hf_metaid.workflow.schemes import build_vocabulary
+from hf_metaid.workflow.settings import ModelSettings
+from hf_metaid.workflow.splitting import split_data
+from hf_metaid.workflow.training_run import train
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "quality_budget"
@@ -496,7 +500,8 @@ def _arm_parser(commands, name: str, help: str, split: str, threads: int) -> arg
         "--recipe",
         choices=recipes.names(),
         default=None,
-        help=f"a named recipe of hf_metaid.recipes, run as it is instead of an arm (its arm: {RECIPE_ARM}NAME)",
+        help="a named recipe of hf_metaid.workflow.recipes, run as it is instead of an arm "
+        f"(its arm: {RECIPE_ARM}NAME)",
     )
     parser.add_argument("--split", choices=("validation", "test"), default=split)
     parser.add_argument("--threads", type=int, default=threads)

@@ -32,7 +32,7 @@ import torch  # noqa: E402
 
 import hf_metaid as hm  # noqa: E402
 from benchmark_common import cpu_model, write_report  # noqa: E402
-from hf_metaid.pipeline import SCHEMES, build_indexer  # noqa: E402
+from hf_metaid.workflow.schemes import SCHEMES, build_indexer  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DECODER_K100_INDEX = hm.recipes.get("decoder-k100").index  # the benchmarks' META ID settings

@@ -29,7 +29,7 @@ import statistics, sys, time
 import torch
 import hf_metaid as hm
 from hf_metaid.prompt_templates import COMPACT_TEMPLATES
-from hf_metaid.collator import MetaIDDataCollator
+from hf_metaid.training.collator import MetaIDDataCollator
 
 threads, steps, batch_size = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 torch.set_num_threads(threads)

@@ -38,7 +38,10 @@ import torch
 from transformers import T5Config, T5ForConditionalGeneration
 
 from benchmark_common import cpu_and_cores, write_report
-from hf_metaid.pipeline import Recipe, build_vocabulary, split_data, train
+from hf_metaid.workflow.recipes import Recipe
+from hf_metaid.workflow.schemes import build_vocabulary
+from hf_metaid.workflow.splitting import split_data
+from hf_metaid.workflow.training_run import train
 
 RESULTS = Path(__file__).resolve().parent / "results" / "train_overhead.md"
 

@@ -25,11 +25,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `hf-metaid demo` runs;
 import torch
 
 import hf_metaid as hm
-from hf_metaid.collator import MetaIDDataCollator
 from hf_metaid.data.prompts import build_eval_prompts
-from hf_metaid.evaluation import evaluate_recommender
-from hf_metaid.pipeline import build_vocabulary, train
+from hf_metaid.evaluation.evaluator import evaluate_recommender
 from hf_metaid.prompt_templates import resolve_template
+from hf_metaid.training.collator import MetaIDDataCollator
+from hf_metaid.workflow.schemes import build_vocabulary
+from hf_metaid.workflow.training_run import train
 
 RESULTS = Path(__file__).resolve().parent / "results" / "tree_softmax.md"
 STEPS = ("cluster", "rank", "end")

@@ -22,8 +22,8 @@ import torch
 
 import hf_metaid as hm
 from hf_metaid.data import build_training_prompts
-from hf_metaid.saving import load_for_inference, save_for_inference
-from hf_metaid.training import build_trainer, lora_config, training_arguments
+from hf_metaid.saving.inference_folder import load_for_inference, save_for_inference
+from hf_metaid.training.trainer import build_trainer, lora_config, training_arguments
 from train_beauty import first_users, make_vocabulary
 
 

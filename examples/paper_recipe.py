@@ -32,7 +32,7 @@ import torch
 
 import hf_metaid as hm
 from hf_metaid.indexing import MetaIDIndexerConfig
-from hf_metaid.pipeline import SCHEMES, build_vocabulary
+from hf_metaid.workflow.schemes import SCHEMES, build_vocabulary
 
 EFFECTIVE_BATCH = 2048
 

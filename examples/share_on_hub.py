@@ -22,8 +22,8 @@ import textwrap
 from pathlib import Path
 
 import hf_metaid as hm
-from hf_metaid.hub_push import push_model
-from hf_metaid.model_card import evaluation_record
+from hf_metaid.saving.hub_push import push_model
+from hf_metaid.saving.model_card import evaluation_record
 
 LOAD_WITHOUT_PACKAGE = textwrap.dedent(
     """

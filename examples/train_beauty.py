@@ -17,8 +17,8 @@ from pathlib import Path
 import hf_metaid as hm
 from hf_metaid.data import build_training_prompts
 from hf_metaid.indexing import MetaIDIndexer, RandomIndexer
-from hf_metaid.saving import save_for_inference
-from hf_metaid.training import build_trainer, lora_config, training_arguments
+from hf_metaid.saving.inference_folder import save_for_inference
+from hf_metaid.training.trainer import build_trainer, lora_config, training_arguments
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

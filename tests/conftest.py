@@ -14,9 +14,9 @@ import pytest
 import torch
 
 import hf_metaid as hm
-from hf_metaid.collator import MetaIDDataCollator
 from hf_metaid.data import build_training_prompts, tokenize_prompts
-from hf_metaid.training import training_arguments
+from hf_metaid.training.collator import MetaIDDataCollator
+from hf_metaid.training.trainer import training_arguments
 
 
 def random_vocabulary(

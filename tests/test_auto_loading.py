@@ -14,9 +14,12 @@ from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
 
 import hf_metaid as hm
 from conftest import logits, prompt, with_item_vectors
+from ranking_checks import assert_same_recommendations
+
+pytestmark = pytest.mark.numerics  # reloads and remote code compared with the package: rerun under other CPU kernels
 
 
-def test_save_and_auto_load_give_identical_logits_and_recommendations(tmp_path, model, tokenizer):
+def test_save_and_auto_load_give_the_same_logits_and_recommendations(tmp_path, model, tokenizer):
     model.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
     assert AutoConfig.from_pretrained(tmp_path).model_type == "metaid"
@@ -24,10 +27,11 @@ def test_save_and_auto_load_give_identical_logits_and_recommendations(tmp_path, 
     loaded = AutoModelForSeq2SeqLM.from_pretrained(tmp_path)
     assert type(loaded) is hm.MetaIDForConditionalGeneration
     text = prompt(tokenizer)
-    assert torch.equal(logits(loaded, loaded_tok, text), logits(model, tokenizer, text))
-    assert loaded.recommend(loaded_tok, user="u1", history=["i3"], k=5) == model.recommend(
-        tokenizer, user="u1", history=["i3"], k=5
-    )
+    # to float32 rounding, not bit for bit: a reloaded model's weights sit at other memory alignments, which some
+    # BLAS kernels (MKL's SSE4.2 path) round otherwise
+    torch.testing.assert_close(logits(loaded, loaded_tok, text), logits(model, tokenizer, text), rtol=1e-5, atol=1e-5)
+    got = loaded.recommend(loaded_tok, user="u1", history=["i3"], k=5)
+    assert_same_recommendations(got, model.recommend(tokenizer, user="u1", history=["i3"], k=5), atol=1e-5)
 
 
 REMOTE_SCRIPT = textwrap.dedent(
@@ -92,10 +96,8 @@ def test_remote_code_load_without_the_package(tmp_path, model, tokenizer, head):
     assert remote["module"].startswith("transformers_modules")
     assert remote["ids"] == tokenizer([text])["input_ids"][0]
     # The subprocess may run with another thread count, which changes the order of float sums: items must agree
-    # exactly, scores and logits to float32 rounding of values of order 1 (1e-5), never bit for bit.
+    # up to ties, scores and logits to float32 rounding of values of order 1 (1e-5), never bit for bit.
     torch.testing.assert_close(
         torch.load(tmp_path / "remote_logits.pt"), logits(model, tokenizer, text), rtol=1e-5, atol=1e-5
     )
-    local = model.recommend(tokenizer, user="u1", k=4)
-    assert [item for item, _ in remote["recs"]] == [item for item, _ in local]
-    assert [score for _, score in remote["recs"]] == pytest.approx([score for _, score in local], abs=1e-5)
+    assert_same_recommendations(remote["recs"], model.recommend(tokenizer, user="u1", k=4), atol=1e-5)

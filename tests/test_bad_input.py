@@ -25,8 +25,8 @@ import hf_metaid as hm
 from conftest import random_vocabulary, subprocess_env, tiny_model, tiny_setup, write_beauty_lines
 from hf_metaid.cli import main
 from hf_metaid.data import build_training_prompts
-from hf_metaid.metrics import ranking_metrics
-from hf_metaid.training import lora_config, training_arguments
+from hf_metaid.evaluation.metrics import ranking_metrics
+from hf_metaid.training.trainer import lora_config, training_arguments
 
 datasets.disable_progress_bars()
 
@@ -41,11 +41,31 @@ def made(tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        index = ["index", str(data), "--out", str(root / "vocab"), "--clusters", "4", "--embedding", "spectral"]
+        index = [
+            "index",
+            "--data",
+            str(data),
+            "--out",
+            str(root / "vocab"),
+            "--num-clusters",
+            "4",
+            "--embedding",
+            "spectral",
+        ]
         assert main(index) == 0
-        quick = ["--max-steps", "1", "--d-model", "32", "--batch-size", "8", "--warmup", "0"]
+        quick = ["--max-steps", "1", "--d-model", "32", "--batch-size", "8", "--warmup-steps", "0"]
         for name, extra in (("model", []), ("lora", ["--lora"])):
-            argv = ["train", str(data), "--vocab", str(root / "vocab"), "--out", str(root / name), *quick, *extra]
+            argv = [
+                "train",
+                "--data",
+                str(data),
+                "--vocab",
+                str(root / "vocab"),
+                "--out",
+                str(root / name),
+                *quick,
+                *extra,
+            ]
             assert main(argv) == 0
     finally:
         torch.set_num_threads(threads)
@@ -96,20 +116,28 @@ class Cli:
 
 def _index(made, tmp, *extra, data=None, out=None):
     out = out or tmp / "v"
-    return ["index", str(data or made.data), "--out", str(out), "--clusters", "4", *extra], out
+    return ["index", "--data", str(data or made.data), "--out", str(out), "--num-clusters", "4", *extra], out
 
 
 def _train(made, tmp, *extra, vocab=None, data=None, out=None):
     out = out or tmp / "m"
     vocab = vocab or made.root / "vocab"
-    argv = ["train", str(data or made.data), "--vocab", str(vocab), "--out", str(out), "--max-steps", "1"]
-    return [*argv, "--d-model", "32", "--warmup", "0", *extra], out
+    argv = ["train", "--data", str(data or made.data), "--vocab", str(vocab), "--out", str(out), "--max-steps", "1"]
+    return [*argv, "--d-model", "32", "--warmup-steps", "0", *extra], out
 
 
 def _file(tmp, name, content: bytes) -> Path:
     path = tmp / name
     path.write_bytes(content)
     return path
+
+
+def _every_item_twice(sequence_file: Path) -> bytes:
+    """A P5 text file whose every interaction was written twice (``u a a b b``), as a botched export leaves it."""
+    lines = [line.split() for line in sequence_file.read_text().splitlines()]
+    return "".join(
+        " ".join([user] + [item for item in items for _ in range(2)]) + "\n" for user, *items in lines
+    ).encode()
 
 
 def _non_empty(tmp, marker: bool) -> Path:
@@ -171,7 +199,44 @@ CLI_CASES = [
         "n.csv: line 2: item id 'a\\x00' contains a control character",
     ),
     Cli("index-not-parquet", lambda m, t: _index(m, t, data=_file(t, "p.parquet", b"PAR")), "not a readable Parquet"),
-    Cli("index-zero-clusters", lambda m, t: _index(m, t, "--clusters", "0"), "num_clusters must be"),
+    Cli(
+        "index-other-column-names",
+        lambda m, t: _index(m, t, data=_file(t, "n.csv", b"uid,iid\nu,a\nu,b\nu,c\n")),
+        "n.csv: line 1: missing column(s) ['user', 'item']; found ['uid', 'iid']; name the file's own columns with "
+        "--user-column (user_column=), --item-column (item_column=)",
+    ),
+    Cli(
+        "index-columns-of-a-sequence-file",
+        lambda m, t: _index(m, t, "--user-column", "uid"),
+        "slice.txt: a sequence file ('user item item ...' per line) has no columns, yet user_column='uid' was given",
+    ),
+    Cli(
+        "index-short-user",
+        lambda m, t: _index(m, t, data=_file(t, "s.csv", b"user,item\nu,a\nu,b\nu,c\nv,a\nv,b\n")),
+        "s.csv: line 5: user 'v' has 2 interaction(s); at least 3 are needed (leave-one-out keeps the last two for "
+        "validation and test); drop such users with --min-interactions 3",
+    ),
+    Cli(
+        "index-min-interactions-under-3",
+        lambda m, t: _index(m, t, "--min-interactions", "2"),
+        "argument --min-interactions: must be >= 3, got '2'",
+    ),
+    Cli(
+        "index-every-user-dropped",
+        lambda m, t: _index(m, t, "--min-interactions", "1000"),
+        "slice.txt: no user has 1000 interactions or more",
+    ),
+    Cli(
+        "index-doubled-file",
+        lambda m, t: _index(m, t, data=_file(t, "d.txt", _every_item_twice(m.data))),
+        "interactions copy an earlier one (the user's previous item again, in data without timestamps; e.g. line 1: ",
+    ),
+    Cli(
+        "index-duplicates-dropped-and-kept",
+        lambda m, t: _index(m, t, "--drop-duplicates", "--keep-duplicates"),
+        "argument --keep-duplicates: not allowed with argument --drop-duplicates",
+    ),
+    Cli("index-zero-clusters", lambda m, t: _index(m, t, "--num-clusters", "0"), "num_clusters must be"),
     Cli("index-negative-seed", lambda m, t: _index(m, t, "--seed", "-1"), "argument --seed: must be >= 0"),
     Cli("index-bad-scheme", lambda m, t: _index(m, t, "--scheme", "best"), "invalid choice: 'best'"),
     Cli("index-out-not-empty", lambda m, t: _index(m, t, out=_non_empty(t, True)), "is not empty; pass --overwrite"),
@@ -188,12 +253,12 @@ CLI_CASES = [
         lambda m, t: _train(m, t, vocab=_file(t, "v.json", (m.root / "vocab/metaid_vocab.json").read_bytes()[:99])),
         "v.json: not a valid vocabulary file",
     ),
-    Cli("train-vocab-of-other-data", lambda m, t: _train(m, t, data=m.other), "unknown item id"),
+    Cli("train-vocab-of-other-data", lambda m, t: _train(m, t, data=m.other), "unknown user id 'x0'"),
     Cli("train-zero-epochs", lambda m, t: _train(m, t, "--epochs", "0"), "epochs must be a finite number > 0"),
     Cli("train-zero-d-model", lambda m, t: _train(m, t, "--d-model", "0"), "d_model must be an int >= 8"),
     Cli("train-d-model-not-4x", lambda m, t: _train(m, t, "--d-model", "30"), "d_model must be a multiple of 4"),
     Cli("train-zero-layers", lambda m, t: _train(m, t, "--layers", "0"), "positive integers, got '0'"),
-    Cli("train-nan-lr", lambda m, t: _train(m, t, "--lr", "nan"), "learning_rate must be a finite number"),
+    Cli("train-nan-lr", lambda m, t: _train(m, t, "--learning-rate", "nan"), "learning_rate must be a finite number"),
     Cli("train-zero-history", lambda m, t: _train(m, t, "--max-history", "0"), "max_history must be an int >= 1"),
     Cli("train-negative-threads", lambda m, t: _train(m, t, "--threads", "-1"), "argument --threads: must be >= 0"),
     Cli("train-unknown-templates", lambda m, t: _train(m, t, "--templates", "fancy"), "templates 'fancy'"),
@@ -245,11 +310,11 @@ CLI_CASES = [
         "knows 0 of the split's 10 target items and 0 of its 10 users",
     ),
     Cli(
-        "evaluate-template-without-history",
-        _on("evaluate", "model", "--template", "user {user}"),
-        "sequential template with {history}",
+        "evaluate-template-without-its-placeholder",  # the history is read in the decoder: the prompt shows the user
+        _on("evaluate", "model", "--template", "items {history}"),
+        "direct template with {user}",
     ),
-    Cli("evaluate-zero-cutoff", _on("evaluate", "model", "--k", "0"), "--k: cut-offs"),
+    Cli("evaluate-zero-cutoff", _on("evaluate", "model", "--cutoffs", "0"), "--cutoffs: cut-offs"),
     Cli(
         "evaluate-lora-cut-base",
         _on("evaluate", "lora", damage=lambda f: cut(f / "base" / "model.safetensors", keep=0.9)),

@@ -8,17 +8,17 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from hf_metaid.config_arguments import add_config_arguments, config_from_arguments
 from hf_metaid.indexing import BlockIndexerConfig, MetaIDIndexerConfig
+from hf_metaid.settings.fields import add_config_arguments, config_from_arguments
 
 INDEX_FIELDS = ("num_clusters", "dim", "embedding", "rank_by", "joint", "learning_rate")
 
 
 def index_parser(**options) -> argparse.ArgumentParser:
-    """An ``index``-like command: the indexing options in their own group, ``--clusters`` as today's name for K."""
+    """An ``index``-like command: the indexing options in their own group."""
     parser = argparse.ArgumentParser(prog="index")
     group = parser.add_argument_group("indexing")
-    add_config_arguments(group, MetaIDIndexerConfig, INDEX_FIELDS, aliases={"num_clusters": "--clusters"}, **options)
+    add_config_arguments(group, MetaIDIndexerConfig, INDEX_FIELDS, **options)
     return parser
 
 
@@ -28,7 +28,7 @@ def test_help_shows_each_fields_text_option_names_and_default(monkeypatch):
     settings = {f.name: f for f in MetaIDIndexerConfig.__dataclass_fields__.values()}
     for name in INDEX_FIELDS:
         assert settings[name].metadata["help"] in text
-    assert "--num-clusters NUM_CLUSTERS, --clusters NUM_CLUSTERS" in text
+    assert "--num-clusters NUM_CLUSTERS" in text and " --clusters" not in text  # one spelling: the field's name
     assert "--embedding {skipgram,spectral}" in text and "--joint, --no-joint" in text
     assert "(default: 100)" in text and "(default: spectral)" in text and "(default: 0.03)" in text
     assert "--window" not in text  # only the fields asked for
@@ -39,7 +39,18 @@ def test_defaults_and_values_round_trip():
     assert config_from_arguments(parser.parse_args([]), MetaIDIndexerConfig) == MetaIDIndexerConfig(
         embedding="spectral"
     )
-    argv = ["--clusters", "40", "--dim", "32", "--embedding", "skipgram", "--rank-by", "degree", "--learning-rate", "1"]
+    argv = [
+        "--num-clusters",
+        "40",
+        "--dim",
+        "32",
+        "--embedding",
+        "skipgram",
+        "--rank-by",
+        "degree",
+        "--learning-rate",
+        "1",
+    ]
     config = config_from_arguments(parser.parse_args(argv), MetaIDIndexerConfig, seed=3)
     assert config == MetaIDIndexerConfig(
         num_clusters=40, dim=32, embedding="skipgram", rank_by="degree", learning_rate=1.0, seed=3
@@ -48,14 +59,30 @@ def test_defaults_and_values_round_trip():
     assert separate.num_clusters == (4, 6) and separate.joint is False
 
 
+def test_options_decided_after_parsing_are_absent_unless_given(monkeypatch):
+    """``defaults_from``: an option not given leaves the namespace (its value comes from elsewhere, the caller's
+    ``settings``), and the help says where from, with the example value of ``defaults``."""
+    monkeypatch.setenv("COLUMNS", "400")
+    parser = index_parser(defaults={"num_clusters": 200}, defaults_from="the recipe's; fast: {value}")
+    assert vars(parser.parse_args([])) == {}
+    given = parser.parse_args(["--dim", "8", "--no-joint"])
+    assert vars(given) == {"MetaIDIndexerConfig.dim": 8, "MetaIDIndexerConfig.joint": False}
+    assert config_from_arguments(given, MetaIDIndexerConfig, num_clusters=7) == MetaIDIndexerConfig(
+        dim=8, joint=False, num_clusters=7
+    )
+    text = parser.format_help()
+    assert "(default: the recipe's; fast: 200)" in text and "(default: the recipe's; fast: None)" in text
+    assert "==SUPPRESS==" not in text
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
         (
-            ["--clusters", "0"],
-            "--num-clusters/--clusters: num_clusters must be an int >= 1 or a pair of ints >= 1, got 0",
+            ["--num-clusters", "0"],
+            "argument --num-clusters: num_clusters must be an int >= 1 or a pair of ints >= 1, got 0",
         ),
-        (["--clusters", "4,x"], "--num-clusters/--clusters: num_clusters must be an int >= 1 or a pair of ints >= 1"),
+        (["--num-clusters", "4,x"], "argument --num-clusters: num_clusters must be an int >= 1 or a pair of ints >= 1"),
         (["--dim", "2.5"], "argument --dim: dim must be an int >= 1, got '2.5'"),
         (["--learning-rate", "0"], "argument --learning-rate: learning_rate must be a finite number > 0, got 0.0"),
         (["--learning-rate", "nan"], "argument --learning-rate: learning_rate must be a finite number > 0, got nan"),
@@ -70,7 +97,7 @@ def test_bad_values_are_argparse_errors_naming_the_option(argv, message, capsys)
 
 
 def test_rules_between_fields_apply_when_the_config_is_built():
-    args = index_parser().parse_args(["--clusters", "4,6"])
+    args = index_parser().parse_args(["--num-clusters", "4,6"])
     with pytest.raises(ValueError, match="num_clusters must be an int with joint=True"):
         config_from_arguments(args, MetaIDIndexerConfig)
 
@@ -117,7 +144,7 @@ def test_misuse_is_refused_when_the_parser_is_built():
     with pytest.raises(TypeError, match="MetaIDIndexerConfig has no field 'clusters'"):
         add_config_arguments(parser, MetaIDIndexerConfig, ["clusters"])
     with pytest.raises(TypeError, match="fields that get no option: rank_by"):
-        add_config_arguments(parser, MetaIDIndexerConfig, ["dim"], aliases={"rank_by": "--order"})
+        add_config_arguments(parser, MetaIDIndexerConfig, ["dim"], defaults={"rank_by": "degree"})
     with pytest.raises(ValueError, match="embedding must be one of 'skipgram', 'spectral', got 'svd'"):
         add_config_arguments(parser, MetaIDIndexerConfig, ["embedding"], defaults={"embedding": "svd"})
     add_config_arguments(parser, MetaIDIndexerConfig, ["dim"])

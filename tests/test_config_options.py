@@ -15,7 +15,7 @@ from huggingface_hub.errors import StrictDataclassClassValidationError
 import hf_metaid as hm
 from conftest import random_vocabulary
 from hf_metaid.configuration_metaid import MODEL_OPTIONS, OPTIONS, VOCABULARY_FIELDS, check_model_options
-from hf_metaid.pipeline import ModelSettings
+from hf_metaid.workflow.settings import ModelSettings
 
 # Every rule between options the code has: (the option, the one it needs). A rule added to or dropped from the table
 # must be added or dropped here too, with its tests.
@@ -312,7 +312,7 @@ def test_the_commands_help_of_each_model_option_is_the_configs_documentation(com
 
 
 def test_the_card_names_the_options_the_table_gives_words():
-    from hf_metaid.model_card import ITEM_OPTIONS, _item_options
+    from hf_metaid.saving.model_card import ITEM_OPTIONS, _item_options
 
     assert tuple((option.field, option.card) for option in MODEL_OPTIONS if option.card) == ITEM_OPTIONS
     config = {option.field: True for option in MODEL_OPTIONS if option.card}

@@ -10,6 +10,7 @@ from transformers import AutoModelForSeq2SeqLM
 
 from conftest import with_item_vectors
 from hf_metaid.decoding import decode_items
+from ranking_checks import assert_same_ranking
 from test_decoder_history import (
     assert_prefix_paths_agree,
     decode,
@@ -19,6 +20,8 @@ from test_decoder_history import (
     user_prompts,
 )
 from test_decoding import SHAPES
+
+pytestmark = pytest.mark.numerics  # decoding paths and a reload compared: rerun under other CPU kernels
 
 
 def augmented_pair(shape, items: bool = False):
@@ -99,5 +102,5 @@ def test_a_saved_model_keeps_the_decoder_augmentation(tmp_path):
         loaded, batch["input_ids"], batch["attention_mask"], loaded.item_tree(tokenizer), k=5, mode="exact",
         decoder_prefix=prefix,
     )  # fmt: skip
-    assert torch.equal(mine[0], theirs[0])
-    torch.testing.assert_close(mine[1], theirs[1], rtol=0, atol=1e-6)
+    # float32 rounding: the reloaded weights sit at other memory alignments, which some BLAS kernels round otherwise
+    assert_same_ranking(*mine, *theirs, atol=1e-5)

@@ -18,6 +18,7 @@ from conftest import synthetic_interactions
 from hf_metaid.decoding import decode_items
 from hf_metaid.item_tree import trie_prefix_allowed_tokens_fn
 from hf_metaid.prompt_templates import COMPACT_TEMPLATES, check_templates
+from ranking_checks import assert_beam_cuts_clear, assert_same_ranking, assert_same_recommendations
 from test_auto_loading import REMOTE_SCRIPT
 from test_decoding import SHAPES, make_pair, names, with_lora
 
@@ -56,24 +57,23 @@ def decode(model, batch, tree, prefix, **kwargs):
 
 
 def assert_prefix_paths_agree(model, tokenizer, batch, prefix) -> tuple[torch.Tensor, torch.Tensor]:
-    """``generate`` with the prefix = the fast path = the public forward (beam), exact fast = exact generic; returns
-    the exact mode's (items, scores)."""
+    """``generate`` with the prefix = the fast path = the public forward (beam), exact fast = exact generic, up to
+    ties; returns the exact mode's (items, scores)."""
     tree = model.item_tree(tokenizer)
     expected_items, expected_scores = generate_with_prefix(model, tokenizer, batch, prefix, 4)
     for fast_path in (True, False):
         items, scores = decode(model, batch, tree, prefix, k=4, fast_path=fast_path)
-        assert names(tree, items) == expected_items
-        torch.testing.assert_close(scores, expected_scores, rtol=0, atol=1e-4)
+        assert_same_ranking(names(tree, items), scores, expected_items, expected_scores, atol=1e-4)
     fast = decode(model, batch, tree, prefix, k=6, mode="exact")
     generic = decode(model, batch, tree, prefix, k=6, mode="exact", fast_path=False)
-    assert torch.equal(fast[0], generic[0])
-    torch.testing.assert_close(fast[1], generic[1], rtol=0, atol=1e-4)
+    assert_same_ranking(*fast, *generic, atol=1e-4)
     return fast
 
 
 def generate_with_prefix(model, tokenizer, batch, prefix, beams, exclude=None):
     """HF beam search, one prompt at a time: ``decoder_input_ids`` = start + prefix, a trie over the tokens after
-    the prefix, two new tokens (the item ends after its rank token). Returns item lists and summed log-probs."""
+    the prefix, two new tokens (the item ends after its rank token). Returns item lists and summed log-probs, after
+    checking that no beam cut was near a tie (a fixture property)."""
     tree = model.item_tree(tokenizer)
     start = model.config.decoder_start_token_id
     all_items, all_scores = [], []
@@ -97,12 +97,14 @@ def generate_with_prefix(model, tokenizer, batch, prefix, beams, exclude=None):
             output_scores=True,
             return_dict_in_generate=True,
         )
+        assert_beam_cuts_clear(generated.scores, beams)
         all_items.append(tokenizer.token_ids_to_items(generated.sequences[:, offset:]))
         all_scores.append(generated.sequences_scores)
     return all_items, torch.stack(all_scores)
 
 
 # ------------------------------------------------------------------------------------ parity with HF generate
+@pytest.mark.numerics
 @pytest.mark.parametrize("tree_softmax", [False, True], ids=["plain", "tree"])
 @pytest.mark.parametrize("shape", SHAPES[:3], ids=lambda s: f"seed{s[0]}")
 def test_beam_mode_with_a_decoder_prefix_returns_what_generate_returns(shape, tree_softmax):
@@ -118,13 +120,13 @@ def test_beam_mode_with_a_decoder_prefix_returns_what_generate_returns(shape, tr
         expected_items, expected_scores = generate_with_prefix(model, tokenizer, batch, prefix, 4, exclude)
         for fast_path in (True, False):
             items, scores = decode(model, batch, tree, prefix, k=4, exclude=exclude, fast_path=fast_path)
-            assert names(tree, items) == expected_items
-            torch.testing.assert_close(scores, expected_scores, rtol=0, atol=1e-4)
+            assert_same_ranking(names(tree, items), scores, expected_items, expected_scores, atol=1e-4)
     # the prefix matters: without it the lists differ
     plain, _ = decode_items(model, batch["input_ids"], batch["attention_mask"], tree, k=4)
     assert not torch.equal(plain, items)
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("shape", SHAPES[1:3], ids=lambda s: f"seed{s[0]}")
 def test_exact_mode_with_a_decoder_prefix_equals_brute_force(shape):
     """Every item scored by plain forward passes over start + prefix + its cluster: log p(c) + log p(r | c)."""
@@ -148,8 +150,7 @@ def test_exact_mode_with_a_decoder_prefix_equals_brute_force(shape):
     for fast_path in (True, False):
         # chunk_rows=8: several chunks, each padded to its own longest prefix
         items, scores = decode(model, batch, tree, prefix, k=6, mode="exact", fast_path=fast_path, chunk_rows=8)
-        assert torch.equal(items, brute.topk(6).indices)
-        torch.testing.assert_close(scores, brute.topk(6).values, rtol=0, atol=1e-4)
+        assert_same_ranking(items, scores, brute.topk(6).indices, brute.topk(6).values, atol=1e-4)
 
 
 def test_decoder_prefix_rows_must_match_the_prompts():
@@ -159,6 +160,7 @@ def test_decoder_prefix_rows_must_match_the_prompts():
         decode(model, batch, model.item_tree(tokenizer), [[]])
 
 
+@pytest.mark.numerics
 def test_lora_model_decodes_a_prefix_as_generate_does():
     tokenizer, model = decoder_pair(SHAPES[2])
     adapted = with_lora(model)
@@ -167,8 +169,7 @@ def test_lora_model_decodes_a_prefix_as_generate_does():
     expected_items, expected_scores = generate_with_prefix(adapted, tokenizer, batch, prefix, 3)
     tree = model.item_tree(tokenizer)
     items, scores = decode(adapted, batch, tree, prefix, k=3)
-    assert names(tree, items) == expected_items
-    torch.testing.assert_close(scores, expected_scores, rtol=0, atol=1e-4)
+    assert_same_ranking(names(tree, items), scores, expected_items, expected_scores, atol=1e-4)
 
 
 # ------------------------------------------------------------------------------------------------ tree softmax
@@ -214,6 +215,7 @@ def test_decoder_history_examples_hold_every_training_item_once():
 
 
 # ---------------------------------------------------------------------------------- recommend, saving, loading
+@pytest.mark.numerics
 def test_recommend_reads_the_history_in_the_decoder_and_survives_save_load(tmp_path):
     tokenizer, model = decoder_pair(SHAPES[1], tree_softmax=True)
     history = ["i3", "i7", "i11"]
@@ -230,7 +232,10 @@ def test_recommend_reads_the_history_in_the_decoder_and_survives_save_load(tmp_p
     tokenizer.save_pretrained(tmp_path)
     reloaded = AutoModelForSeq2SeqLM.from_pretrained(tmp_path).eval()
     assert reloaded.config.metaid_history_in_decoder and reloaded.config.metaid_max_history == 8
-    assert reloaded.recommend(tokenizer, user="u1", history=history, k=5, exclude_seen=True) == got
+    # float32 rounding: the reloaded weights sit at other memory alignments, which some BLAS kernels round otherwise
+    assert_same_recommendations(
+        reloaded.recommend(tokenizer, user="u1", history=history, k=5, exclude_seen=True), got, atol=1e-5
+    )
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
     script = REMOTE_SCRIPT.replace(
@@ -246,9 +251,8 @@ def test_recommend_reads_the_history_in_the_decoder_and_survives_save_load(tmp_p
     )
     assert result.returncode == 0, result.stderr[-3000:]
     remote = json.loads(result.stdout.strip().splitlines()[-1])
-    local = model.recommend(tokenizer, user="u1", history=history, k=4)
-    assert [item for item, _ in remote["recs"]] == [item for item, _ in local]
-    assert [score for _, score in remote["recs"]] == pytest.approx([score for _, score in local], abs=1e-5)
+    # another process, which may run with another thread count: the lists up to ties, the scores to 1e-5
+    assert_same_recommendations(remote["recs"], model.recommend(tokenizer, user="u1", history=history, k=4), atol=1e-5)
 
 
 def test_evaluation_asks_with_the_users_prompt_and_the_history_in_the_decoder():

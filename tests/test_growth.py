@@ -14,8 +14,8 @@ import hf_metaid as hm
 from conftest import named_vocabulary, prompt, quiet_args, synthetic_interactions, with_item_vectors
 from hf_metaid.data import build_training_prompts, tokenize_prompts
 from hf_metaid.indexing.base import training_table_hash
-from hf_metaid.pipeline import extend_model
-from hf_metaid.vocabulary_growth import extend_tokenizer
+from hf_metaid.vocabulary.growth import extend_tokenizer
+from hf_metaid.workflow.growth import extend_model
 
 # old scores kept through growth, a fine-tune's outcome: rerun under other CPU kernels
 pytestmark = pytest.mark.numerics

@@ -24,10 +24,10 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 import hf_metaid as hm
 from conftest import quiet_args, tiny_model
 from hf_metaid.cli import main
-from hf_metaid.png_histogram import BAR, histogram_bins
-from hf_metaid.saving import load_for_inference, save_for_inference
-from hf_metaid.training import build_trainer, lora_config
-from hf_metaid.vocabulary_card import cluster_sizes
+from hf_metaid.saving.inference_folder import load_for_inference, save_for_inference
+from hf_metaid.training.trainer import build_trainer, lora_config
+from hf_metaid.vocabulary.card import cluster_sizes
+from hf_metaid.vocabulary.histogram import BAR, histogram_bins
 from ranking_checks import assert_same_recommendations
 
 datasets.disable_progress_bars()
@@ -250,6 +250,7 @@ def test_train_takes_a_shared_vocabulary(fitted, hub, tmp_path, capsys):
 
 
 # ---------------------------------------------------------------------------------------------------------- push
+@pytest.mark.numerics
 def test_push_uploads_a_model_and_its_vocabulary_cross_linked(tiny, hub, tmp_path, capsys):
     _, tokenizer, _ = tiny
     model = tiny_model(tokenizer).eval()
@@ -287,6 +288,7 @@ def test_push_uploads_a_model_and_its_vocabulary_cross_linked(tiny, hub, tmp_pat
     assert "me/beauty-metaid" in capsys.readouterr().out
 
 
+@pytest.mark.numerics
 def test_push_uploads_a_lora_adapter_that_loads_back(tiny, hub, tmp_path):
     _, tokenizer, train = tiny
     model = tiny_model(tokenizer)

@@ -141,7 +141,9 @@ def test_ranks_follow_distance_to_the_centroid(embedding, train):
     vocab = MetaIDIndexer(**dict(SMALL, num_clusters=5), embedding=embedding).fit(train)
     codes, vectors = all_codes(vocab), vocab.entity_vectors
     similarity = vectors @ vocab.cluster_vectors.T
-    assert np.array_equal(codes[:, 0], similarity.argmax(axis=1))  # nearest centroid
+    # nearest centroid, up to ties: the indexer multiplies in chunks, whose kernels may round otherwise
+    chosen = similarity[np.arange(len(codes)), codes[:, 0]]
+    assert np.all(chosen >= similarity.max(axis=1) - 1e-6)
     for cluster in np.unique(codes[:, 0]):
         members = np.flatnonzero(codes[:, 0] == cluster)
         by_rank = members[np.argsort(codes[members, 1])]

@@ -21,7 +21,7 @@ from hf_metaid.cli import main
 WORKER = Path(__file__).parent / "workers" / "kill_worker.py"
 # Kill points drawn per case: every event of the small index saves, a sample of the model saves' 20-40.
 POINTS = {"index-new": 8, "index-over-old": 8, "train-over-old": 6, "train-lora-new": 4}
-QUICK = ["--max-steps", "1", "--d-model", "32", "--batch-size", "8", "--warmup", "0", "--threads", "1"]
+QUICK = ["--max-steps", "1", "--d-model", "32", "--batch-size", "8", "--warmup-steps", "0", "--threads", "1"]
 
 
 def _case(root: Path, name: str, command: list[str], previous: list[str] | None, points: int) -> dict:
@@ -41,9 +41,9 @@ def killed(tmp_path_factory):
     """Every case's results from one worker run (its imports are paid once)."""
     root = tmp_path_factory.mktemp("kill")
     data = write_beauty_lines(root / "slice.txt")
-    index = ["index", str(data), "--clusters", "4", "--embedding", "spectral"]
+    index = ["index", "--data", str(data), "--num-clusters", "4", "--embedding", "spectral"]
     assert main([*index, "--out", str(root / "vocab")]) == 0
-    train = ["train", str(data), "--vocab", str(root / "vocab"), *QUICK]
+    train = ["train", "--data", str(data), "--vocab", str(root / "vocab"), *QUICK]
     runs = {
         "index-new": (index, None),
         "index-over-old": (index, [*index, "--seed", "1"]),

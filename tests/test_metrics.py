@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from hf_metaid.errors import InvalidArgumentError
-from hf_metaid.id_quality import diversity_score, item_id_embeddings, memorization_score
-from hf_metaid.metrics import MetricAccumulator, exclude_seen, rank_of_target, ranking_metrics
+from hf_metaid.evaluation.id_quality import diversity_score, item_id_embeddings, memorization_score
+from hf_metaid.evaluation.metrics import MetricAccumulator, exclude_seen, rank_of_target, ranking_metrics
 
 # Four users whose targets sit at ranks 0, 3, 7 and nowhere (hand-placed).
 RECOMMENDED = [
@@ -185,7 +185,7 @@ def test_memorization_sampled_pairs_are_seeded_and_unrated_items_skipped():
 
 # --------------------------------------------------------------------------------------------- evaluate interface
 def test_evaluate_metric_matches_ranking_metrics():
-    from hf_metaid.metric import MetaIDRankingMetric, load_metric
+    from hf_metaid.evaluation.metric import MetaIDRankingMetric, load_metric
 
     metric = load_metric()
     assert isinstance(metric, MetaIDRankingMetric)
@@ -197,7 +197,7 @@ def test_evaluate_metric_matches_ranking_metrics():
 
 
 def test_evaluate_wrapper_without_evaluate_says_which_extra(monkeypatch):
-    monkeypatch.delitem(sys.modules, "hf_metaid.metric", raising=False)
+    monkeypatch.delitem(sys.modules, "hf_metaid.evaluation.metric", raising=False)
     monkeypatch.setitem(sys.modules, "evaluate", None)  # what an install without the extra looks like to import
     with pytest.raises(ImportError, match=re.escape("pip install hf-metaid[evaluate]")):
-        importlib.import_module("hf_metaid.metric")
+        importlib.import_module("hf_metaid.evaluation.metric")

@@ -12,9 +12,9 @@ from huggingface_hub import ModelCard
 import hf_metaid as hm
 from conftest import quiet_args, tiny_model
 from hf_metaid.cli import main
-from hf_metaid.model_card import EVALUATION_FILE, TRAINING_FILE, add_evaluation, evaluation_record
-from hf_metaid.saving import save_for_inference
-from hf_metaid.training import build_trainer, lora_config
+from hf_metaid.saving.inference_folder import save_for_inference
+from hf_metaid.saving.model_card import EVALUATION_FILE, TRAINING_FILE, add_evaluation, evaluation_record
+from hf_metaid.training.trainer import build_trainer, lora_config
 
 datasets.disable_progress_bars()
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -53,7 +53,7 @@ def test_a_model_saved_without_evaluation_says_so(trained, tmp_path):
 
 
 def test_the_card_names_the_options_beyond_the_papers_model():
-    from hf_metaid.model_card import _item_options
+    from hf_metaid.saving.model_card import _item_options
 
     config = {"metaid_history_in_decoder": True, "metaid_item_output": True, "metaid_repeat_bias": True}
     assert _item_options(config) == [
@@ -120,12 +120,14 @@ def test_cli_train_then_evaluate_save_to_card(tmp_path, capsys):
     data = tmp_path / "tiny.txt"
     data.write_text("".join(" ".join([f"u{u}"] + [f"i{(u * 3 + k) % 12}" for k in range(5)]) + "\n" for u in range(16)))
     vocab, model = tmp_path / "vocab", tmp_path / "model"
-    assert main(["index", str(data), "--out", str(vocab), "--clusters", "3", "--embedding", "spectral"]) == 0
-    quick = ["--max-steps", "2", "--batch-size", "8", "--d-model", "32", "--warmup", "0"]
-    assert main(["train", str(data), "--vocab", str(vocab), "--out", str(model), *quick]) == 0
+    assert (
+        main(["index", "--data", str(data), "--out", str(vocab), "--num-clusters", "3", "--embedding", "spectral"]) == 0
+    )
+    quick = ["--max-steps", "2", "--batch-size", "8", "--d-model", "32", "--warmup-steps", "0"]
+    assert main(["train", "--data", str(data), "--vocab", str(vocab), "--out", str(model), *quick]) == 0
     assert "Not evaluated" in (model / "README.md").read_text()
     capsys.readouterr()
-    assert main(["evaluate", str(model), "--data", str(data), "--k", "1,5", "--save-to-card"]) == 0
+    assert main(["evaluate", str(model), "--data", str(data), "--cutoffs", "1,5", "--save-to-card"]) == 0
     printed = capsys.readouterr().out.strip().splitlines()
     hr5 = float(printed[-2].split("HR@5=")[1].split()[0])
     card = ModelCard.load(model / "README.md")

@@ -86,8 +86,10 @@ def test_mismatched_tokenizer_is_refused_with_both_fingerprints(model, tokenizer
 
 def test_model_settings_carry_alpha_and_the_new_row_start_into_the_model(tokenizer):
     """The ablations' knobs (F's weight, the new rows' start) reach the model through the pipeline and the CLI."""
-    from hf_metaid.cli import _model_and_training, build_parser
-    from hf_metaid.pipeline import DEMO, ModelSettings, build_model
+    from hf_metaid.cli import build_parser
+    from hf_metaid.cli.settings_options import _model_and_training
+    from hf_metaid.workflow.build import build_model
+    from hf_metaid.workflow.settings import ModelSettings
 
     default = build_model(tokenizer, ModelSettings(d_model=32), seed=1)
     no_f = build_model(tokenizer, ModelSettings(d_model=32, alpha=0.0), seed=1)
@@ -102,7 +104,7 @@ def test_model_settings_carry_alpha_and_the_new_row_start_into_the_model(tokeniz
         default.get_input_embeddings().weight[: rows.start], centroid.get_input_embeddings().weight[: rows.start]
     )
     args = build_parser().parse_args(["demo", "--alpha", "0", "--init-new-rows", "centroid"])
-    model, _ = _model_and_training(args, DEMO)
+    model, _ = _model_and_training(args)
     assert (model.alpha, model.init_new_rows) == (0.0, "centroid")
     with pytest.raises(SystemExit):
         build_parser().parse_args(["demo", "--init-new-rows", "zeros"])

@@ -21,17 +21,17 @@ import pytest
 import hf_metaid as hm
 from conftest import random_vocabulary, tiny_model, write_beauty_lines
 from hf_metaid.cli import main
-from hf_metaid.leftovers import owner_tag
+from hf_metaid.saving.leftovers import owner_tag
 
 WORK = [  # the first long step of each command
-    "hf_metaid.pipeline.split_data",
-    "hf_metaid.pipeline.build_indexer",
-    "hf_metaid.pipeline.build_vocabulary",
-    "hf_metaid.pipeline.train",
-    "hf_metaid.pipeline.fine_tune",
-    "hf_metaid.pipeline.load_for_training",
+    "hf_metaid.workflow.splitting.split_data",
+    "hf_metaid.workflow.schemes.build_indexer",
+    "hf_metaid.workflow.schemes.build_vocabulary",
+    "hf_metaid.workflow.training_run.train",
+    "hf_metaid.workflow.training_run.fine_tune",
+    "hf_metaid.workflow.growth.load_for_training",
     "hf_metaid.data.load_interactions",
-    "hf_metaid.saving.load_for_inference",
+    "hf_metaid.saving.inference_folder.load_for_inference",
 ]
 
 
@@ -208,7 +208,7 @@ def test_push_names_a_damaged_record_in_the_model_folder_not_in_its_staged_copy(
     def no_hub(*args, **kwargs):
         raise AssertionError("the Hub was asked")
 
-    monkeypatch.setattr("hf_metaid.hub_push.upload_folder", no_hub)
+    monkeypatch.setattr("hf_metaid.saving.hub_push.upload_folder", no_hub)
     tokenizer = hm.MetaIDTokenizer.from_base(None, random_vocabulary())
     folder = hm.save_for_inference(tiny_model(tokenizer), tokenizer, tmp_path / "model")
     (folder / "metaid_training.json").write_text("{")
@@ -219,7 +219,7 @@ def test_push_names_a_damaged_record_in_the_model_folder_not_in_its_staged_copy(
 
 def test_a_file_output_is_whole_or_as_it_was_and_replaced_only_with_overwrite(tmp_path):
     """What ``recommend --out`` writes: a hidden file beside the target, renamed onto it once complete."""
-    from hf_metaid.output_folders import atomic_file, check_output_file
+    from hf_metaid.saving.output_folders import atomic_file, check_output_file
 
     target = tmp_path / "recs.csv"
     target.write_text("old")

@@ -7,6 +7,7 @@ import csv
 import dataclasses
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +16,7 @@ import torch
 
 import hf_metaid as hm
 from conftest import write_beauty_lines
-from hf_metaid.metrics import ranking_metrics
-from hf_metaid.pipeline import BENCHMARK_RECIPE
+from hf_metaid.evaluation.metrics import ranking_metrics
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 SMALL = ["--clusters", "4", "--d-model", "32", "--d-ff", "48", "--batch-size", "8", "--max-steps", "2"]
@@ -72,7 +72,7 @@ def test_every_scheme_and_reference_on_a_p5_file(p5_file, tmp_path, capsys):
             assert all(ranks[key].shape == (splits["test"].num_rows,) for key in ranks.files)
         if arm == "references":
             continue
-        assert record["settings"]["scheme"] == (arm if arm in hm.pipeline.SCHEMES else "metaid")
+        assert record["settings"]["scheme"] == (arm if arm in hm.workflow.schemes.SCHEMES else "metaid")
         assert record.get("steps", 2) == 2 and math.isfinite(record["id_scores"]["diversity"])
         test = record["metrics"]["test"]
         assert test["kept"]["num_users"] == splits["test"].num_rows
@@ -123,7 +123,7 @@ def test_the_references_are_count_baselines_figures(csv_file, tmp_path):
     report = run(csv_file, tmp_path, "--arms", "metaid,references")
     assert "| META ID |" in report.read_text()
     record = json.loads((tmp_path / "results" / "beauty60" / "cpu" / "references.json").read_text())
-    index = dataclasses.replace(BENCHMARK_RECIPE.index, num_clusters=4)  # the META ID arm's clusters (SMALL)
+    index = dataclasses.replace(hm.recipes.get("decoder-k100").index, num_clusters=4)  # the META ID arm's (SMALL)
     references = count_baselines.counting_references(str(csv_file), embeddings=("spectral",), index=index)
     assert record["order"] == list(references.rankers)
     for name in references.rankers:
@@ -168,7 +168,7 @@ def test_unknown_arms_are_refused(capsys):
     with pytest.raises(SystemExit):
         quality.parse_args(["--profile", "gpu", "--arms", "metaid-k50"])
     assert "the ablations ['metaid-k50'] run on the cpu profile only" in capsys.readouterr().err
-    assert quality.parse_args(["--profile", "gpu"]).arms == ",".join((*hm.pipeline.SCHEMES, "references"))
+    assert quality.parse_args(["--profile", "gpu"]).arms == ",".join((*hm.workflow.schemes.SCHEMES, "references"))
 
 
 def test_the_generation_bug_arm_needs_the_model_it_decodes(p5_file, tmp_path):
@@ -180,7 +180,8 @@ def test_id_scores_read_each_item_as_the_model_reads_it(tiny):
     """The scores see the items' own input vectors where the model has them: identical ID rows with distinct item
     vectors are told apart."""
     import quality
-    from hf_metaid.pipeline import ModelSettings, build_model
+    from hf_metaid.workflow.build import build_model
+    from hf_metaid.workflow.settings import ModelSettings
 
     split, tokenizer, _ = tiny
     model = build_model(tokenizer, ModelSettings(d_model=32, item_input=True))
@@ -207,3 +208,33 @@ def test_the_speed_section_embeds_each_results_file(tmp_path):
     assert "### Index cost against graph size" in text and "| 1 | 2 |" in text and "##### part" in text
     assert "![plot](../results/index_scale.png)" in text and "# Index cost" not in lines
     assert "Not run yet: `python benchmarks/index_speed.py`." in text and "    python" not in text
+
+
+def test_the_beauty_report_quotes_every_named_recipe_and_points_to_the_benchmarks_readme(tmp_path):
+    """RESULTS.md carries each named recipe's figures as the registry quotes them (the README's results table links
+    there) and links ``benchmarks/README.md``, which tells how to rerun everything."""
+    import quality
+
+    report = quality.report("beauty", report_path=tmp_path / "RESULTS.md", results=tmp_path / "results")
+    text = report.read_text()
+    assert all(f"- `{name}`: {hm.recipes.describe(name)}" in text for name in hm.recipes.names())
+    readme = BENCHMARKS / "README.md"
+    assert readme.is_file() and f"]({os.path.relpath(readme, tmp_path)})" in text
+
+
+def test_the_scheme_arms_train_the_recipe_asked_for_in_their_own_folder(p5_file, tmp_path):
+    """``--recipe NAME`` trains the scheme arms on that named recipe (the small-data options still apply), into
+    ``cpu-NAME`` beside the default recipe's ``cpu``, and the report gives it its own section."""
+    import quality
+
+    report = run(p5_file, tmp_path, "--arms", "metaid", "--recipe", "fast").read_text()
+    record = json.loads((tmp_path / "results" / "beauty60" / "cpu-fast" / "metaid.json").read_text())
+    fast = hm.recipes.get("fast")
+    assert record["recipe"] == "fast" and not (tmp_path / "results" / "beauty60" / "cpu").exists()
+    model = record["settings"]["model"]
+    assert (model["item_loss"], model["item_loss_negatives"]) == (fast.model.item_loss, fast.model.item_loss_negatives)
+    assert (model["d_model"], record["settings"]["index"]["num_clusters"]) == (32, 4)  # SMALL's overrides
+    assert "## cpu profile, recipe fast" in report and "## cpu profile\n\nNot run" in report
+    with pytest.raises(SystemExit):
+        quality.parse_args(["--profile", "gpu", "--recipe", "fast"])
+    assert quality.parse_args([]).recipe == quality.DEFAULT_RECIPE == "decoder-k100"

@@ -95,7 +95,7 @@ def test_seen_is_added_to_an_old_record_from_its_saved_model(tmp_path):
     import hf_metaid as hm
     import quality_budget
     from conftest import synthetic_interactions, tiny_model
-    from hf_metaid.pipeline import split_data
+    from hf_metaid.workflow.splitting import split_data
 
     data = tmp_path / "tiny.csv"
     synthetic_interactions(num_users=12, num_items=30).to_csv(data, index=False)
@@ -118,3 +118,33 @@ def test_seen_is_added_to_an_old_record_from_its_saved_model(tmp_path):
     kept = json.loads(path.read_text())["metrics"]["kept"]
     assert kept["seen@10"] == pytest.approx(measured["seen@10"]) and kept["seen@5"] == pytest.approx(measured["seen@5"])
     assert kept["seen@10"] > 0  # an untrained model ranks history items too, so the figure carries information
+
+
+def test_a_named_recipe_runs_as_it_is_as_the_arm_recipe_name(tmp_path, monkeypatch, one_thread):
+    """``run --recipe NAME`` trains the named recipe unchanged (the arm ``recipe-NAME``); an arm and a recipe together,
+    or neither, are refused."""
+    import dataclasses
+    import sys
+
+    import hf_metaid as hm
+    import quality_budget
+    from conftest import write_beauty_lines
+
+    data = write_beauty_lines(tmp_path / "beauty60.txt", 60)
+    results = tmp_path / "results"
+    argv = ["quality_budget.py", "run", "--data", str(data), "--threads", "1", "--max-steps", "1"]
+    argv += ["--work", str(tmp_path / "work"), "--results", str(results)]
+    for wrong in ([], ["prompt-demo", "--recipe", "fast"]):
+        monkeypatch.setattr(sys, "argv", [*argv, *wrong])
+        with pytest.raises(SystemExit) as done:
+            quality_budget.main()
+        assert done.value.code == 2
+    monkeypatch.setattr(sys, "argv", [*argv, "--recipe", "fast"])
+    quality_budget.main()
+    record = json.loads((results / "recipe-fast.beauty60.validation.json").read_text())
+    fast = hm.recipes.get("fast")
+    as_stored = json.loads(json.dumps(dataclasses.asdict(dataclasses.replace(fast, training=dataclasses.replace(
+        fast.training, max_steps=1)))))  # fmt: skip
+    assert (record["arm"], record["steps"]) == ("recipe-fast", 1) and record["what"].startswith("the recipe fast: ")
+    assert (record["model"], record["training"]) == (as_stored["model"], as_stored["training"])
+    assert record["index"] == fast.index.to_dict()

@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 
 import hf_metaid as hm
+from ranking_checks import assert_same_recommendations
+
+pytestmark = pytest.mark.numerics  # rankings stored by another machine: rerun under other CPU kernels
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -29,7 +32,6 @@ def test_folder_saved_by_version_0_1_loads_and_ranks_as_then(tmp_path, loader):
     expected = json.loads((FIXTURES / "saved_model_v0_1_expected.json").read_text())
     for case in expected:
         recs = model.recommend(tokenizer, user=case["user"], history=case["history"], k=4, mode=case["mode"])
-        # Same items in the same order; scores were computed on another machine and thread count, so they are
-        # compared to float32 rounding (a few ulps of values near 1), not bit for bit.
-        assert [item for item, _ in recs] == case["items"], case
-        assert [score for _, score in recs] == pytest.approx(case["scores"], abs=1e-5), case
+        # The same ranking; the scores were computed on another machine and thread count, so they are compared to
+        # float32 rounding (a few ulps of values near 1), not bit for bit, and items tied within it may swap.
+        assert_same_recommendations(recs, list(zip(case["items"], case["scores"], strict=True)), atol=1e-5)

@@ -18,9 +18,10 @@ from transformers import TrainerCallback
 
 import hf_metaid as hm
 from conftest import fixed_batch, logits_of, named_vocabulary, quiet_args, tiny_model
-from hf_metaid.collator import MetaIDDataCollator
-from hf_metaid.saving import load_for_inference, save_for_inference
-from hf_metaid.training import build_trainer, has_native_bf16, lora_config, training_arguments
+from hf_metaid.saving.inference_folder import load_for_inference, save_for_inference
+from hf_metaid.training.collator import MetaIDDataCollator
+from hf_metaid.training.trainer import build_trainer, has_native_bf16, lora_config, training_arguments
+from ranking_checks import assert_same_recommendations
 from workers.accelerate_worker import distributed_worker
 
 datasets.disable_progress_bars()
@@ -100,6 +101,7 @@ def test_build_trainer_refuses_other_vocabulary(tiny, tmp_path):
         build_trainer(tiny_model(tokenizer), other, train, quiet_args(tmp_path))
 
 
+@pytest.mark.numerics
 def test_lora_trains_id_rows_and_augmentation(tiny, tmp_path):
     split, tokenizer, train = tiny
     model = tiny_model(tokenizer)
@@ -139,10 +141,13 @@ def test_lora_trains_id_rows_and_augmentation(tiny, tmp_path):
     assert (folder / "adapter_config.json").is_file() and (folder / "config.json").is_file()
     assert not (folder / "model.safetensors").exists()
     loaded, loaded_tokenizer = load_for_inference(folder)  # the base built from a configuration travels in base/
-    assert torch.equal(logits_of(loaded, batch), reference)
+    # to float32 rounding, not bit for bit: a reloaded model's weights sit at other memory alignments, which some
+    # BLAS kernels (MKL's SSE4.2 path) round otherwise
+    torch.testing.assert_close(logits_of(loaded, batch), reference, rtol=1e-5, atol=1e-5)
     row = split["test"][1]
     expected = peft_model.recommend(tokenizer, user=row["user"], history=row["history"], k=5)
-    assert loaded.recommend(loaded_tokenizer, user=row["user"], history=row["history"], k=5) == expected
+    got = loaded.recommend(loaded_tokenizer, user=row["user"], history=row["history"], k=5)
+    assert_same_recommendations(got, expected, atol=1e-5)
 
 
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])

@@ -2,8 +2,6 @@
 
 from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
 
-from . import recipes
-from .collator import MetaIDDataCollator
 from .configuration_metaid import MetaIDConfig
 from .data import (
     build_decoder_history_examples,
@@ -34,8 +32,7 @@ from .errors import (
     UnwritableOutputError,
     VocabularyMismatchError,
 )
-from .evaluation import RecommendationEvaluator, evaluate_recommender
-from .hub_push import push_model
+from .evaluation.evaluator import RecommendationEvaluator, evaluate_recommender
 from .indexing import (
     BaseIndexer,
     BlockIndexerConfig,
@@ -50,14 +47,20 @@ from .indexing import (
     SkipGramConfig,
 )
 from .item_tree import ItemTree
-from .model_card import evaluation_record
 from .modeling_metaid import MetaIDForConditionalGeneration
-from .pipeline import ModelSettings, Recipe, TrainingSettings, tiny_t5_config
-from .recommendation_table import recommend_all
-from .saving import load_for_inference, save_for_inference
+from .saving.hub_push import push_model
+from .saving.inference_folder import load_for_inference, save_for_inference
+from .saving.model_card import evaluation_record
 from .tokenization_metaid import MetaIDTokenizer
-from .training import MetaIDTrainer, RecommendationEvalCallback, build_trainer, lora_config, training_arguments
-from .vocabulary_growth import extend_tokenizer, extend_vocabulary
+from .training.collator import MetaIDDataCollator
+from .training.trainer import MetaIDTrainer, RecommendationEvalCallback, build_trainer, lora_config, training_arguments
+from .vocabulary import hub as _vocabulary_hub  # noqa: F401  (registers EntityVocabulary's Hub methods)
+from .vocabulary.growth import extend_tokenizer, extend_vocabulary
+from .workflow import recipes
+from .workflow.build import tiny_t5_config
+from .workflow.recipes import Recipe
+from .workflow.recommendation_table import recommend_all
+from .workflow.settings import ModelSettings, TrainingSettings
 
 # The files that travel with every saved model folder, so that it loads with trust_remote_code=True where hf_metaid
 # is not installed: they import only each other, the standard library, torch, transformers and transformers' own

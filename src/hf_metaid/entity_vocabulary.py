@@ -4,7 +4,9 @@ This is the artefact every later stage shares: the tokenizer saves it beside its
 fingerprint in its config, the decoder builds its item tree from it. It knows nothing of how the codes were found
 (META ID, sequential, random, ...): indexers produce it, everything else consumes it.
 
-It is a flat file with no package imports because it travels with a saved tokenizer for ``trust_remote_code``.
+It is a flat file with no package imports because it travels with a saved tokenizer for ``trust_remote_code``:
+growth and sharing, which need the library, are functions the library registers here when it is imported
+(:meth:`EntityVocabulary.register_library_hook`), so this file never imports the package.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ import functools
 import hashlib
 import json
 import os
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
+from typing import ClassVar
 
 import numpy as np
 
@@ -23,6 +27,10 @@ from .errors import InvalidArgumentError, SavedFileError, UnknownEntityError
 
 FORMAT_VERSION = 1
 ENTITY_TYPES = ("user", "item")
+
+
+# What each library hook is for, in the message of a method called where the library has registered none.
+LIBRARY_HOOKS = ("extend", "save_pretrained", "from_pretrained", "push_to_hub")
 
 
 class EntityVocabulary:
@@ -210,12 +218,9 @@ class EntityVocabulary:
         vectors, with that cluster's next free rank; too few rows (< ``min_interactions``) or no placed neighbour:
         the cold-start cluster. Data of which this vocabulary knows under half of the items is refused as other
         data (``min_known_items=0`` grows it anyway). ``options``: ``min_known_items``, ``source`` (the data's
-        name), ``user_column``, ``item_column``. The rule in full: ``hf_metaid.vocabulary_growth``, which needs the
+        name), ``user_column``, ``item_column``. The rule in full: ``hf_metaid.vocabulary.growth``, which needs the
         hf_metaid library (a folder loaded with ``trust_remote_code`` alone does not carry it)."""
-        try:
-            from hf_metaid.vocabulary_growth import extend_vocabulary
-        except ImportError as err:
-            raise ImportError("EntityVocabulary.extend needs the hf_metaid library: pip install hf-metaid") from err
+        extend_vocabulary = self._library_hook("extend")
         return extend_vocabulary(self, interactions, min_interactions=min_interactions, **options)
 
     def descends_from(self, fingerprint: str) -> bool:
@@ -381,31 +386,53 @@ class EntityVocabulary:
         return {"scheme": self.scheme, "seed": self.seed, "metadata": self.metadata}
 
     # ------------------------------------------------------------------------------------------------ the Hub
-    # Sharing needs the library (datasets, the card): these delegate to hf_metaid.vocabulary_hub, imported on call,
-    # so this file still loads alone in a model folder (trust_remote_code), where they are not needed.
+    # Sharing needs the library (datasets, the card): these delegate to hf_metaid.vocabulary.hub, registered as
+    # hooks when the library is imported, so this file still loads alone in a model folder (trust_remote_code).
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> str:
         """Write the vocabulary as a dataset folder (Parquet rows, ``vocabulary_info.json``, a dataset card with a
         cluster-size histogram, and ``metaid_vocab.json``), atomically; see
-        :func:`hf_metaid.vocabulary_hub.save_vocabulary` for the options."""
-        from hf_metaid.vocabulary_hub import save_vocabulary
-
-        return save_vocabulary(self, save_directory, **kwargs)
+        :func:`hf_metaid.vocabulary.hub.save_vocabulary` for the options."""
+        return self._library_hook("save_pretrained")(self, save_directory, **kwargs)
 
     @classmethod
     def from_pretrained(cls, name: str | os.PathLike, **kwargs) -> EntityVocabulary:
         """A shared vocabulary: a folder :meth:`save_pretrained` wrote, a Hub dataset repository ``org/name``
         (``revision=``, ``token=``, ``cache_dir=``, ``local_files_only=``), or a ``metaid_vocab.json`` file; see
-        :func:`hf_metaid.vocabulary_hub.load_vocabulary`."""
-        from hf_metaid.vocabulary_hub import load_vocabulary
-
-        return load_vocabulary(name, **kwargs)
+        :func:`hf_metaid.vocabulary.hub.load_vocabulary`."""
+        return cls._library_hook("from_pretrained")(name, **kwargs)
 
     def push_to_hub(self, repo_id: str, **kwargs) -> str:
         """Upload the :meth:`save_pretrained` folder as the dataset repository ``repo_id`` (``private=``,
-        ``token=``, ``commit_message=``, ``model_repo=``); see :func:`hf_metaid.vocabulary_hub.push_vocabulary`."""
-        from hf_metaid.vocabulary_hub import push_vocabulary
+        ``token=``, ``commit_message=``, ``model_repo=``); see :func:`hf_metaid.vocabulary.hub.push_vocabulary`."""
+        return self._library_hook("push_to_hub")(self, repo_id, **kwargs)
 
-        return push_vocabulary(self, repo_id, **kwargs)
+    # ---------------------------------------------------------------------------------------- library hooks
+    # The library's side of growth and sharing, registered by hf_metaid.vocabulary.growth and .hub at import.
+    _library_hooks: ClassVar[dict[str, Callable]] = {}
+
+    @classmethod
+    def register_library_hook(cls, name: str, function: Callable) -> None:
+        """Make the method ``name`` (one of :data:`LIBRARY_HOOKS`) call ``function``; the library does this for
+        each of them when it is imported."""
+        if name not in LIBRARY_HOOKS:
+            raise InvalidArgumentError(f"no EntityVocabulary method {name!r} takes a library hook; use {LIBRARY_HOOKS}")
+        cls._library_hooks[name] = function
+
+    @classmethod
+    def _library_hook(cls, name: str) -> Callable:
+        """The function the library registered for ``name``; this class's own, or where this file is a copy loaded
+        from a saved folder (``trust_remote_code``), the one registered on the installed, imported library's."""
+        hook = cls._library_hooks.get(name)
+        library = sys.modules.get("hf_metaid.entity_vocabulary")
+        if hook is None and library is not None:
+            hook = library.EntityVocabulary._library_hooks.get(name)
+        if hook is None:
+            raise ImportError(
+                f"EntityVocabulary.{name} needs the hf_metaid library, installed and imported "
+                "(pip install hf-metaid; import hf_metaid): a folder loaded with trust_remote_code alone does not "
+                "carry it"
+            )
+        return hook
 
 
 def _raw_ids(ids: Sequence, name: str) -> list[str]:

@@ -17,8 +17,8 @@ import torch
 # Launched as a script, only this folder is on the path; the tiny-run helpers live in tests/conftest.py.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from conftest import quiet_args, tiny_model, tiny_setup
-from hf_metaid.evaluation import RecommendationEvaluator
-from hf_metaid.training import build_trainer, lora_config
+from hf_metaid.evaluation.evaluator import RecommendationEvaluator
+from hf_metaid.training.trainer import build_trainer, lora_config
 
 SAMPLES = 16
 

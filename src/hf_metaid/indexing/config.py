@@ -1,8 +1,8 @@
 """Indexer settings as validated, documented dataclasses (in the manner of PEFT's ``LoraConfig``).
 
 Every setting is written once, as a field with its default, type and help text (``field(metadata={"help": ...})``);
-the same description validates values (:mod:`hf_metaid.config_arguments`), becomes the vocabulary's ``params``
-metadata (:meth:`to_dict`) and can become command-line options (:func:`~hf_metaid.config_arguments.
+the same description validates values (:mod:`hf_metaid.settings.fields`), becomes the vocabulary's ``params``
+metadata (:meth:`to_dict`) and can become command-line options (:func:`~hf_metaid.settings.fields.
 add_config_arguments`). Settings objects are frozen, so a validated object stays valid; derive variants with
 ``dataclasses.replace(config, seed=1)``.
 
@@ -16,8 +16,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, TypeVar
 
-from ..config_arguments import validate_fields
 from ..errors import InvalidArgumentError
+from ..settings.fields import validate_fields
 
 BACKENDS = ("torch", "gensim")
 EMBEDDINGS = ("skipgram", "spectral")

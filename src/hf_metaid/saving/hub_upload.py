@@ -9,9 +9,29 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import HubError, InvalidArgumentError
+from ..errors import HubError, InvalidArgumentError
 
 REPO_TYPES = ("model", "dataset")
+
+
+def looks_like_hub_repository(text: str, bare_names: bool = False) -> bool:
+    """Whether a name that does not exist locally should be asked of the Hub: ``namespace/name`` with valid Hub
+    characters where ``namespace`` is not a local folder, or (``bare_names``, for base checkpoints such as
+    ``t5-small``) a valid name without a namespace. Anything else is a mistyped local path."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    namespace, _, repository = text.partition("/")
+    if not repository:
+        if not bare_names:
+            return False
+    elif "/" in repository or os.path.lexists(namespace):
+        return False
+    try:
+        validate_repo_id(text)
+    except HFValidationError:
+        return False
+    return True
 
 
 def check_repo_id(repo_id: object, what: str = "repo_id") -> str:

@@ -8,7 +8,7 @@ targets the vocabulary mostly does not know is refused (:data:`MIN_KNOWN_TARGETS
 model's, and its near-zero hit rate would read as a bad model.
 
 :class:`RecommendationEvaluator` packs the protocol's options with a split, so a Trainer
-(:class:`~hf_metaid.training.MetaIDTrainer`) can run it each time it evaluates and log the metrics it returns.
+(:class:`~hf_metaid.training.trainer.MetaIDTrainer`) can run it each time it evaluates and log the metrics it returns.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from collections.abc import Sequence
 import datasets
 from tqdm.auto import tqdm
 
-from .checks import check_bool, check_choice, check_int, check_number
-from .errors import InvalidArgumentError, UnknownDataError
+from ..checks import check_bool, check_choice, check_int, check_number
+from ..errors import InvalidArgumentError, UnknownDataError
+from ..prompt_templates import TASKS, check_max_history, resolve_template
+from ..training.peft_utils import unwrap
 from .metrics import DEFAULT_KS, MetricAccumulator
-from .peft_utils import unwrap
-from .prompt_templates import TASKS, check_max_history, resolve_template
 
 __all__ = ["MIN_KNOWN_TARGETS", "RecommendationEvaluator", "evaluate_recommender"]
 
@@ -65,9 +65,9 @@ def evaluate_recommender(
         limit: evaluate only the first ``limit`` rows (quick checks).
         min_known_targets: refuse a split when the vocabulary knows less than this share of its target items
             (another data set than the model's); 0 evaluates anything.
-        accumulator: an empty :class:`~hf_metaid.metrics.MetricAccumulator` with these ``ks`` (and the catalogue as
-            ``valid_items``, for ``invalid_rate``) to collect into, so that the caller can read each user's outcome
-            afterwards (``accumulator.target_ranks()``, in split order).
+        accumulator: an empty :class:`~hf_metaid.evaluation.metrics.MetricAccumulator` with these ``ks`` (and the
+            catalogue as ``valid_items``, for ``invalid_rate``) to collect into, so that the caller can read each user's
+            outcome afterwards (``accumulator.target_ranks()``, in split order).
     Returns:
         ``{"hr@5": ..., "ndcg@5": ..., "mrr@5": ..., ..., "invalid_rate": ..., "num_users": ..., "seen@5": ...,
         "seen@10": ..., "known_users": ..., "known_targets": ..., "seconds": ...}``; ``seen@k``: the share of the
@@ -162,8 +162,8 @@ class RecommendationEvaluator:
     """Full-ranking HR/NDCG/MRR@k of a model on one held-out split, as a dict of prefixed metrics.
 
     Token-level ``compute_metrics`` cannot score a recommender (a hit needs decoding over every item), so
-    :class:`~hf_metaid.training.MetaIDTrainer` calls this inside ``evaluate()`` instead: the metrics then reach the
-    Trainer's loggers, ``metric_for_best_model`` and early stopping like its own ``eval_loss``.
+    :class:`~hf_metaid.training.trainer.MetaIDTrainer` calls this inside ``evaluate()`` instead: the metrics then reach
+    the Trainer's loggers, ``metric_for_best_model`` and early stopping like its own ``eval_loss``.
 
     Args:
         tokenizer: the model's :class:`MetaIDTokenizer`.

@@ -1,6 +1,6 @@
 """Named recipes: the ID scheme and the settings of every stage, by name, each with what it measured.
 
-A recipe is a :class:`~hf_metaid.pipeline.Recipe`; this registry names the ones worth choosing, so the command
+A recipe is a :class:`~hf_metaid.workflow.recipes.Recipe`; this registry names the ones worth choosing, so the command
 (``hf-metaid index|train|demo --recipe NAME``), a script (``hm.recipes.get("best")`` or ``Recipe.from_name``) and a
 benchmark ask for the same settings by the same name. Every option of the command still overrides its recipe's
 field. The figures quoted are those of ``benchmarks/results`` (Beauty, all 22,363 test users, HR@10 / NDCG@10),
@@ -16,12 +16,39 @@ measured on a 2-core CPU unless said; ``CHANGELOG.md`` tells how the recipes cam
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
-from .errors import InvalidArgumentError
-from .indexing import MetaIDIndexerConfig
-from .pipeline import ModelSettings, Recipe, TrainingSettings
+from ..errors import InvalidArgumentError
+from ..indexing import MetaIDIndexerConfig
+from .schemes import SCHEMES
+from .settings import ModelSettings, TrainingSettings
+
+
+@dataclass(frozen=True, kw_only=True)
+class Recipe:
+    """A whole recipe: the ID scheme and the settings of every stage, and whether evaluation leaves the history out
+    of the ranking (``None``: decided from the data by :func:`decide_exclude_seen`)."""
+
+    scheme: str = "metaid"
+    index: MetaIDIndexerConfig = field(default_factory=MetaIDIndexerConfig)
+    model: ModelSettings = ModelSettings()
+    training: TrainingSettings = TrainingSettings()
+    exclude_seen: bool | None = False
+    threads: int = 0  # torch CPU threads the recipe runs fastest with (0: torch's default, one per core)
+
+    def __post_init__(self) -> None:
+        if self.scheme not in SCHEMES:
+            raise InvalidArgumentError(f"scheme must be one of {SCHEMES}, got {self.scheme!r}")
+
+    @classmethod
+    def from_name(cls, name: str) -> Recipe:
+        """The recipe called ``name`` in :mod:`hf_metaid.workflow.recipes` (``fast``, ``best``, ``paper``, ...).
+
+        Raises:
+            InvalidArgumentError: an unknown name; the message lists the known ones.
+        """
+        return get(name)
 
 
 @dataclass(frozen=True)

@@ -43,16 +43,16 @@ from __future__ import annotations
 import datasets
 import numpy as np
 
-from .checks import check_int, check_number
-from .entity_vocabulary import EntityVocabulary, random_unit_vectors
-from .errors import InvalidArgumentError, UnknownDataError, VocabularyMismatchError
-from .indexing.base import COLD_START_RULE, training_table_hash
-from .indexing.clustering import normalize_rows
-from .indexing.graph import check_training_table
+from ..checks import check_int, check_number
+from ..entity_vocabulary import EntityVocabulary, random_unit_vectors
+from ..errors import InvalidArgumentError, UnknownDataError, VocabularyMismatchError
+from ..indexing.base import COLD_START_RULE, training_table_hash
+from ..indexing.clustering import normalize_rows
+from ..indexing.graph import check_training_table
 
 DEFAULT_MIN_INTERACTIONS = 2
 # The share of the new data's items the vocabulary must know (the rule evaluation applies to its target items,
-# hf_metaid.evaluation.MIN_KNOWN_TARGETS): under it, the data is not the vocabulary's.
+# hf_metaid.evaluation.evaluator.MIN_KNOWN_TARGETS): under it, the data is not the vocabulary's.
 MIN_KNOWN_ITEMS = 0.5
 FOLD_IN_RULE = (
     "unit-length mean of the placed neighbours' vectors; nearest existing cluster by cosine; next free rank there"
@@ -308,7 +308,7 @@ def extend_tokenizer(tokenizer, vocabulary: EntityVocabulary):
     """
     from tokenizers import AddedToken, Tokenizer
 
-    from .tokenization_metaid import MetaIDTokenizer
+    from ..tokenization_metaid import MetaIDTokenizer
 
     if not isinstance(tokenizer, MetaIDTokenizer):
         raise InvalidArgumentError(f"tokenizer must be a MetaIDTokenizer, got {type(tokenizer).__name__}")
@@ -340,3 +340,6 @@ def extend_tokenizer(tokenizer, vocabulary: EntityVocabulary):
     grown.entity_vocabulary = vocabulary
     grown._check_id_tokens()
     return grown
+
+
+EntityVocabulary.register_library_hook("extend", extend_vocabulary)

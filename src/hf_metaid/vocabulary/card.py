@@ -14,7 +14,7 @@ from collections.abc import Mapping
 import numpy as np
 from huggingface_hub import DatasetCard, DatasetCardData
 
-from .entity_vocabulary import EntityVocabulary
+from ..entity_vocabulary import EntityVocabulary
 
 ROWS_FILE = "vocabulary.parquet"
 HISTOGRAM_FILE = "cluster_sizes.png"
@@ -23,7 +23,7 @@ TAGS = ("recommendation", "generative-retrieval", "semantic-ids", "meta-id", "hf
 PAPER = "Huang et al., ICML 2025, *Improving LLMs for Recommendation with Out-Of-Vocabulary Tokens*"
 GROWN_FIT_NOTE = (
     "The settings of the fit this vocabulary's lineage began with; the users and items added since were placed by "
-    "the fold-in rule of `hf_metaid.vocabulary_growth`."
+    "the fold-in rule of `hf_metaid.vocabulary.growth`."
 )
 
 
@@ -84,7 +84,7 @@ def vocabulary_card(
     license: str | None = None,
 ) -> DatasetCard:
     """The dataset card (YAML metadata + Markdown) of ``vocabulary``; ``repo_id`` is where it is (to be) pushed,
-    ``model_repo`` a model trained on it, linked both ways by :func:`hf_metaid.hub_push.push_model`."""
+    ``model_repo`` a model trained on it, linked both ways by :func:`hf_metaid.saving.hub_push.push_model`."""
     data = DatasetCardData(
         license=license,
         pretty_name=f"META ID vocabulary {vocabulary.fingerprint}",

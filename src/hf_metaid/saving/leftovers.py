@@ -19,7 +19,7 @@ import socket
 import warnings
 from pathlib import Path
 
-from .errors import LeftoverWarning
+from ..errors import LeftoverWarning
 
 _reported: set[str] = set()  # kept ones already reported (a command checks its output twice: before work, at save)
 

@@ -7,8 +7,8 @@ checkpoint, the folder ``base/`` that holds its weights. Either way the file rec
 loading refuses a base that differs from it, since an adapter on another base loads without a word and ranks other
 items. Loading also makes sure F really came back, since PEFT drops saved modules it cannot place without a word.
 
-A folder is written beside its target and renamed into place when complete (:mod:`hf_metaid.output_folders`), so it
-is either the old folder or the new one, and an existing one is only replaced with ``overwrite=True``.
+A folder is written beside its target and renamed into place when complete (:mod:`hf_metaid.saving.output_folders`), so
+it is either the old folder or the new one, and an existing one is only replaced with ``overwrite=True``.
 """
 
 from __future__ import annotations
@@ -26,19 +26,14 @@ from safetensors import SafetensorError, safe_open
 from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer, PreTrainedModel, Seq2SeqTrainer
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, WEIGHTS_INDEX_NAME, WEIGHTS_NAME
 
-from .entity_vocabulary import EntityVocabulary
-from .errors import (
-    BaseModelMismatchError,
-    InvalidArgumentError,
-    MetaIDError,
-    SavedFileError,
-    VocabularyMismatchError,
-)
+from ..entity_vocabulary import EntityVocabulary
+from ..errors import BaseModelMismatchError, InvalidArgumentError, MetaIDError, SavedFileError, VocabularyMismatchError
+from ..modeling_metaid import MetaIDForConditionalGeneration
+from ..tokenization_metaid import VOCAB_FILE
+from ..training.peft_utils import AUGMENTATION_MODULE, is_peft, strip_parallel, unwrap
+from .hub_upload import looks_like_hub_repository
 from .model_card import DEFAULT_LICENSE, merge_evaluations, training_record, write_model_card, write_records
-from .modeling_metaid import MetaIDForConditionalGeneration
 from .output_folders import atomic_folder
-from .peft_utils import AUGMENTATION_MODULE, is_peft, strip_parallel, unwrap
-from .tokenization_metaid import VOCAB_FILE
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
@@ -71,13 +66,13 @@ def save_for_inference(
         tokenizer: the model's :class:`~hf_metaid.MetaIDTokenizer`.
         output_dir: the folder; it must be absent or empty unless ``overwrite``.
         overwrite: replace an existing folder that hf_metaid wrote.
-        evaluation: the runs to put on the model card, each :func:`~hf_metaid.model_card.evaluation_record` of
+        evaluation: the runs to put on the model card, each :func:`~hf_metaid.saving.model_card.evaluation_record` of
             metrics measured on this model (or a list of them); without one the card says it was not evaluated.
-            ``hf-metaid evaluate --save-to-card`` (:func:`~hf_metaid.model_card.add_evaluation`) adds runs later.
+            ``hf-metaid evaluate --save-to-card`` (:func:`~hf_metaid.saving.model_card.add_evaluation`) adds runs later.
         license: the model card's license.
 
-    The folder also holds ``README.md``, the model card (:mod:`hf_metaid.model_card`), and, when a Trainer is given,
-    ``metaid_training.json`` with its settings, time and loss.
+    The folder also holds ``README.md``, the model card (:mod:`hf_metaid.saving.model_card`), and, when a Trainer is
+    given, ``metaid_training.json`` with its settings, time and loss.
 
     Raises:
         OutputExistsError: ``output_dir`` holds files and ``overwrite`` is not set.
@@ -119,8 +114,8 @@ def _evaluation_records(evaluation: Mapping | Sequence[Mapping] | None) -> list[
     for record in records:
         if not isinstance(record, Mapping) or not isinstance(record.get("metrics"), Mapping):
             raise InvalidArgumentError(
-                "each evaluation must be hf_metaid.model_card.evaluation_record(metrics, split=..., data=...), got "
-                f"{record!r:.80}"
+                "each evaluation must be hf_metaid.saving.model_card.evaluation_record(metrics, split=..., data=...), "
+                f"got {record!r:.80}"
             )
     return merge_evaluations([], records)
 
@@ -267,26 +262,6 @@ def model_folder(name: str | os.PathLike, hub_options: Mapping[str, object] | No
         raise SavedFileError(
             f"{name}: no such local folder, and the Hub gave no repository of that name ({_reason(err)})"
         ) from err
-
-
-def looks_like_hub_repository(text: str, bare_names: bool = False) -> bool:
-    """Whether a name that does not exist locally should be asked of the Hub: ``namespace/name`` with valid Hub
-    characters where ``namespace`` is not a local folder, or (``bare_names``, for base checkpoints such as
-    ``t5-small``) a valid name without a namespace. Anything else is a mistyped local path."""
-    from huggingface_hub.errors import HFValidationError
-    from huggingface_hub.utils import validate_repo_id
-
-    namespace, _, repository = text.partition("/")
-    if not repository:
-        if not bare_names:
-            return False
-    elif "/" in repository or os.path.lexists(namespace):
-        return False
-    try:
-        validate_repo_id(text)
-    except HFValidationError:
-        return False
-    return True
 
 
 def check_model_folder(folder: Path) -> bool:

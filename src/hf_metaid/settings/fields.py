@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Mapping
 from numbers import Integral, Real
 from typing import Any, Protocol, TypeVar
 
-from .errors import InvalidArgumentError
+from ..errors import InvalidArgumentError
 
 ConfigT = TypeVar("ConfigT")
 _UNIONS = (typing.Union, types.UnionType)

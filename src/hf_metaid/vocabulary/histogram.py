@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .checks import check_int
+from ..checks import check_int
 
 BACKGROUND = (255, 255, 255)
 BAR = (52, 101, 164)

@@ -6,8 +6,8 @@ The defaults here encode what is easy to get wrong with this model:
   would be pulled toward 0;
 * LoRA trains the new rows of the *shared* table (one parameter for encoder, decoder and the tied ``lm_head``, the
   old rows stay bit-identical) and saves the augmentation F as a full module;
-* the collator (:class:`~hf_metaid.collator.MetaIDDataCollator`) keeps only the model inputs, so the Trainer never
-  has to guess columns from a ``forward`` signature;
+* the collator (:class:`~hf_metaid.training.collator.MetaIDDataCollator`) keeps only the model inputs, so the Trainer
+  never has to guess columns from a ``forward`` signature;
 * checkpoints keep optimizer, scheduler and RNG state, so ``trainer.train(resume_from_checkpoint=...)`` continues
   the run exactly.
 """
@@ -23,19 +23,12 @@ from accelerate.utils import broadcast_object_list
 from transformers import PreTrainedModel, Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback
 from transformers.trainer_utils import EvalLoopOutput, IntervalStrategy
 
-from .checks import check_int, check_number
+from ..checks import check_int, check_number
+from ..data.prompts import tokenize_prompts
+from ..errors import InvalidArgumentError
+from ..evaluation.evaluator import RecommendationEvaluator
 from .collator import MetaIDDataCollator
-from .data.prompts import tokenize_prompts
-from .errors import InvalidArgumentError
-from .evaluation import RecommendationEvaluator
-from .peft_utils import (
-    AUGMENTATION_MODULE,
-    ITEM_INPUT_MODULE,
-    ITEM_OUTPUT_MODULE,
-    REPEAT_BIAS_MODULE,
-    is_peft,
-    unwrap,
-)
+from .peft_utils import AUGMENTATION_MODULE, ITEM_INPUT_MODULE, ITEM_OUTPUT_MODULE, REPEAT_BIAS_MODULE, is_peft, unwrap
 
 
 # ------------------------------------------------------------------------------------------------- configuration
@@ -150,16 +143,17 @@ def has_native_bf16(use_cpu: bool = False) -> bool:
 class MetaIDTrainer(Seq2SeqTrainer):
     """A ``Seq2SeqTrainer`` whose evaluation also scores the recommender with the paper's full-ranking protocol.
 
-    With ``evaluator=`` (a :class:`~hf_metaid.evaluation.RecommendationEvaluator`), every ``evaluate()`` (those that
-    ``eval_strategy`` triggers and explicit calls) runs it and merges its metrics (``eval_hr@10`` ...) into the
-    evaluation output before the Trainer logs it. So they reach ``Trainer.log`` and with it every ``report_to``
+    With ``evaluator=`` (a :class:`~hf_metaid.evaluation.evaluator.RecommendationEvaluator`), every ``evaluate()``
+    (those that ``eval_strategy`` triggers and explicit calls) runs it and merges its metrics (``eval_hr@10`` ...) into
+    the evaluation output before the Trainer logs it. So they reach ``Trainer.log`` and with it every ``report_to``
     integration and callback, and ``metric_for_best_model="eval_hr@10"`` can choose the best checkpoint. Without an
     ``eval_dataset`` only the recommendation metrics are computed (no loss pass), and ``eval_strategy`` may still be
     set. In a multi-process run the main process decodes and shares the metrics, so that every process takes the
     same best-checkpoint and saving decisions. A dict of eval datasets gets the metrics under each dataset's prefix.
 
-    ``data_collator`` defaults to :class:`~hf_metaid.collator.MetaIDDataCollator` on ``processing_class``. The first
-    six arguments are those of ``Seq2SeqTrainer``; the others (``callbacks``, ``compute_metrics`` ...) are keywords.
+    ``data_collator`` defaults to :class:`~hf_metaid.training.collator.MetaIDDataCollator` on ``processing_class``. The
+    first six arguments are those of ``Seq2SeqTrainer``; the others (``callbacks``, ``compute_metrics`` ...) are
+    keywords.
     """
 
     def __init__(
@@ -262,7 +256,8 @@ def build_trainer(
             tokenized here with :func:`tokenize_prompts`.
         eval_dataset: the same for the Trainer's loss evaluation (optional).
         lora: ``None`` (full fine-tuning), ``True`` (:func:`lora_config` defaults) or a ``peft.LoraConfig``.
-        evaluator: a :class:`~hf_metaid.evaluation.RecommendationEvaluator` run at each evaluation (HR/NDCG@k).
+        evaluator: a :class:`~hf_metaid.evaluation.evaluator.RecommendationEvaluator` run at each evaluation
+            (HR/NDCG@k).
         trainer_kwargs: passed to :class:`MetaIDTrainer` (callbacks, compute_metrics, ...).
     """
     base = unwrap(model)
@@ -344,8 +339,8 @@ class RecommendationEvalCallback(TrainerCallback):
         tokenizer: the model's :class:`MetaIDTokenizer`.
         split: rows with ``user``, ``history``, ``target`` (``leave_one_out(...)["validation"]``).
         every_epoch: also evaluate at each epoch end, without an ``eval_dataset``.
-        **protocol: options of :func:`~hf_metaid.evaluation.evaluate_recommender` (``ks``, ``template``, ``limit``,
-            ``mode`` ...).
+        **protocol: options of :func:`~hf_metaid.evaluation.evaluator.evaluate_recommender` (``ks``, ``template``,
+            ``limit``, ``mode`` ...).
 
     Attributes:
         history: the metrics of every evaluation, with its ``epoch`` and ``step``.

@@ -2,18 +2,19 @@
 
 ``evaluate.load`` fetches metric scripts from the Hub; this class is defined locally instead, so it works offline::
 
-    from hf_metaid.metric import load_metric
+    from hf_metaid.evaluation.metric import load_metric
 
     metric = load_metric()
     metric.add_batch(predictions=[["item_1", "item_7"]], references=["item_7"])
     metric.compute(ks=(5, 10))  # {"hr@5": 1.0, "ndcg@5": 0.63..., ...}
 
 Each prediction is one user's ranked list of item ids and each reference that user's held-out item. The numbers
-are those of :func:`hf_metaid.metrics.ranking_metrics`.
+are those of :func:`hf_metaid.evaluation.metrics.ranking_metrics`.
 
-``evaluate`` is an optional extra (``pip install hf-metaid[evaluate]``): :func:`~hf_metaid.metrics.ranking_metrics`
-gives the same numbers without it, and it would add to every install a dozen packages the rest of the library never
-imports (requests and aiohttp with their dependencies), for the sake of code already written for ``evaluate``.
+``evaluate`` is an optional extra (``pip install hf-metaid[evaluate]``):
+:func:`~hf_metaid.evaluation.metrics.ranking_metrics` gives the same numbers without it, and it would add to every
+install a dozen packages the rest of the library never imports (requests and aiohttp with their dependencies), for the
+sake of code already written for ``evaluate``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ from .metrics import DEFAULT_KS, ranking_metrics
 try:
     import evaluate
 except ImportError as err:
-    raise ImportError("hf_metaid.metric needs the evaluate library: pip install hf-metaid[evaluate]") from err
+    raise ImportError(
+        "hf_metaid.evaluation.metric needs the evaluate library: pip install hf-metaid[evaluate]"
+    ) from err
 
 __all__ = ["MetaIDRankingMetric", "load_metric"]
 
@@ -53,7 +56,8 @@ _CITATION = """@inproceedings{huang2025metaid,
 
 
 class MetaIDRankingMetric(evaluate.Metric):
-    """``evaluate.Metric`` over ranked item lists; delegates to :func:`~hf_metaid.metrics.ranking_metrics`."""
+    """``evaluate.Metric`` over ranked item lists; delegates to
+    :func:`~hf_metaid.evaluation.metrics.ranking_metrics`."""
 
     def _info(self) -> evaluate.MetricInfo:
         return evaluate.MetricInfo(

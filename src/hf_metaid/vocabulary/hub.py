@@ -6,7 +6,7 @@ The folder (``EntityVocabulary.save_pretrained``) holds
   ``datasets.load_dataset(folder_or_repo)`` reads as it is;
 - ``vocabulary_info.json``: the fingerprint, scheme, seed, token spelling and the indexer's metadata (fit settings,
   cold-start entities, source data and its hash), the card's numbers, and the fit's timings where given;
-- ``README.md``: the dataset card (:mod:`hf_metaid.vocabulary_card`) with ``cluster_sizes.png``;
+- ``README.md``: the dataset card (:mod:`hf_metaid.vocabulary.card`) with ``cluster_sizes.png``;
 - ``metaid_vocab.json``: the same vocabulary as the tokenizer stores it, so the folder also serves where a
   vocabulary file is expected (``hf-metaid train --vocab``) and marks it as written by hf_metaid.
 
@@ -24,20 +24,13 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from .entity_vocabulary import FORMAT_VERSION, EntityVocabulary
-from .errors import InvalidArgumentError, MetaIDError, SavedFileError
-from .hub_upload import check_repo_id, upload_folder
-from .output_folders import atomic_folder, read_json_object
-from .png_histogram import bar_chart_png, histogram_bins
-from .tokenization_metaid import VOCAB_FILE
-from .vocabulary_card import (
-    HISTOGRAM_BINS,
-    HISTOGRAM_FILE,
-    ROWS_FILE,
-    cluster_sizes,
-    vocabulary_card,
-    vocabulary_summary,
-)
+from ..entity_vocabulary import FORMAT_VERSION, EntityVocabulary
+from ..errors import InvalidArgumentError, MetaIDError, SavedFileError
+from ..saving.hub_upload import check_repo_id, looks_like_hub_repository, upload_folder
+from ..saving.output_folders import atomic_folder, read_json_object
+from ..tokenization_metaid import VOCAB_FILE
+from .card import HISTOGRAM_BINS, HISTOGRAM_FILE, ROWS_FILE, cluster_sizes, vocabulary_card, vocabulary_summary
+from .histogram import bar_chart_png, histogram_bins
 
 INFO_FILE = "vocabulary_info.json"
 CARD_FILE = "README.md"
@@ -182,8 +175,6 @@ def _download(name: str, revision, token, cache_dir, local_files_only) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
-    from .saving import looks_like_hub_repository
-
     if not looks_like_hub_repository(name):
         raise SavedFileError(f"{name}: no such vocabulary file or folder")
     try:
@@ -250,3 +241,9 @@ def _from_rows(rows: Path, info: Mapping) -> EntityVocabulary:
     except (ArrowException, OSError, ValueError, KeyError, TypeError, StopIteration) as err:
         reason = f"missing column or field {err}" if isinstance(err, KeyError) else " ".join(str(err).split())
         raise SavedFileError(f"{rows}: not a valid vocabulary table ({reason or type(err).__name__})") from None
+
+
+# EntityVocabulary's sharing methods call these (the shipped class cannot import the library itself).
+EntityVocabulary.register_library_hook("save_pretrained", save_vocabulary)
+EntityVocabulary.register_library_hook("from_pretrained", load_vocabulary)
+EntityVocabulary.register_library_hook("push_to_hub", push_vocabulary)

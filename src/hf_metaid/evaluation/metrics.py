@@ -21,7 +21,7 @@ from numbers import Integral
 
 import numpy as np
 
-from .errors import InvalidArgumentError
+from ..errors import InvalidArgumentError
 
 __all__ = ["DEFAULT_KS", "MetricAccumulator", "exclude_seen", "rank_of_target", "ranking_metrics"]
 

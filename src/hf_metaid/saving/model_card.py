@@ -23,13 +23,13 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from .configuration_metaid import MODEL_OPTIONS
-from .errors import InvalidArgumentError, SavedFileError
+from ..configuration_metaid import MODEL_OPTIONS
+from ..errors import InvalidArgumentError, SavedFileError
+from ..prompt_templates import TEMPLATES
+from ..tokenization_metaid import VOCAB_FILE
+from ..vocabulary.card import PAPER, citation_section
+from ..vocabulary.card import TAGS as VOCABULARY_TAGS
 from .output_folders import read_json_object, replace_file
-from .prompt_templates import TEMPLATES
-from .tokenization_metaid import VOCAB_FILE
-from .vocabulary_card import PAPER, citation_section
-from .vocabulary_card import TAGS as VOCABULARY_TAGS
 
 TRAINING_FILE = "metaid_training.json"
 EVALUATION_FILE = "metaid_evaluation.json"

@@ -15,14 +15,14 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from .entity_vocabulary import EntityVocabulary
-from .errors import InvalidArgumentError, SavedFileError
+from ..entity_vocabulary import EntityVocabulary
+from ..errors import InvalidArgumentError, SavedFileError
+from ..tokenization_metaid import VOCAB_FILE
+from ..vocabulary.hub import write_vocabulary_folder
 from .hub_upload import check_repo_id, upload_folder
+from .inference_folder import check_model_folder
 from .model_card import BASE_RECORD, CARD_FILE, DEFAULT_LICENSE, model_card, write_model_card
 from .output_folders import read_json_object
-from .saving import check_model_folder
-from .tokenization_metaid import VOCAB_FILE
-from .vocabulary_hub import write_vocabulary_folder
 
 
 def push_model(

@@ -18,10 +18,10 @@ import warnings
 import datasets
 from tqdm.auto import tqdm
 
-from .checks import check_bool, check_choice, check_int
-from .data.interactions import user_sequences
-from .errors import DataWarning, InvalidArgumentError, UnknownDataError
-from .pipeline import decide_exclude_seen
+from ..checks import check_bool, check_choice, check_int
+from ..data.interactions import user_sequences
+from ..errors import DataWarning, InvalidArgumentError, UnknownDataError
+from .splitting import decide_exclude_seen
 
 __all__ = ["RECOMMENDATION_FEATURES", "recommend_all"]
 
@@ -55,7 +55,7 @@ def recommend_all(
             rows in time order); ``load_interactions(path, min_interactions=1)`` keeps users of any length.
         exclude_seen: leave each user's history items out of its top k; ``None`` decides from the data, as the demo
             and the recipes do: left out where no user meets an item twice, kept where users come back to items
-            (:func:`~hf_metaid.pipeline.decide_exclude_seen`).
+            (:func:`~hf_metaid.workflow.splitting.decide_exclude_seen`).
         k: items per user (fewer where the history left out leaves fewer).
         mode: ``"beam"`` or ``"exact"`` decoding, as in ``model.recommend_batch``.
         num_beams: the beam width (default ``k``).

@@ -31,7 +31,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import InvalidArgumentError, OutputExistsError, SavedFileError, UnwritableOutputError
+from ..errors import InvalidArgumentError, OutputExistsError, SavedFileError, UnwritableOutputError
 from .leftovers import clear_leftovers, owner_tag
 
 # Every folder hf_metaid writes holds one (a vocabulary folder, and the tokenizer's copy in a model folder).

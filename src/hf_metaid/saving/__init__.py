@@ -1,0 +1,1 @@
+"""Saving: inference folders, model cards, atomic output folders and their leftovers, and Hub uploads."""

@@ -1,0 +1,1 @@
+"""Training: the Seq2SeqTrainer subclass and its arguments, the data collator, and the PEFT (LoRA) helpers."""
