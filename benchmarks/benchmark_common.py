@@ -1,4 +1,5 @@
-"""What the benchmark scripts share: the CPU model every results file quotes with its timings, and the results file."""
+"""What the benchmark scripts share: the CPU model and machine line every results file quotes with its timings, the
+synthetic power-law graph of the scale checks, and the results file."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import os
 import platform
 from collections.abc import Iterable
 from pathlib import Path
+
+import numpy as np
 
 
 def cpu_model() -> str:
@@ -22,6 +25,39 @@ def cpu_model() -> str:
 def cpu_and_cores() -> str:
     """``"<model>, N cores"``."""
     return f"{cpu_model()}, {os.cpu_count()} cores"
+
+
+def machine(note: str = "") -> str:
+    """The machine line of a timing table: CPU, cores (``note`` after them), load at start, library versions."""
+    import torch
+
+    import hf_metaid
+
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (
+        f"{cpu_model()}, {os.cpu_count()} cores{note}, load average {load:.2f} at start; "
+        f"python {platform.python_version()}, numpy {np.__version__}, torch {torch.__version__}, "
+        f"hf_metaid {hf_metaid.__version__}"
+    )
+
+
+def power_law_interactions(num_interactions: int, seed: int = 0, exponent: float = 1.0):
+    """A ``datasets.Dataset`` (``user``, ``item``) of Zipf-distributed users and items, ``N / 20`` of each."""
+    import datasets
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    rng = np.random.default_rng(seed)
+    count = max(num_interactions // 20, 2)
+    weights = 1.0 / np.arange(1, count + 1) ** exponent
+    weights /= weights.sum()
+    users = rng.choice(count, size=num_interactions, p=weights)
+    items = rng.permutation(count)[rng.choice(count, size=num_interactions, p=weights)]  # popularity ≠ activity
+    columns = {
+        "user": pc.binary_join_element_wise("u", pa.array(users).cast(pa.string()), ""),
+        "item": pc.binary_join_element_wise("i", pa.array(items).cast(pa.string()), ""),
+    }
+    return datasets.Dataset(pa.table(columns))
 
 
 def write_report(path: Path, lines: list[str], commands: Iterable[str] = ()) -> None:

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import platform
 import sys
@@ -48,6 +47,7 @@ import torch
 
 import hf_metaid as hm
 from benchmark_common import cpu_model
+from harness import run_arm
 from hf_metaid.workflow.build import build_model, build_tokenizer
 from hf_metaid.workflow.growth import extend_model
 from hf_metaid.workflow.schemes import build_vocabulary
@@ -228,19 +228,14 @@ def main() -> None:
         "sample": test.select(sample),
     }
     exclude_seen, _ = decide_exclude_seen(splits["train"])
-    ARMS.mkdir(parents=True, exist_ok=True)
-    results = {}
-    for arm, run in (("grow", run_grow), ("refit", run_refit)):
-        path = ARMS / f"{arm}.json"
-        if path.exists() and not args.fresh:
-            results[arm] = json.loads(path.read_text())
-            print(f"{arm}: from {path}", flush=True)
-            continue
-        print(f"{arm}: running", flush=True)
-        results[arm] = run(splits, old_rows, new_rows, test_sets, args, exclude_seen)
-        partial = path.with_suffix(".partial")
-        partial.write_text(json.dumps(results[arm], indent=2, sort_keys=True) + "\n")
-        os.replace(partial, path)
+    results = {
+        arm: run_arm(
+            ARMS / f"{arm}.json",
+            lambda run=run: run(splits, old_rows, new_rows, test_sets, args, exclude_seen),
+            force=args.fresh,
+        )
+        for arm, run in (("grow", run_grow), ("refit", run_refit))
+    }
     facts = {
         "old_rows": len(old_rows),
         "new_rows": len(new_rows),

@@ -17,10 +17,7 @@ Usage: python benchmarks/embedding_quality.py [--quick]   (writes benchmarks/res
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -28,6 +25,7 @@ import numpy as np
 import torch
 
 import hf_metaid
+from benchmark_common import machine
 from hf_metaid.indexing import MetaIDIndexer
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -66,14 +64,6 @@ def validation_proxy(vocab: hf_metaid.EntityVocabulary, validation, k: int = 10,
     known = targets >= 0
     same = float((codes[targets[known]] == codes[last[known]]).sum()) / len(users)
     return {"last_hr": hits["last"] / len(users), "user_hr": hits["user"] / len(users), "same_cluster": same}
-
-
-def machine() -> str:
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, load average {load:.2f} at start; "
-        f"python {sys.version.split()[0]}, torch {torch.__version__}, hf_metaid {hf_metaid.__version__}"
-    )
 
 
 def run(settings: dict, train, validation) -> tuple[dict, dict]:

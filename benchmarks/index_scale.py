@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark_common import cpu_and_cores, write_report
+from benchmark_common import cpu_and_cores, power_law_interactions, write_report
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "index_scale"
@@ -64,25 +64,6 @@ STAGES = {
 CLUSTERS = 100  # K of every point: the recipe decoder-k100's (the benchmarks' comparison base)
 TARGET = (20_000_000, 600.0, 12.0)  # the largest graph: seconds and GiB the spectral path must stay within
 PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def power_law_interactions(num_interactions: int, seed: int = 0, exponent: float = 1.0):
-    """A ``datasets.Dataset`` (``user``, ``item``) of Zipf-distributed users and items, ``N / 20`` of each."""
-    import datasets
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    rng = np.random.default_rng(seed)
-    count = max(num_interactions // 20, 2)
-    weights = 1.0 / np.arange(1, count + 1) ** exponent
-    weights /= weights.sum()
-    users = rng.choice(count, size=num_interactions, p=weights)
-    items = rng.permutation(count)[rng.choice(count, size=num_interactions, p=weights)]  # popularity ≠ activity
-    columns = {
-        "user": pc.binary_join_element_wise("u", pa.array(users).cast(pa.string()), ""),
-        "item": pc.binary_join_element_wise("i", pa.array(items).cast(pa.string()), ""),
-    }
-    return datasets.Dataset(pa.table(columns))
 
 
 def resident_bytes() -> int:

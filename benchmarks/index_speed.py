@@ -18,10 +18,12 @@ import hf_metaid
 from hf_metaid.indexing import MetaIDIndexer
 
 try:  # run as a script: the sibling modules are importable from this folder
-    from embedding_quality import RESULTS, machine, validation_proxy
+    from benchmark_common import machine
+    from embedding_quality import RESULTS, validation_proxy
     from index_scale import STAGES, MemorySampler, stage_costs
 except ImportError:  # pragma: no cover - imported as a package module
-    from .embedding_quality import RESULTS, machine, validation_proxy
+    from .benchmark_common import machine
+    from .embedding_quality import RESULTS, validation_proxy
     from .index_scale import STAGES, MemorySampler, stage_costs
 
 

@@ -27,6 +27,7 @@ import torch
 
 import hf_metaid as hm
 from benchmark_common import cpu_and_cores, write_report
+from harness import PROTOCOLS, write_json
 from hf_metaid.evaluation.metrics import ranking_metrics
 
 HERE = Path(__file__).resolve().parent
@@ -82,9 +83,9 @@ def run(data: str, dim: int, epochs: float, learning_rate: float, seed: int, thr
     inputs, outputs, bias, steps, loss = train_chain(torch.tensor(pairs), len(index), dim, epochs, learning_rate, seed)
     seconds = time.perf_counter() - started
     metrics = {
-        f"{split} {protocol}": evaluate(splits[split], index, inputs, outputs, bias, protocol == "left out")
+        f"{split} {protocol}": evaluate(splits[split], index, inputs, outputs, bias, leave_out)
         for split in ("validation", "test")
-        for protocol in ("kept", "left out")
+        for protocol, leave_out in PROTOCOLS
     }
     record = {
         "data": data,
@@ -100,9 +101,8 @@ def run(data: str, dim: int, epochs: float, learning_rate: float, seed: int, thr
         "command": "python " + shlex.join(sys.argv),
         "metrics": metrics,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"{Path(data).stem}.json"
-    out.write_text(json.dumps(record, indent=2, sort_keys=True))
+    write_json(out, record)
     print(json.dumps({key: round(value["hr@10"], 4) for key, value in metrics.items()}))
     return out
 

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from benchmark_common import cpu_and_cores, write_report
+from harness import write_json
 from hf_metaid.evaluation.evaluator import evaluate_recommender
 from hf_metaid.saving.inference_folder import load_for_inference
 from hf_metaid.workflow.splitting import split_data
@@ -84,8 +85,7 @@ def main(argv: list[str] | None = None) -> None:
             "command": "python " + shlex.join(sys.argv),
         }
     )
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{args.model.parent.name}.json").write_text(json.dumps(record, indent=2, sort_keys=True))
+    write_json(RESULTS / f"{args.model.parent.name}.json", record)
     records = [json.loads(path.read_text()) for path in sorted(RESULTS.glob("*.json"))]
     lines = [
         "# Memorisation checks: generalising from the history, or memorising the training users",

@@ -52,16 +52,15 @@ import torch
 
 from benchmark_common import cpu_and_cores, write_report
 from count_baselines import counting_references
+from harness import PROTOCOLS, evaluate_protocols, finished, train_and_save, write_json
 from hf_metaid.data import leave_one_out
-from hf_metaid.evaluation.evaluator import evaluate_recommender
 from hf_metaid.evaluation.id_quality import diversity_score, memorization_score
 from hf_metaid.evaluation.metrics import DEFAULT_KS, MetricAccumulator, rank_of_target
-from hf_metaid.saving.inference_folder import load_for_inference, save_for_inference
+from hf_metaid.saving.inference_folder import load_for_inference
 from hf_metaid.workflow import recipes
 from hf_metaid.workflow.recipes import Recipe
-from hf_metaid.workflow.schemes import SCHEMES, build_vocabulary
+from hf_metaid.workflow.schemes import SCHEMES
 from hf_metaid.workflow.splitting import data_name, split_data
-from hf_metaid.workflow.training_run import train
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "quality"
@@ -114,7 +113,6 @@ ABLATIONS: dict[str, tuple[str, str | None, dict[str, dict]]] = {
 # Where an ablation arm is compared: the decoder arms against META ID, the prompt arms against the prompt recipe.
 ABLATION_BASELINE = {arm: "prompt-metaid" if arm.startswith("prompt-metaid-") else "metaid" for arm in ABLATIONS}
 ARMS = (*SCHEMES, "references", *ABLATIONS)
-PROTOCOLS = (("kept", False), ("left out", True))
 SPLITS = ("validation", "test")
 METRICS = ("hr@5", "hr@10", "ndcg@5", "ndcg@10")
 TOP = max(DEFAULT_KS)
@@ -162,19 +160,10 @@ def evaluate_all(model, tokenizer, splits, template: str, limit: int | None) -> 
     """Metrics and per-user target ranks of every split x protocol."""
     metrics, ranks = {}, {}
     for split in SPLITS:
-        for protocol, exclude in PROTOCOLS:
-            accumulator = MetricAccumulator(ks=DEFAULT_KS)
-            found = evaluate_recommender(
-                model,
-                tokenizer,
-                splits[split],
-                exclude_seen=exclude,
-                template=template,
-                limit=limit,
-                progress=False,
-                accumulator=accumulator,
-            )
-            metrics.setdefault(split, {})[protocol] = {name: found[name] for name in (*METRICS, "num_users")}
+        accumulators = {protocol: MetricAccumulator(ks=DEFAULT_KS) for protocol, _ in PROTOCOLS}
+        found = evaluate_protocols(model, tokenizer, splits[split], accumulators, template=template, limit=limit)
+        for protocol, accumulator in accumulators.items():
+            metrics.setdefault(split, {})[protocol] = {name: found[protocol][name] for name in (*METRICS, "num_users")}
             ranks[f"{split}|{protocol}"] = accumulator.target_ranks().astype(np.int8)
     return metrics, ranks
 
@@ -182,24 +171,14 @@ def evaluate_all(model, tokenizer, splits, template: str, limit: int | None) -> 
 def run_scheme_cpu(arm: str, args: argparse.Namespace, work: Path) -> tuple[dict, dict]:
     recipe = cpu_recipe(arm, args)
     splits, names = split_data(args.data)
-    started = time.perf_counter()
-    source = data_name(args.data)
-    vocabulary = build_vocabulary(splits["train"], names, recipe.index, scheme=recipe.scheme, source=source)
-    index_seconds = time.perf_counter() - started
-    result = train(splits["train"], vocabulary, work / arm, recipe.model, recipe.training)
-    save_for_inference(result.trainer, result.tokenizer, work / arm / "model", overwrite=True)
+    facts = train_and_save(recipe, splits, names, work / arm / "model", work / arm, source=data_name(args.data))
     model, tokenizer = load_for_inference(work / arm / "model")
     started = time.perf_counter()
     metrics, ranks = evaluate_all(model, tokenizer, splits, "seen", args.limit)
-    state = result.trainer.state
     record = {
         "settings": dataclasses.asdict(recipe),
-        "index_seconds": index_seconds,
-        "train_seconds": result.seconds,
+        **facts,
         "eval_seconds": time.perf_counter() - started,
-        "train_loss": result.loss,
-        "steps": state.global_step,
-        "epochs": state.epoch,
         "new_tokens": model.config.metaid_num_new_tokens,
         "metrics": metrics,
         "id_scores": id_scores(model, tokenizer, splits["train"]),
@@ -321,8 +300,7 @@ def per_user_values(rank: np.ndarray) -> dict[str, np.ndarray]:
 def run_arm(arm: str, args: argparse.Namespace, folder: Path, work: Path) -> None:
     """Run one arm and write its two files (JSON last, so a killed run leaves no finished-looking arm)."""
     out = folder / f"{arm}.json"
-    if out.exists() and not args.force:
-        print(f"{out} exists: skipped (--force runs it again)")
+    if finished(out, args.force):
         add_missing_id_scores(arm, out, args, work)
         return
     torch.set_num_threads(args.threads)
@@ -349,15 +327,8 @@ def run_arm(arm: str, args: argparse.Namespace, folder: Path, work: Path) -> Non
     )
     folder.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(folder / f"{arm}.ranks.npz", **ranks)
-    write_record(out, record)
+    write_json(out, record)
     print(f"{arm}: {json.dumps(record['metrics'])[:400]}")
-
-
-def write_record(out: Path, record: dict) -> None:
-    """Write an arm's JSON whole or not at all (a killed run leaves no finished-looking arm)."""
-    partial = out.with_suffix(".json.partial")
-    partial.write_text(json.dumps(record, indent=2, sort_keys=True))
-    partial.replace(out)
 
 
 def add_missing_id_scores(arm: str, out: Path, args: argparse.Namespace, work: Path) -> None:
@@ -368,7 +339,7 @@ def add_missing_id_scores(arm: str, out: Path, args: argparse.Namespace, work: P
         return
     model, tokenizer = load_for_inference(folder)
     record["id_scores"] = id_scores(model, tokenizer, split_data(args.data)[0]["train"])
-    write_record(out, record)
+    write_json(out, record)
     print(f"{arm}: ID scores added from {folder}: {record['id_scores']}")
 
 

@@ -28,7 +28,6 @@ import json
 import os
 import shlex
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts its threads (thread_policy.md)
@@ -36,14 +35,13 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts its t
 import torch
 
 from benchmark_common import cpu_and_cores, write_report
+from harness import evaluate_protocols, finished, run_arm, train_and_save, write_json
 from hf_metaid.evaluation.evaluator import evaluate_recommender
-from hf_metaid.saving.inference_folder import load_for_inference, save_for_inference
+from hf_metaid.saving.inference_folder import load_for_inference
 from hf_metaid.workflow import recipes
 from hf_metaid.workflow.recipes import Recipe
-from hf_metaid.workflow.schemes import build_vocabulary
 from hf_metaid.workflow.settings import ModelSettings
 from hf_metaid.workflow.splitting import split_data
-from hf_metaid.workflow.training_run import train
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "quality_budget"
@@ -274,8 +272,7 @@ def run(
     ``max_steps`` cuts training short (a smoke run of the whole path; its JSON says so)."""
     tag = arm_tag(arm, data)
     out = results / f"{tag}.{split_name}.json"
-    if out.exists():
-        print(f"{out} exists: skipped")
+    if finished(out):
         return out
     torch.set_num_threads(threads)
     recipe = arm_recipe(arm, max_steps)
@@ -283,31 +280,12 @@ def run(
     splits, names = split_data(data)
     folder = work / tag
     trained, model_folder = folder / "training.json", folder / "model"
-    if not trained.exists():
-        started = time.perf_counter()
-        vocabulary = build_vocabulary(splits["train"], names, index_settings, scheme=recipe.scheme)
-        index_seconds = time.perf_counter() - started
-        result = train(splits["train"], vocabulary, folder / "training", model_settings, training_settings)
-        save_for_inference(result.trainer, result.tokenizer, model_folder, overwrite=True)
-        state = result.trainer.state
-        trained.write_text(
-            json.dumps(
-                {
-                    "index_seconds": index_seconds,
-                    "train_seconds": result.seconds,
-                    "train_loss": result.loss,
-                    "steps": state.global_step,
-                    "epochs": state.epoch,
-                    "train_threads": threads,
-                },
-                indent=2,
-            )
-        )
+    facts = run_arm(  # the model is trained once, whichever split is evaluated first
+        trained,
+        lambda: {**train_and_save(recipe, splits, names, model_folder, folder / "training"), "train_threads": threads},
+    )
     model, tokenizer = load_for_inference(model_folder)
-    metrics = {
-        protocol: evaluate_recommender(model, tokenizer, splits[split_name], exclude_seen=exclude, progress=False)
-        for protocol, exclude in (("kept", False), ("left out", True))
-    }
+    metrics = evaluate_protocols(model, tokenizer, splits[split_name])
     record = {
         "arm": arm,
         "data": data,
@@ -316,14 +294,13 @@ def run(
         "index": index_settings.to_dict(),
         "model": dataclasses.asdict(model_settings),
         "training": dataclasses.asdict(training_settings),
-        **json.loads(trained.read_text()),
+        **facts,
         "eval_threads": threads,
         "cpu": cpu_and_cores(),
         "command": "python " + shlex.join(sys.argv),
         "metrics": metrics,
     }
-    results.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2, sort_keys=True))
+    write_json(out, record)
     print(json.dumps({p: {k: round(v, 4) for k, v in m.items()} for p, m in metrics.items()}))
     return out
 

@@ -4,7 +4,8 @@ For each scheme (META ID with the demo's spectral embedding, sequential, random,
 median ``fit`` time over the repeats with its stages, whether the repeats saved byte-identical files, the token counts,
 the items per cluster token, the saved file's size and the time to build a tokenizer from it; for the collaborative
 IDs also the depth of the tree and its leaf sizes. ``--synthetic N`` adds collaborative indexing of a synthetic
-power-law table of N interactions (Zipf-distributed users and items), to show how the sparse tree grows.
+power-law table of N interactions (``benchmark_common.power_law_interactions``, index_scale.py's graph: Zipf users
+and items, N / 20 of each), to show how the sparse tree grows.
 
 Usage: python benchmarks/scheme_index.py [--repeats 3] [--synthetic 1000000]
 (writes benchmarks/results/scheme_index.md)
@@ -21,30 +22,19 @@ import argparse  # noqa: E402
 import hashlib  # noqa: E402
 import resource  # noqa: E402
 import statistics  # noqa: E402
-import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import datasets  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import hf_metaid as hm  # noqa: E402
-from benchmark_common import cpu_model, write_report  # noqa: E402
+from benchmark_common import machine, power_law_interactions, write_report  # noqa: E402
 from hf_metaid.workflow.schemes import SCHEMES, build_indexer  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DECODER_K100_INDEX = hm.recipes.get("decoder-k100").index  # the benchmarks' META ID settings
-
-
-def machine() -> str:
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (
-        f"{cpu_model()}, {os.cpu_count()} cores (1 thread used), load average {load:.2f} at start; "
-        f"python {sys.version.split()[0]}, numpy {np.__version__}, torch {torch.__version__}, "
-        f"hf_metaid {hm.__version__}"
-    )
 
 
 def sizes_of(vocab: hm.EntityVocabulary) -> np.ndarray:
@@ -74,19 +64,6 @@ def measure(scheme: str, train, names, repeats: int) -> dict:
     tokenizer_s = time.perf_counter() - started
     stages = {name: statistics.median(run[name] for run in runs) for name in runs[0]}
     return {"vocab": vocab, "stages": stages, "identical": len(digests) == 1, "file": file_bytes, "tok": tokenizer_s}
-
-
-def power_law_table(interactions: int, seed: int = 0) -> datasets.Dataset:
-    """About ``interactions`` rows: users with 3 + Zipf(1.8) - 1 interactions each (capped at 2,000), items drawn
-    from a Zipf law (exponent 1.1) over ``interactions / 13`` items (Beauty's ratio of rows to items)."""
-    rng = np.random.default_rng(seed)
-    lengths = np.minimum(rng.zipf(1.8, size=interactions // 3) + 2, 2000)
-    lengths = lengths[: int(np.searchsorted(np.cumsum(lengths), interactions)) + 1]
-    pool = max(interactions // 13, 3)
-    weights = 1.0 / np.arange(1, pool + 1) ** 1.1
-    items = rng.choice(pool, size=int(lengths.sum()), p=weights / weights.sum())
-    users = np.repeat(np.arange(len(lengths)), lengths)
-    return datasets.Dataset.from_dict({"user": [f"u{u}" for u in users], "item": [f"i{i}" for i in items]})
 
 
 def scheme_rows(results: dict) -> list[str]:
@@ -131,7 +108,7 @@ def main() -> None:
     parser.add_argument("--synthetic", type=int, default=0, help="also index a power-law table of N interactions")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    header = machine()
+    header = machine(" (1 thread used)")
     data = hm.load_interactions()
     split, names = hm.leave_one_out(data), hm.catalogue(data)
     train = split["train"]
@@ -161,7 +138,7 @@ def main() -> None:
         "",
     ]
     if args.synthetic:
-        table = power_law_table(args.synthetic)
+        table = power_law_interactions(args.synthetic)
         split = hm.leave_one_out(hm.load_interactions(table))
         indexer = hm.CollaborativeIndexer()
         vocab = indexer.fit(split["train"])
