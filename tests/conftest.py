@@ -72,6 +72,16 @@ def write_beauty_lines(path, count: int = 60):
 
 
 @pytest.fixture(scope="session")
+def tiny_file(tmp_path_factory):
+    """40 users over 30 items, 6 interactions each, with overlapping patterns so indexing has structure (a P5 text
+    file, read only)."""
+    path = tmp_path_factory.mktemp("data") / "tiny.txt"
+    lines = [" ".join([f"u{u}"] + [f"i{(u * 3 + k * (1 + u % 4)) % 30}" for k in range(6)]) for u in range(40)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
 def beauty_slice(beauty):
     """The first 300 users of Beauty (about 2,700 interactions)."""
     users = list(dict.fromkeys(beauty["user"][:]))[:300]

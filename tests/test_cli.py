@@ -17,15 +17,17 @@ import hf_metaid as hm
 from hf_metaid.cli import main
 
 SUBCOMMANDS = ("index", "train", "extend", "evaluate", "recommend", "demo", "push")
+QUICK_TRAIN = ("--batch-size", "8", "--d-model", "32", "--warmup-steps", "0")  # a tiny model that trains in seconds
 
 
-@pytest.fixture(scope="module")
-def tiny_file(tmp_path_factory):
-    """40 users over 30 items, 6 interactions each, with overlapping patterns so indexing has structure."""
-    path = tmp_path_factory.mktemp("data") / "tiny.txt"
-    lines = [" ".join([f"u{u}"] + [f"i{(u * 3 + k * (1 + u % 4)) % 30}" for k in range(6)]) for u in range(40)]
-    path.write_text("\n".join(lines) + "\n")
-    return path
+def index_command(data, out) -> list[str]:
+    """``hf-metaid index`` of ``data`` into ``out`` with 4 clusters of spectral IDs: quick on the small test files."""
+    return ["index", "--data", str(data), "--out", str(out), "--num-clusters", "4", "--embedding", "spectral"]
+
+
+def train_command(data, vocab, out) -> list[str]:
+    """``hf-metaid train`` on ``data`` with the IDs of ``vocab`` into ``out``; the caller adds the run's options."""
+    return ["train", "--data", str(data), "--vocab", str(vocab), "--out", str(out)]
 
 
 @pytest.mark.parametrize("command", SUBCOMMANDS)
@@ -62,33 +64,10 @@ def test_missing_model_folder_and_bad_cutoffs(tmp_path, capsys):
 
 def test_index_train_evaluate_recommend_end_to_end(tiny_file, tmp_path, capsys):
     vocab_dir, model_dir = tmp_path / "vocab", tmp_path / "model"
-    assert (
-        main(
-            [
-                "index",
-                "--data",
-                str(tiny_file),
-                "--out",
-                str(vocab_dir),
-                "--num-clusters",
-                "4",
-                "--embedding",
-                "spectral",
-            ]
-        )
-        == 0
-    )
+    assert main(index_command(tiny_file, vocab_dir)) == 0
     assert "new tokens" in capsys.readouterr().out and (vocab_dir / "metaid_vocab.json").is_file()
-    train = [
-        "train",
-        "--data",
-        str(tiny_file),
-        "--vocab",
-        str(vocab_dir / "metaid_vocab.json"),
-        "--out",
-        str(model_dir),
-    ]
-    assert main([*train, "--max-steps", "3", "--batch-size", "16", "--d-model", "32", "--warmup-steps", "0"]) == 0
+    train = train_command(tiny_file, vocab_dir / "metaid_vocab.json", model_dir)  # the vocabulary file or its folder
+    assert main([*train, "--max-steps", "3", *QUICK_TRAIN]) == 0
     assert "train loss" in capsys.readouterr().out
     assert main(["evaluate", str(model_dir), "--data", str(tiny_file), "--cutoffs", "1,5", "--limit", "10"]) == 0
     *_, counts, last = capsys.readouterr().out.strip().splitlines()
@@ -114,26 +93,9 @@ def test_a_lora_model_serves_every_command(tiny_file, tmp_path, capsys):
     """A LoRA folder from train carries what rebuilds its base (here, built from a configuration: its weights), so
     recommend and evaluate take it as they take a full model."""
     vocab_dir, lora = tmp_path / "vocab", tmp_path / "lora"
-    assert (
-        main(
-            [
-                "index",
-                "--data",
-                str(tiny_file),
-                "--out",
-                str(vocab_dir),
-                "--num-clusters",
-                "4",
-                "--embedding",
-                "spectral",
-            ]
-        )
-        == 0
-    )
-    quick = ["--max-steps", "2", "--batch-size", "8", "--d-model", "32", "--warmup-steps", "0"]
-    assert (
-        main(["train", "--data", str(tiny_file), "--vocab", str(vocab_dir), "--out", str(lora), "--lora", *quick]) == 0
-    )
+    assert main(index_command(tiny_file, vocab_dir)) == 0
+    quick = ["--max-steps", "2", *QUICK_TRAIN]
+    assert main([*train_command(tiny_file, vocab_dir, lora), "--lora", *quick]) == 0
     assert (lora / "adapter_config.json").is_file() and (lora / "base" / "model.safetensors").is_file()
     capsys.readouterr()
     assert main(["recommend", str(lora), "--user", "u3", "--k", "3"]) == 0
@@ -145,17 +107,7 @@ def test_a_lora_model_serves_every_command(tiny_file, tmp_path, capsys):
 def test_out_is_replaced_only_with_overwrite(tiny_file, tmp_path, capsys):
     """index and train refuse a non-empty --out; with --overwrite the new folder replaces the old one whole."""
     vocab_dir, model_dir = tmp_path / "vocab", tmp_path / "model"
-    index = [
-        "index",
-        "--data",
-        str(tiny_file),
-        "--out",
-        str(vocab_dir),
-        "--num-clusters",
-        "4",
-        "--embedding",
-        "spectral",
-    ]
+    index = index_command(tiny_file, vocab_dir)
     assert main(index) == 0
     first = (vocab_dir / "metaid_vocab.json").read_bytes()
     assert main([*index, "--seed", "1"]) == 2
@@ -163,15 +115,14 @@ def test_out_is_replaced_only_with_overwrite(tiny_file, tmp_path, capsys):
     assert (vocab_dir / "metaid_vocab.json").read_bytes() == first
     assert main([*index, "--seed", "1", "--overwrite"]) == 0
     assert (vocab_dir / "metaid_vocab.json").read_bytes() != first
-    train = ["train", "--data", str(tiny_file), "--vocab", str(vocab_dir), "--out", str(model_dir), "--max-steps", "1"]
-    quick = ["--batch-size", "8", "--d-model", "32", "--warmup-steps", "0"]
-    assert main([*train, *quick]) == 0
+    train = [*train_command(tiny_file, vocab_dir, model_dir), "--max-steps", "1"]
+    assert main([*train, *QUICK_TRAIN]) == 0
     (model_dir / "notes.txt").write_text("kept until replaced")
     weights = (model_dir / "model.safetensors").read_bytes()
-    assert main([*train, *quick, "--seed", "1"]) == 2
+    assert main([*train, *QUICK_TRAIN, "--seed", "1"]) == 2
     assert "is not empty; pass --overwrite" in capsys.readouterr().err
     assert (model_dir / "model.safetensors").read_bytes() == weights and (model_dir / "notes.txt").is_file()
-    assert main([*train, *quick, "--seed", "1", "--overwrite"]) == 0
+    assert main([*train, *QUICK_TRAIN, "--seed", "1", "--overwrite"]) == 0
     assert (model_dir / "model.safetensors").read_bytes() != weights and not (model_dir / "notes.txt").exists()
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # nothing left beside it
     assert main(["recommend", str(model_dir), "--user", "u3", "--k", "2"]) == 0
@@ -182,18 +133,7 @@ def train_on_a_degree_ranked_spectral_vocabulary(tiny_file, tmp_path) -> list[st
     params); returns the start of a one-step ``hf-metaid train`` command on that vocabulary, in the paper's prompt
     mode."""
     vocab_dir = tmp_path / "vocab"
-    index = [
-        "index",
-        "--data",
-        str(tiny_file),
-        "--out",
-        str(vocab_dir),
-        "--num-clusters",
-        "4",
-        "--embedding",
-        "spectral",
-    ]
-    assert main([*index, "--rank-by", "degree", "--svd-precision", "float32"]) == 0
+    assert main([*index_command(tiny_file, vocab_dir), "--rank-by", "degree", "--svd-precision", "float32"]) == 0
     params = json.loads((vocab_dir / "metaid_vocab.json").read_text())["metadata"]["params"]
     assert (params["embedding"], params["rank_by"], params["svd_precision"]) == ("spectral", "degree", "float32")
     train = ["train", "--data", str(tiny_file), "--vocab", str(vocab_dir / "metaid_vocab.json"), "--max-steps", "1"]
@@ -202,7 +142,7 @@ def train_on_a_degree_ranked_spectral_vocabulary(tiny_file, tmp_path) -> list[st
 
 def test_templates_option_records_the_training_words(tiny_file, tmp_path, capsys):
     train = train_on_a_degree_ranked_spectral_vocabulary(tiny_file, tmp_path)
-    quick = ["--batch-size", "8", "--d-model", "32", "--warmup-steps", "0", "--max-history", "3"]
+    quick = [*QUICK_TRAIN, "--max-history", "3"]
     assert main([*train, "--out", str(tmp_path / "c"), "--templates", "compact", *quick]) == 0
     config = json.loads((tmp_path / "c" / "config.json").read_text())
     assert config["metaid_prompt_templates"]["sequential"]["seen"] == ["user {user} items {history}"]
@@ -227,18 +167,7 @@ def test_templates_option_records_the_training_words(tiny_file, tmp_path, capsys
 
 def test_history_in_decoder_option_trains_the_mode_and_records_it(tiny_file, tmp_path, capsys):
     train = train_on_a_degree_ranked_spectral_vocabulary(tiny_file, tmp_path)
-    quick = [
-        "--batch-size",
-        "8",
-        "--d-model",
-        "32",
-        "--warmup-steps",
-        "0",
-        "--templates",
-        "compact",
-        "--max-history",
-        "3",
-    ]
+    quick = [*QUICK_TRAIN, "--templates", "compact", "--max-history", "3"]
     assert main([*train, "--out", str(tmp_path / "d"), "--history-in-decoder", "--tree-softmax", *quick]) == 0
     config = json.loads((tmp_path / "d" / "config.json").read_text())
     assert (config["metaid_history_in_decoder"], config["metaid_max_history"]) == (True, 3)
@@ -252,11 +181,10 @@ def test_history_in_decoder_option_trains_the_mode_and_records_it(tiny_file, tmp
 
 def test_tiny_model_shape_options(tiny_file, tmp_path, capsys):
     train = train_on_a_degree_ranked_spectral_vocabulary(tiny_file, tmp_path)
-    quick = ["--batch-size", "8", "--d-model", "32", "--warmup-steps", "0"]
-    assert main([*train, "--out", str(tmp_path / "a"), *quick, "--layers", "1+3", "--d-ff", "48"]) == 0
+    assert main([*train, "--out", str(tmp_path / "a"), *QUICK_TRAIN, "--layers", "1+3", "--d-ff", "48"]) == 0
     config = json.loads((tmp_path / "a" / "config.json").read_text())
     assert (config["num_layers"], config["num_decoder_layers"], config["d_ff"]) == (1, 3, 48)
-    assert main([*train, "--out", str(tmp_path / "b"), *quick, "--layers", "3"]) == 0
+    assert main([*train, "--out", str(tmp_path / "b"), *QUICK_TRAIN, "--layers", "3"]) == 0
     config = json.loads((tmp_path / "b" / "config.json").read_text())
     assert (config["num_layers"], config["num_decoder_layers"], config["d_ff"]) == (3, 3, 64)  # d_ff 0: 2 x d_model
     capsys.readouterr()
@@ -381,26 +309,9 @@ def test_console_entry_restarts_once_with_passive_openmp_threads(monkeypatch):
 def test_extend_then_resume_keeps_every_old_id(tiny_file, tmp_path, capsys):
     """index -> train (LoRA) -> extend the model with new users and items -> train --start-from, all old IDs kept."""
     vocab_dir, lora, grown, resumed = (tmp_path / name for name in ("vocab", "lora", "grown", "resumed"))
-    assert (
-        main(
-            [
-                "index",
-                "--data",
-                str(tiny_file),
-                "--out",
-                str(vocab_dir),
-                "--num-clusters",
-                "4",
-                "--embedding",
-                "spectral",
-            ]
-        )
-        == 0
-    )
-    quick = ["--max-steps", "2", "--batch-size", "8", "--d-model", "32", "--warmup-steps", "0"]
-    assert (
-        main(["train", "--data", str(tiny_file), "--vocab", str(vocab_dir), "--out", str(lora), "--lora", *quick]) == 0
-    )
+    assert main(index_command(tiny_file, vocab_dir)) == 0
+    quick = ["--max-steps", "2", *QUICK_TRAIN]
+    assert main([*train_command(tiny_file, vocab_dir, lora), "--lora", *quick]) == 0
     new = tmp_path / "new.csv"
     new.write_text("user,item\nu1,n0\nu2,n0\nu3,n1\nu4,n1\nfresh,n0\nfresh,i3\nfresh,i4\nonce,i5\n")
     assert main(["extend", str(vocab_dir), "--data", str(new), "--out", str(tmp_path / "v2")]) == 0
@@ -441,22 +352,7 @@ def test_extend_counts_the_new_data_and_refuses_other_data_unless_forced(tiny_fi
     """extend says how many users and items of NEW_DATA are known and new and where the new ones went; data of
     which the vocabulary knows under half of the items is refused (as evaluate refuses it), --force goes on."""
     vocab_dir, grown = tmp_path / "vocab", tmp_path / "grown"
-    assert (
-        main(
-            [
-                "index",
-                "--data",
-                str(tiny_file),
-                "--out",
-                str(vocab_dir),
-                "--num-clusters",
-                "4",
-                "--embedding",
-                "spectral",
-            ]
-        )
-        == 0
-    )
+    assert main(index_command(tiny_file, vocab_dir)) == 0
     cold = hm.EntityVocabulary.load(vocab_dir / "metaid_vocab.json").metadata["cold_start"]["cluster"]
     other = tmp_path / "other.csv"  # x0 (two rows) and v9 (i3, x2) are placed; x1 and x2 (one row each) go cold
     other.write_text("user,item\nu1,x0\nu2,x0\nu3,x1\nv9,x2\nv9,i3\n")
@@ -485,41 +381,10 @@ def test_start_from_a_lora_folder_trains_the_merged_model_in_full_or_with_a_fres
     from safetensors.torch import load_file
 
     vocab_dir, lora, full, relora = (tmp_path / name for name in ("vocab", "lora", "full", "relora"))
-    assert (
-        main(
-            [
-                "index",
-                "--data",
-                str(tiny_file),
-                "--out",
-                str(vocab_dir),
-                "--num-clusters",
-                "4",
-                "--embedding",
-                "spectral",
-            ]
-        )
-        == 0
-    )
-    quick = ["--max-steps", "2", "--batch-size", "8", "--d-model", "32", "--warmup-steps", "0"]
+    assert main(index_command(tiny_file, vocab_dir)) == 0
+    quick = ["--max-steps", "2", *QUICK_TRAIN]
     reads_ids = ["--templates", "compact", "--no-history-in-decoder"]  # the encoder reads ID tokens: F trains too
-    assert (
-        main(
-            [
-                "train",
-                "--data",
-                str(tiny_file),
-                "--vocab",
-                str(vocab_dir),
-                "--out",
-                str(lora),
-                "--lora",
-                *quick,
-                *reads_ids,
-            ]
-        )
-        == 0
-    )
+    assert main([*train_command(tiny_file, vocab_dir, lora), "--lora", *quick, *reads_ids]) == 0
     merged = dict(hm.workflow.growth.load_for_training(lora)[0].named_parameters())
 
     assert main(["train", "--data", str(tiny_file), "--start-from", str(lora), "--out", str(full), *quick]) == 0
@@ -576,17 +441,7 @@ def test_own_column_names_short_users_and_copies_from_the_command_line(tmp_path,
     rows = [f"u{u},i{(u * 3 + k * (1 + u % 4)) % 30},{k}" for u in range(20) for k in range(6)] + ["v,i1,0", "v,i2,1"]
     path = tmp_path / "log.csv"
     path.write_text("user_id,item_id,ts\n" + "".join(f"{row}\n{row}\n" for row in rows))
-    index = [
-        "index",
-        "--data",
-        str(path),
-        "--out",
-        str(tmp_path / "ids"),
-        "--num-clusters",
-        "4",
-        "--embedding",
-        "spectral",
-    ]
+    index = index_command(path, tmp_path / "ids")
     named = ["--user-column", "user_id", "--item-column", "item_id", "--time-column", "ts"]
     steps = [
         ([], "missing column(s) ['user', 'item']; found ['user_id', 'item_id', 'ts']; name the file's own columns"),
@@ -701,12 +556,8 @@ def test_every_command_takes_the_data_as_the_data_option(command, capsys):
 def small_model(tiny_file, tmp_path_factory):
     """A model trained for a few steps on tiny_file through the command (its folder)."""
     root = tmp_path_factory.mktemp("small_model")
-    index = ["index", "--data", str(tiny_file), "--out", str(root / "vocab"), "--num-clusters", "4"]
-    assert main([*index, "--embedding", "spectral"]) == 0
-    quick = ["--max-steps", "3", "--batch-size", "16", "--d-model", "32", "--warmup-steps", "0"]
-    assert (
-        main(["train", "--data", str(tiny_file), "--vocab", str(root / "vocab"), "--out", str(root / "m"), *quick]) == 0
-    )
+    assert main(index_command(tiny_file, root / "vocab")) == 0
+    assert main([*train_command(tiny_file, root / "vocab", root / "m"), "--max-steps", "3", *QUICK_TRAIN]) == 0
     return root / "m"
 
 

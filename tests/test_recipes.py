@@ -115,15 +115,6 @@ def test_an_unknown_recipe_is_one_line_naming_the_known_ones(command, tmp_path, 
     assert not (tmp_path / "out").exists()
 
 
-@pytest.fixture(scope="module")
-def tiny_file(tmp_path_factory):
-    """40 users over 30 items, 6 interactions each."""
-    path = tmp_path_factory.mktemp("data") / "tiny.txt"
-    lines = [" ".join([f"u{u}"] + [f"i{(u * 3 + k * (1 + u % 4)) % 30}" for k in range(6)]) for u in range(40)]
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
 def test_index_and_train_without_a_recipe_give_the_fast_model(tiny_file, tmp_path, capsys, monkeypatch):
     """``index`` then ``train`` with no recipe named build fast's vocabulary and model, on fast's torch threads."""
     import torch

@@ -227,23 +227,20 @@ def test_decoding_an_independent_vocabulary_matches_generate_and_brute_force(bea
 
 
 @pytest.mark.parametrize("scheme", ["collaborative", "independent"])
-def test_index_train_evaluate_recommend_through_the_command(scheme, tmp_path, capsys):
-    data = tmp_path / "tiny.txt"
-    data.write_text(
-        "".join(
-            " ".join([f"u{u}"] + [f"i{(u * 3 + k * (1 + u % 4)) % 30}" for k in range(6)]) + "\n" for u in range(40)
-        )
-    )
+def test_index_train_evaluate_recommend_through_the_command(scheme, tiny_file, tmp_path, capsys):
     vocab_dir, model_dir = tmp_path / "vocab", tmp_path / "model"
     extra = ["--num-groups", "3", "--leaf-size", "6"] if scheme == "collaborative" else []
-    assert main(["index", "--data", str(data), "--out", str(vocab_dir), "--scheme", scheme, "--dim", "8", *extra]) == 0
+    assert (
+        main(["index", "--data", str(tiny_file), "--out", str(vocab_dir), "--scheme", scheme, "--dim", "8", *extra])
+        == 0
+    )
     printed = capsys.readouterr().out
     assert f"scheme          {scheme}" in printed
     vocab = hm.EntityVocabulary.load(vocab_dir / "metaid_vocab.json")
     assert vocab.scheme == scheme and vocab.vector_dim == 8
     quick = ["--max-steps", "2", "--batch-size", "8", "--d-model", "32", "--warmup-steps", "0"]
-    assert main(["train", "--data", str(data), "--vocab", str(vocab_dir), "--out", str(model_dir), *quick]) == 0
-    assert main(["evaluate", str(model_dir), "--data", str(data), "--limit", "10"]) == 0
+    assert main(["train", "--data", str(tiny_file), "--vocab", str(vocab_dir), "--out", str(model_dir), *quick]) == 0
+    assert main(["evaluate", str(model_dir), "--data", str(tiny_file), "--limit", "10"]) == 0
     assert "users=10 " in capsys.readouterr().out
     assert main(["recommend", str(model_dir), "--user", "u3", "--k", "3"]) == 0
     rows = capsys.readouterr().out.strip().splitlines()[2:]

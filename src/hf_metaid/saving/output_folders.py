@@ -52,7 +52,11 @@ def check_output_folder(path: str | os.PathLike, overwrite: bool = False) -> Pat
         UnwritableOutputError: the parent folder cannot be made, or nothing can be written there (no permission, a
             read-only or full file system).
     """
-    path = _check_target(path, overwrite)
+    return _check_destination(_check_target(path, overwrite))
+
+
+def _check_destination(path: Path) -> Path:
+    """``path`` once a file could be written and flushed beside it and its killed runs' leftovers are cleared."""
     absolute = Path(os.path.abspath(path))
     check_writable(absolute.parent, absolute.name, make=True)
     clear_leftovers(absolute)
@@ -106,13 +110,18 @@ def _reason(err: OSError, folder: Path) -> str:
     return reason
 
 
-def _check_target(path: str | os.PathLike, overwrite: bool) -> Path:
-    """The checks of :func:`check_output_folder` on the target itself."""
+def _output_path(path: str | os.PathLike, overwrite: bool, kind: str) -> Path:
+    """``path`` as a ``Path`` once it and ``overwrite`` are of the types asked for (``kind``: folder or file)."""
     if not isinstance(path, (str, os.PathLike)) or not str(path):
-        raise InvalidArgumentError(f"the output folder must be a non-empty path, got {path!r}")
+        raise InvalidArgumentError(f"the output {kind} must be a non-empty path, got {path!r}")
     if not isinstance(overwrite, bool):
         raise InvalidArgumentError(f"overwrite must be True or False, got {overwrite!r}")
-    path = Path(path)
+    return Path(path)
+
+
+def _check_target(path: str | os.PathLike, overwrite: bool) -> Path:
+    """The checks of :func:`check_output_folder` on the target itself."""
+    path = _output_path(path, overwrite, "folder")
     if path.exists() and not path.is_dir():
         raise OutputExistsError(f"{path} exists and is not a folder; choose another output folder")
     if path.is_dir() and any(path.iterdir()):
@@ -136,12 +145,7 @@ def atomic_folder(target: str | os.PathLike, overwrite: bool = False) -> Iterato
     target = _check_target(target, overwrite)
     absolute = Path(os.path.abspath(target))
     clear_leftovers(absolute)
-    try:
-        absolute.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UnwritableOutputError(
-            f"{target}: its folder {absolute.parent} cannot be made ({_reason(err, absolute.parent)})"
-        ) from None
+    _make_parent(target, absolute)
     staging = _new_sibling(absolute, "partial", create=True)
     try:
         yield staging
@@ -150,6 +154,16 @@ def atomic_folder(target: str | os.PathLike, overwrite: bool = False) -> Iterato
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _make_parent(target: Path, absolute: Path) -> None:
+    """Make the folder that ``target`` (at ``absolute``) goes in, or say why it cannot be made."""
+    try:
+        absolute.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UnwritableOutputError(
+            f"{target}: its folder {absolute.parent} cannot be made ({_reason(err, absolute.parent)})"
+        ) from None
 
 
 def _publish(staging: Path, target: Path, absolute: Path, overwrite: bool) -> None:
@@ -220,11 +234,7 @@ def check_output_file(path: str | os.PathLike, overwrite: bool = False) -> Path:
         OutputExistsError: ``path`` is a folder, or a file and ``overwrite`` is not set.
         UnwritableOutputError: nothing can be written in its folder.
     """
-    path = _check_target_file(path, overwrite)
-    absolute = Path(os.path.abspath(path))
-    check_writable(absolute.parent, absolute.name, make=True)
-    clear_leftovers(absolute)
-    return path
+    return _check_destination(_check_target_file(path, overwrite))
 
 
 @contextlib.contextmanager
@@ -234,12 +244,7 @@ def atomic_file(target: str | os.PathLike, overwrite: bool = False) -> Iterator[
     or the whole new one, never a part. On an error the partial file is removed and ``target`` is left as it was."""
     target = _check_target_file(target, overwrite)
     absolute = Path(os.path.abspath(target))
-    try:
-        absolute.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UnwritableOutputError(
-            f"{target}: its folder {absolute.parent} cannot be made ({_reason(err, absolute.parent)})"
-        ) from None
+    _make_parent(target, absolute)
     partial = _new_sibling(absolute, "partial", create=False)
     try:
         yield partial
@@ -253,11 +258,7 @@ def atomic_file(target: str | os.PathLike, overwrite: bool = False) -> Iterator[
 
 def _check_target_file(path: str | os.PathLike, overwrite: bool) -> Path:
     """The checks of :func:`check_output_file` on the target itself."""
-    if not isinstance(path, (str, os.PathLike)) or not str(path):
-        raise InvalidArgumentError(f"the output file must be a non-empty path, got {path!r}")
-    if not isinstance(overwrite, bool):
-        raise InvalidArgumentError(f"overwrite must be True or False, got {overwrite!r}")
-    path = Path(path)
+    path = _output_path(path, overwrite, "file")
     if path.is_dir():
         raise OutputExistsError(f"{path} is a folder; name the file to write")
     if os.path.lexists(path) and not overwrite:
