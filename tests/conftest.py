@@ -1,6 +1,6 @@
 """Shared fixtures: small real data (a slice of the embedded Beauty), tiny random vocabularies and models, and a tiny
 synthetic data set with the helpers that train on it (training, saving and evaluation tests, and the worker that
-tests/test_training.py launches in two processes)."""
+tests/training/test_training.py launches in two processes)."""
 
 from __future__ import annotations
 

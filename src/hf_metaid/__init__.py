@@ -65,7 +65,7 @@ from .workflow.settings import ModelSettings, TrainingSettings
 # The files that travel with every saved model folder, so that it loads with trust_remote_code=True where hf_metaid
 # is not installed: they import only each other, the standard library, torch, transformers and transformers' own
 # requirements (numpy, tokenizers, huggingface_hub); datasets only inside EntityVocabulary.to_dataset/from_dataset.
-# tests/test_shipped_code.py holds them to that.
+# tests/model/test_shipped_code.py holds them to that.
 SHIPPED_FILES = (
     "configuration_metaid.py",
     "modeling_metaid.py",

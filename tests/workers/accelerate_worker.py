@@ -1,4 +1,4 @@
-"""The worker of the two-process training test (tests/test_training.py), launched with ``accelerate launch``.
+"""The worker of the two-process training test (tests/training/test_training.py), launched with ``accelerate launch``.
 
     accelerate launch --multi_gpu --num_processes 2 ... tests/workers/accelerate_worker.py OUT_DIR 2
 

@@ -1,5 +1,5 @@
-"""The worker of the kill test (tests/test_kill.py): runs one ``hf-metaid`` command again and again, each time killed
-with SIGKILL at a chosen file-system event of its save, and records what the output folder holds afterwards.
+"""The worker of the kill test (tests/cli/test_kill.py): runs one ``hf-metaid`` command again and again, each time
+killed with SIGKILL at a chosen file-system event of its save, and records what the output folder holds afterwards.
 
     python tests/workers/kill_worker.py CASES.json RESULTS.json
 

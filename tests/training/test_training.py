@@ -27,7 +27,7 @@ from workers.accelerate_worker import distributed_worker
 datasets.disable_progress_bars()
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-WORKER = Path(__file__).parent / "workers" / "accelerate_worker.py"
+WORKER = Path(__file__).resolve().parents[1] / "workers" / "accelerate_worker.py"
 
 
 def test_collator_pads_labels_with_minus_100(tiny):

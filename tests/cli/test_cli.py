@@ -249,8 +249,8 @@ def test_the_history_is_left_out_of_the_ranking_only_where_no_pair_repeats(beaut
 
 def test_each_command_starts_from_its_recipe_and_its_options_override_it():
     """index, train and demo take every default from the recipe --recipe names (fast unless asked; its settings are
-    tests/test_recipes.py's business): the parsed options give back exactly that recipe, each option given changes
-    its own field only, and evaluate keeps the paper's protocol unless asked."""
+    tests/workflow/test_recipes.py's business): the parsed options give back exactly that recipe, each option given
+    changes its own field only, and evaluate keeps the paper's protocol unless asked."""
     from hf_metaid.cli import build_parser
     from hf_metaid.cli.settings_options import _index_config, _model_and_training
 

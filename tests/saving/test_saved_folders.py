@@ -13,7 +13,7 @@ from ranking_checks import assert_same_recommendations
 
 pytestmark = pytest.mark.numerics  # rankings stored by another machine: rerun under other CPU kernels
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 @pytest.mark.parametrize("loader", ["auto", "load_for_inference"])

@@ -18,7 +18,7 @@ import hf_metaid as hm
 from conftest import write_beauty_lines
 from hf_metaid.evaluation.metrics import ranking_metrics
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 SMALL = ["--clusters", "4", "--d-model", "32", "--d-ff", "48", "--batch-size", "8", "--max-steps", "2"]
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]

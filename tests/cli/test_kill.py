@@ -18,7 +18,7 @@ import hf_metaid as hm
 from conftest import subprocess_env, write_beauty_lines
 from hf_metaid.cli import main
 
-WORKER = Path(__file__).parent / "workers" / "kill_worker.py"
+WORKER = Path(__file__).resolve().parents[1] / "workers" / "kill_worker.py"
 # Kill points drawn per case: every event of the small index saves, a sample of the model saves' 20-40.
 POINTS = {"index-new": 8, "index-over-old": 8, "train-over-old": 6, "train-lora-new": 4}
 QUICK = ["--max-steps", "1", "--d-model", "32", "--batch-size", "8", "--warmup-steps", "0", "--threads", "1"]

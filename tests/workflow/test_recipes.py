@@ -14,7 +14,7 @@ from hf_metaid.cli import main
 from hf_metaid.prompt_templates import seen_templates
 from hf_metaid.workflow.settings import load_templates
 
-REPOSITORY = Path(__file__).resolve().parents[1]
+REPOSITORY = Path(__file__).resolve().parents[2]
 RECIPE_COMMANDS = ("index", "train", "demo")
 
 
