@@ -375,6 +375,7 @@ def test_command_refuses_with_one_line(case, made, tmp_path, capsys, monkeypatch
         assert not list(out.parent.glob(f".{out.name}.*")), "a staging folder was left behind"
 
 
+@pytest.mark.slow
 def test_the_console_command_prints_one_line(made, tmp_path):
     """The same rule through the real console entry, where library warnings and logging reach stderr too: a LoRA
     folder is loaded (PEFT, transformers), then the data is refused."""

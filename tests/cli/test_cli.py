@@ -38,6 +38,7 @@ def test_every_subcommand_has_help(command, capsys):
     assert "usage: hf-metaid " + command in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_console_script_is_installed():
     result = subprocess.run([sys.executable, "-m", "hf_metaid.cli", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "index" in result.stdout and "demo" in result.stdout
@@ -196,6 +197,7 @@ def test_tiny_model_shape_options(tiny_file, tmp_path, capsys):
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 def test_demo_runs_end_to_end_on_a_small_file(tiny_file, tmp_path, capsys):
     out = tmp_path / "demo"
     small = ["--num-clusters", "4", "--d-model", "32", "--d-ff", "48", "--max-steps", "2", "--batch-size", "8"]

@@ -58,6 +58,7 @@ def killed(tmp_path_factory):
     return {name: (Path(case["out"]), results[name]) for name, case in cases.items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", POINTS)
 def test_a_killed_save_leaves_the_old_folder_or_none(killed, name):
     out, result = killed[name]
@@ -76,6 +77,7 @@ def test_a_killed_save_leaves_the_old_folder_or_none(killed, name):
     assert states & {"none", "old"}, "no kill landed before the new folder was in place"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["train-over-old", "train-lora-new"])
 def test_the_new_folder_of_an_uninterrupted_save_loads(killed, name):
     out, result = killed[name]

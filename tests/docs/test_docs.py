@@ -205,6 +205,7 @@ def code_blocks() -> list:
     return params
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("page", "index"), code_blocks())
 def test_code_block_runs(page, index, tmp_path_factory, monkeypatch, one_thread):
     run = RUNS[page]

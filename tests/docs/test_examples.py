@@ -17,6 +17,7 @@ def examples_importable(monkeypatch):
     monkeypatch.syspath_prepend(str(EXAMPLES))
 
 
+@pytest.mark.slow
 def test_train_beauty_trains_saves_and_evaluates(tmp_path, capsys):
     import train_beauty
 
@@ -37,6 +38,7 @@ def test_train_beauty_trains_saves_and_evaluates(tmp_path, capsys):
     assert (tmp_path / "final" / "config.json").is_file() and "saved to" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_lora_example_saves_an_adapter_that_reloads(tmp_path, capsys):
     import lora_accelerate
 
@@ -45,6 +47,7 @@ def test_lora_example_saves_an_adapter_that_reloads(tmp_path, capsys):
     assert "top-5 for user" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_paper_recipe_dry_run_trains_five_steps_and_reports(tmp_path):
     import paper_recipe
 

@@ -66,6 +66,7 @@ REMOTE_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("head", ["plain", "tree", "item-vectors"])
 def test_remote_code_load_without_the_package(tmp_path, model, tokenizer, head):
     """The folder's own code loads and scores as the package does (the logits read are those after a cluster

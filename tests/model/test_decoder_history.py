@@ -215,6 +215,7 @@ def test_decoder_history_examples_hold_every_training_item_once():
 
 
 # ---------------------------------------------------------------------------------- recommend, saving, loading
+@pytest.mark.slow
 @pytest.mark.numerics
 def test_recommend_reads_the_history_in_the_decoder_and_survives_save_load(tmp_path):
     tokenizer, model = decoder_pair(SHAPES[1], tree_softmax=True)

@@ -217,6 +217,7 @@ def test_a_vocabulary_from_a_hub_repository_builds_a_tokenizer(fitted, hub, tmp_
     assert hub.calls[-1][2]["revision"] == "v1"
 
 
+@pytest.mark.slow
 def test_train_takes_a_shared_vocabulary(fitted, hub, tmp_path, capsys):
     data = tmp_path / "tiny.txt"
     data.write_text("".join(" ".join([f"u{u}"] + [f"i{(u * 3 + k) % 12}" for k in range(5)]) + "\n" for u in range(16)))

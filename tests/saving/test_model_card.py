@@ -115,6 +115,7 @@ def test_a_lora_card_names_peft_and_its_base(tiny, tmp_path):
     assert "weights in `base/`" in card.text and "LoRA" in card.text
 
 
+@pytest.mark.slow
 def test_cli_train_then_evaluate_save_to_card(tmp_path, capsys):
     """The command path leaves a folder whose card holds the figures evaluate printed."""
     data = tmp_path / "tiny.txt"

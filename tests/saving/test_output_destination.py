@@ -149,6 +149,7 @@ def _leftover(beside: Path, kind: str, owner: str, size: int, folder: bool = Tru
     return path
 
 
+@pytest.mark.slow
 def test_a_write_removes_the_leftovers_of_killed_runs_and_spares_a_running_writers(tmp_path, capsys):
     data = write_beauty_lines(tmp_path / "slice.txt")
     out = tmp_path / "watched" / "vocab"
@@ -177,6 +178,7 @@ def test_a_write_removes_the_leftovers_of_killed_runs_and_spares_a_running_write
     assert len(said) == 4, said  # each once, though the command checks its output twice
 
 
+@pytest.mark.slow
 def test_a_folder_moved_aside_by_a_killed_replace_is_kept_until_its_target_is_written_again(tmp_path):
     out = tmp_path / "vocab"
     aside = _leftover(out, "replaced", owner_tag(_dead_pid()), 100)

@@ -115,6 +115,7 @@ def test_an_unknown_recipe_is_one_line_naming_the_known_ones(command, tmp_path, 
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_index_and_train_without_a_recipe_give_the_fast_model(tiny_file, tmp_path, capsys, monkeypatch):
     """``index`` then ``train`` with no recipe named build fast's vocabulary and model, on fast's torch threads."""
     import torch

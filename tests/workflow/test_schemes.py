@@ -226,6 +226,7 @@ def test_decoding_an_independent_vocabulary_matches_generate_and_brute_force(bea
     assert_same_ranking(items, scores, expected_items, expected_scores, atol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scheme", ["collaborative", "independent"])
 def test_index_train_evaluate_recommend_through_the_command(scheme, tiny_file, tmp_path, capsys):
     vocab_dir, model_dir = tmp_path / "vocab", tmp_path / "model"
