@@ -9,8 +9,8 @@ among real items; ``generate`` (with or without a trie), ``decode_items`` and ev
 constrained distribution, because the rule sits in the model's forward. With the history in the decoder
 (``config.metaid_history_in_decoder``) a rank token is followed by the next item's cluster token in training, so
 the row after a rank token is the row after the start token (at inference the item ends after its rank token).
-``benchmarks/tree_softmax.py`` measures what it buys on a small T5 (2+2 layers, skip-gram IDs): a lower validation
-loss at equal steps, the same hit rate.
+``benchmarks/results/tree_softmax.md`` records what it buys on a small T5 (2+2 layers, skip-gram IDs): a lower
+validation loss at equal steps, the same hit rate.
 """
 
 from __future__ import annotations
