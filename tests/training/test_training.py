@@ -15,6 +15,7 @@ import datasets
 import pytest
 import torch
 from transformers import TrainerCallback
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
 import hf_metaid as hm
 from conftest import fixed_batch, logits_of, named_vocabulary, quiet_args, tiny_model
@@ -81,15 +82,17 @@ def test_cpu_training_runs_torchs_deterministic_algorithms(tiny, tmp_path):
 def test_bf16_auto_follows_the_hardware(tmp_path, monkeypatch):
     assert not training_arguments(tmp_path).bf16  # off unless asked
     assert training_arguments(tmp_path, bf16=True, use_cpu=True).bf16
-    for amx in (True, False):  # on a CPU, "auto" means bf16 only with AMX tiles
+    for amx in (True, False):  # on a CPU "auto" is float32, AMX tiles or not (benchmarks/train_memory.py)
         monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda amx=amx: amx)
-        assert training_arguments(tmp_path, bf16="auto", use_cpu=True).bf16 is amx
+        assert training_arguments(tmp_path, bf16="auto", use_cpu=True).bf16 is False
+        assert training_arguments(tmp_path, bf16=True, use_cpu=True).bf16 is True  # asked for, it is on
         assert has_native_bf16(use_cpu=True) is amx
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     for supported in (False, True):  # on a GPU, with the GPU's bf16 support, whatever the CPU has
         monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda supported=supported: supported)
         assert has_native_bf16() is supported
     assert has_native_bf16(use_cpu=True) is False  # use_cpu trains on the CPU even where a GPU is
+    assert training_arguments(tmp_path, bf16="auto", use_cpu=True).bf16 is False
     with pytest.raises(ValueError, match="bf16"):
         training_arguments(tmp_path, bf16="on")
 
@@ -199,6 +202,23 @@ def test_length_grouped_sampling_gets_a_length_column_and_trims_padding(tiny, tm
 
 
 # ---------------------------------------------------------------------------------------------- multi-process
+def test_length_grouped_sampler_reads_the_lengths_once_as_a_list(tiny, tmp_path):
+    """The Trainer gives LengthGroupedSampler the dataset's lazy column, read one row at a time at every epoch start
+    (seconds per epoch on Beauty); the trainer's sampler holds a list instead, and draws the same batches as one built
+    from the lengths directly."""
+    _, tokenizer, dataset = tiny
+    args = quiet_args(tmp_path, per_device_train_batch_size=4, max_steps=2, train_sampling_strategy="group_by_length")
+    trainer = build_trainer(tiny_model(tokenizer), tokenizer, dataset, args)
+    sampler = trainer._get_train_sampler()
+    lengths = trainer.train_dataset["length"][:]
+    assert type(sampler.lengths) is list and sampler.lengths == lengths
+    reference = LengthGroupedSampler(4, lengths=lengths)
+    torch.manual_seed(5)
+    drawn = list(sampler)
+    torch.manual_seed(5)
+    assert drawn == list(reference) and sorted(drawn) == list(range(len(lengths)))
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

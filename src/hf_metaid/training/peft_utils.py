@@ -11,6 +11,7 @@ AUGMENTATION_MODULE = "metaid_augmentation"
 ITEM_OUTPUT_MODULE = "metaid_item_output"
 ITEM_INPUT_MODULE = "metaid_item_input"
 REPEAT_BIAS_MODULE = "metaid_repeat_bias"
+CHAIN_PRIOR_MODULE = "metaid_chain_prior"
 
 
 def is_peft(model) -> bool:

@@ -21,6 +21,7 @@ import datasets
 import torch
 from accelerate.utils import broadcast_object_list
 from transformers import PreTrainedModel, Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback
+from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.trainer_utils import EvalLoopOutput, IntervalStrategy
 
 from ..checks import check_int, check_number
@@ -28,7 +29,15 @@ from ..data.prompts import tokenize_prompts
 from ..errors import InvalidArgumentError
 from ..evaluation.evaluator import RecommendationEvaluator
 from .collator import MetaIDDataCollator
-from .peft_utils import AUGMENTATION_MODULE, ITEM_INPUT_MODULE, ITEM_OUTPUT_MODULE, REPEAT_BIAS_MODULE, is_peft, unwrap
+from .peft_utils import (
+    AUGMENTATION_MODULE,
+    CHAIN_PRIOR_MODULE,
+    ITEM_INPUT_MODULE,
+    ITEM_OUTPUT_MODULE,
+    REPEAT_BIAS_MODULE,
+    is_peft,
+    unwrap,
+)
 
 
 # ------------------------------------------------------------------------------------------------- configuration
@@ -44,8 +53,8 @@ def lora_config(
 
     ``trainable_token_indices={"shared": ids}`` trains only the new rows of the shared embedding (seen by encoder,
     decoder and the tied ``lm_head``); ``modules_to_save=["metaid_augmentation"]`` trains and saves F (and
-    ``"metaid_item_output"`` / ``"metaid_item_input"``, the items' own vectors, and ``"metaid_repeat_bias"``, where
-    the model has them).
+    ``"metaid_item_output"`` / ``"metaid_item_input"``, the items' own vectors, ``"metaid_repeat_bias"`` and
+    ``"metaid_chain_prior"``, where the model has them).
     """
     from peft import LoraConfig
 
@@ -71,6 +80,7 @@ def lora_config(
             *([ITEM_OUTPUT_MODULE] if config.metaid_item_output else []),
             *([ITEM_INPUT_MODULE] if config.metaid_item_input else []),
             *([REPEAT_BIAS_MODULE] if getattr(config, "metaid_repeat_bias", False) else []),
+            *([CHAIN_PRIOR_MODULE] if getattr(config, "metaid_chain_prior", 0) else []),
         ],
     }
     fields.update(overrides)
@@ -87,8 +97,11 @@ def training_arguments(
     visible, ``ddp_find_unused_parameters=False`` (every trainable parameter, F included, takes part in each step).
     Any keyword overrides them.
 
-    ``bf16``: ``True`` / ``False`` for bf16 mixed precision or not, ``"auto"`` for bf16 where the device that trains
-    runs it natively (:func:`has_native_bf16`); elsewhere it is emulated and slower than float32.
+    ``bf16``: ``True`` / ``False`` for bf16 mixed precision or not, ``"auto"`` for bf16 on a GPU that runs it
+    natively (:func:`has_native_bf16`) and float32 on a CPU. On a CPU with AMX tiles bf16 autocast trained the demo's
+    model at 20% fewer steps per CPU second than float32, to the same loss, and its oneDNN kernels, one compiled per
+    tensor shape, grew the resident memory by about 5 MB a step as the batches' shapes varied
+    (``benchmarks/results/train_memory.md``); ``True`` still asks for it.
 
     On a CPU ``full_determinism`` defaults to on (torch's deterministic algorithms): two CPU threads otherwise sum some
     gradients in a varying order, so the same seed gave another model at every run; on this project's 2-core
@@ -124,7 +137,8 @@ def training_arguments(
     }
     defaults.update(overrides)
     defaults.setdefault("full_determinism", bool(defaults["use_cpu"]))
-    defaults["bf16"] = has_native_bf16(defaults["use_cpu"]) if bf16 == "auto" else bf16
+    on_gpu = not defaults["use_cpu"] and torch.cuda.is_available()
+    defaults["bf16"] = (on_gpu and has_native_bf16()) if bf16 == "auto" else bf16
     try:
         return Seq2SeqTrainingArguments(output_dir=str(output_dir), **defaults)
     except (TypeError, ValueError) as err:  # an unknown keyword, or a value the Trainer's own checks refuse
@@ -235,6 +249,18 @@ class MetaIDTrainer(Seq2SeqTrainer):
         if self.args.world_size > 1:
             broadcast_object_list(metrics, from_process=0)
         return metrics[0]
+
+    def _get_train_sampler(self, train_dataset: datasets.Dataset | None = None) -> torch.utils.data.Sampler | None:
+        """The Trainer's sampler, with a length-grouped sampler's lengths read once into a list.
+
+        The Trainer hands ``LengthGroupedSampler`` the dataset's lazy length column, which the sampler then reads one
+        row at a time at every epoch start (1.6 CPU seconds for the demo's 23,692 windows, about 3% of an epoch's
+        training); the same lengths as a list give the same batches in milliseconds."""
+        sampler = super()._get_train_sampler(train_dataset)
+        lengths = getattr(sampler, "lengths", None)
+        if isinstance(sampler, LengthGroupedSampler) and not isinstance(lengths, list):
+            sampler.lengths = lengths[:] if isinstance(lengths, datasets.arrow_dataset.Column) else list(lengths)
+        return sampler
 
 
 def build_trainer(
