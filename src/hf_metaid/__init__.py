@@ -32,6 +32,7 @@ from .errors import (
     UnwritableOutputError,
     VocabularyMismatchError,
 )
+from .evaluation.chain_calibration import ChainCalibration, calibrate_chain_prior
 from .evaluation.evaluator import RecommendationEvaluator, evaluate_recommender
 from .indexing import (
     BaseIndexer,
@@ -61,6 +62,7 @@ from .workflow.build import tiny_t5_config
 from .workflow.recipes import Recipe
 from .workflow.recommendation_table import recommend_all
 from .workflow.settings import ModelSettings, TrainingSettings
+from .workflow.training_run import set_chain_counts
 
 # The files that travel with every saved model folder, so that it loads with trust_remote_code=True where hf_metaid
 # is not installed: they import only each other, the standard library, torch, transformers and transformers' own
@@ -80,6 +82,7 @@ SHIPPED_FILES = (
     "tree_softmax.py",
     "item_output.py",
     "repeat_bias.py",
+    "chain_prior.py",
     "errors.py",
     "checks.py",
 )
@@ -100,6 +103,7 @@ __all__ = [
     "BaseIndexer",
     "BaseModelMismatchError",
     "BlockIndexerConfig",
+    "ChainCalibration",
     "CollaborativeIndexer",
     "CollaborativeIndexerConfig",
     "DataWarning",
@@ -137,6 +141,7 @@ __all__ = [
     "build_prompts",
     "build_trainer",
     "build_training_prompts",
+    "calibrate_chain_prior",
     "catalogue",
     "count_training_samples",
     "decode_items",
@@ -153,6 +158,7 @@ __all__ = [
     "recipes",
     "recommend_all",
     "save_for_inference",
+    "set_chain_counts",
     "tiny_t5_config",
     "tokenize_prompts",
     "training_arguments",

@@ -182,6 +182,19 @@ MODEL_OPTIONS: tuple[ModelOption, ...] = (
         why="it scores the items the decoder has read",
         card="a learned score of items already read",
     ),
+    ModelOption(
+        "chain_prior",
+        "int",
+        0,
+        "The item chain's counts as a learned prior: how many followers per item to keep of the training sequences' "
+        "transition counts n(j → i). The logit of each cluster token gets γ_c · log(1 + n(j → c)) and the rank token "
+        "of each item i of the chosen cluster γ_r · log(1 + n(j → i)), j the last item the decoder has read; γ starts "
+        "at 0 and is learned, the counts are set from the training split and saved with the weights. 0: no prior.",
+        minimum=0,
+        needs="history_in_decoder",
+        why="it reads the last item from the decoder's sequence",
+        card="the item chain's counts as a learned prior",
+    ),
 )
 
 # Fields the tokenizer's vocabulary sets (``from_base``, ``extend_vocabulary``), never chosen.
@@ -299,6 +312,7 @@ class MetaIDConfig(T5Config):
     metaid_item_loss: float = _default("item_loss")
     metaid_item_loss_negatives: int = _default("item_loss_negatives")
     metaid_repeat_bias: bool = _default("repeat_bias")
+    metaid_chain_prior: int = _default("chain_prior")
     metaid_num_items: int = _default("num_items")
 
     def __post_init__(self, **kwargs) -> None:

@@ -134,6 +134,7 @@ class MetaIDItemOutput(nn.Module):
         first_cluster_token: int,
         negatives: int = 0,
         repeat: tuple[nn.Module, torch.Tensor] | None = None,
+        prior: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Cross-entropy of each target item over every item, scored ``h · u_j + b_j`` from the state that predicts
         the item's cluster token: the full-softmax objective of a sequential recommender, on the item output's own
@@ -150,7 +151,10 @@ class MetaIDItemOutput(nn.Module):
 
         ``repeat`` = ``(bias, codes)``: a :class:`~hf_metaid.repeat_bias.MetaIDRepeatBias` and, per position of
         ``labels``, the codes of the items read up to it (B, L, S; ``codes_read_before``), so that an item already read
-        is scored with the same β as at the rank step."""
+        is scored with the same β as at the rank step.
+
+        ``prior`` = ``(followers, scores)``, each (B, L, n): per position of ``labels``, item numbers (-1: none) and
+        what the chain prior (:mod:`hf_metaid.chain_prior`) adds to their scores, as at the rank step."""
         code = pair_codes(labels[:, 1:], labels[:, :-1], first_cluster_token, *item_mask.shape)
         item = item_numbers(item_mask)[code.clamp(min=0)]
         inside = (code >= 0) & (item >= 0)
@@ -175,6 +179,12 @@ class MetaIDItemOutput(nn.Module):
             if column is not None:
                 read = torch.where(read >= 0, column[read.clamp(min=0)], -1)
             scores = bias.add_at(scores, read)
+        if prior is not None:
+            followers, added = (part[:, :-1][inside] for part in prior)  # (P, n)
+            if column is not None:
+                followers = torch.where(followers >= 0, column[followers.clamp(min=0)], -1)
+            valid = followers >= 0
+            scores = scores.scatter_add(-1, followers.clamp(min=0), added.to(scores.dtype) * valid)
         return nn.functional.cross_entropy(scores, targets)
 
 

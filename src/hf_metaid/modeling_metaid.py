@@ -21,6 +21,7 @@ from transformers.models.t5.modeling_t5 import T5Stack
 from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.generic import can_return_tuple
 
+from .chain_prior import MetaIDChainPrior, transition_codes
 from .checks import check_choice, check_int
 from .configuration_metaid import MODEL_OPTIONS, OPTION_NAMES, OPTIONS, MetaIDConfig, check_model_options
 from .errors import InvalidArgumentError, VocabularyMismatchError
@@ -31,7 +32,7 @@ from .repeat_bias import MetaIDRepeatBias, codes_read_before
 from .tree_softmax import check_labels, next_token_table
 
 # The options whose modules read the tokenizer's items (their item tables come from it).
-ITEM_TABLE_OPTIONS = ("tree_softmax", "item_output", "item_input")
+ITEM_TABLE_OPTIONS = ("tree_softmax", "item_output", "item_input", "chain_prior")
 
 
 class MetaIDAugmentation(nn.Module):
@@ -233,7 +234,7 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
                 )
         recorded = {option.name: base_config[option.field] for option in MODEL_OPTIONS if option.field in base_config}
         options = check_model_options({**recorded, **given})
-        item_vectors = options["item_output"] or options["item_input"]
+        item_vectors = options["item_output"] or options["item_input"] or options["chain_prior"]
         fields = {
             **{OPTIONS[name].field: value for name, value in options.items()},
             "metaid_vector_dim": vocabulary.vector_dim,
@@ -349,7 +350,7 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
         and bias, bit for bit (under its new number: items are numbered in (cluster, rank) order, so new items fall
         in between), and a new item starts at zero, i.e. scored by its shared ID tokens alone until it trains."""
         config = self.config
-        if not (config.metaid_item_output or config.metaid_item_input):
+        if not (config.metaid_item_output or config.metaid_item_input or config.metaid_chain_prior):
             return
         new_items = self._item_table(tokenizer)
         with torch.no_grad():
@@ -364,6 +365,8 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
                 module.weight = nn.Parameter(regrow_item_rows(module.weight, module.item_mask, new_items))
                 module.item_mask = new_items.to(module.item_mask.device)
                 module._index = None
+            if config.metaid_chain_prior:
+                self.metaid_chain_prior.regrow(new_items)
         self._set_stack_fields(metaid_num_items=int(new_items.sum()))
 
     # ------------------------------------------------------------------------------------------- tree softmax
@@ -374,8 +377,8 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
         if isinstance(module, MetaIDItemOutput):
             init.zeros_(module.weight)  # an untrained item output changes no logit
             init.zeros_(module.bias)
-        if isinstance(module, MetaIDRepeatBias):
-            init.zeros_(module.weight)  # an untrained repeat bias changes no logit
+        if isinstance(module, (MetaIDRepeatBias, MetaIDChainPrior)):
+            init.zeros_(module.weight)  # an untrained repeat bias or chain prior changes no logit
 
     def _register_item_mask(self) -> None:
         clusters = self.config.metaid_num_clusters
@@ -467,6 +470,36 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
         """
         self.configure(repeat_bias=enabled)
 
+    def set_chain_prior(self, tokenizer, sequences=None, successors: int = 50) -> None:
+        """Give the model the item chain's counts as a learned prior (:mod:`hf_metaid.chain_prior`), or take it away
+        (``successors=0``): ``configure(tokenizer, chain_prior=successors)``, then the counts of ``sequences``.
+
+        ``sequences``: each user's training items (raw ids) in order (the training run passes its split's); items
+        the vocabulary lacks are skipped. On, the decoder's cluster and rank steps get
+        ``γ log(1 + n)`` of the transitions from the last item read, in the training loss (each target's own
+        transition left out), ``generate`` and ``recommend`` alike; γ starts at 0, and the counts and γ are saved with
+        the weights. It needs the history in the decoder. LoRA trains γ in full.
+        """
+        self.configure(tokenizer, chain_prior=successors)
+        if successors and sequences is not None:
+            self.count_transitions(tokenizer, sequences)
+
+    def count_transitions(self, tokenizer, sequences) -> int:
+        """Set the chain prior's counts from ``sequences`` (each a user's training items, raw ids, in order; items
+        the vocabulary lacks are skipped); returns how many transitions were counted.
+
+        Raises:
+            InvalidArgumentError: the model has no chain prior.
+        """
+        if not self.config.metaid_chain_prior:
+            raise InvalidArgumentError("the model has no chain prior: configure(tokenizer, chain_prior=50) first")
+        self.check_tokenizer(tokenizer)
+        vocabulary = tokenizer.entity_vocabulary
+        coded = [[vocabulary.item_code(item) for item in items if vocabulary.has_item(item)] for items in sequences]
+        pairs = transition_codes(coded, vocabulary.num_ranks)
+        self.metaid_chain_prior.set_counts(pairs, self._item_table(tokenizer))
+        return len(pairs)
+
     @property
     def item_input_stack(self) -> _ItemInputStack:
         """Where the item input lives: the stack that reads the history (the decoder with
@@ -489,7 +522,7 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
                 self.metaid_item_mask = table
         else:
             self._buffers.pop("metaid_item_mask", None)
-        if table is not None and (config.metaid_item_output or config.metaid_item_input):
+        if table is not None and (config.metaid_item_output or config.metaid_item_input or config.metaid_chain_prior):
             self._set_num_items(int(table.sum()))
         if not config.metaid_item_output:
             self._modules.pop("metaid_item_output", None)
@@ -512,6 +545,21 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
             self._modules.pop("metaid_repeat_bias", None)
         elif "metaid_repeat_bias" not in self._modules:
             self.metaid_repeat_bias = MetaIDRepeatBias().to(device)
+        prior = self._modules.get("metaid_chain_prior")
+        if not config.metaid_chain_prior:
+            self._modules.pop("metaid_chain_prior", None)
+        elif (
+            prior is None
+            or getattr(prior, "followers", None) is None
+            or prior.followers.shape[1] != config.metaid_chain_prior
+        ):
+            clusters = config.metaid_num_clusters
+            ranks = config.metaid_num_new_tokens - clusters
+            self.metaid_chain_prior = MetaIDChainPrior(
+                config.metaid_num_items, config.metaid_chain_prior, clusters, ranks
+            ).to(device)
+        if config.metaid_chain_prior and table is not None and isinstance(self.metaid_chain_prior, MetaIDChainPrior):
+            self.metaid_chain_prior.item_mask.copy_(table)
 
     def _set_stack_fields(self, **fields) -> None:
         """Set config fields on the model and on both stacks' own copies of the config."""
@@ -589,12 +637,17 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
         # generate feeds one new token per step after the first: the whole sequence comes beside it (see
         # prepare_inputs_for_generation), for the repeat bias to see the items read before.
         sequence = kwargs.pop("metaid_decoder_sequence", None)
-        adjusted = config.metaid_tree_softmax or config.metaid_item_output or config.metaid_repeat_bias
+        adjusted = (
+            config.metaid_tree_softmax
+            or config.metaid_item_output
+            or config.metaid_repeat_bias
+            or config.metaid_chain_prior
+        )
         if adjusted and decoder_input_ids is None:
             if labels is None or decoder_inputs_embeds is not None:
                 raise ValueError(
-                    "the tree softmax, the item output and the repeat bias need decoder_input_ids or labels (they "
-                    "read the previous tokens)"
+                    "the tree softmax, the item output, the repeat bias and the chain prior need decoder_input_ids "
+                    "or labels (they read the previous tokens)"
                 )
             decoder_input_ids = self._shift_right(labels)
         captured: list[torch.Tensor] = []
@@ -623,8 +676,14 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
                 hook.remove()
         if not adjusted:
             return output
+        followers = None
+        if config.metaid_chain_prior:  # while training, each target's own transition leaves its count
+            context = (decoder_input_ids if sequence is None else sequence).to(output.logits.device)
+            followers = self.metaid_chain_prior.followers_at(
+                context, decoder_input_ids.to(context.device), config.metaid_first_new_id, labels
+            )
         output.logits = self.adjust_logits(
-            output.logits, captured[-1] if captured else None, decoder_input_ids, sequence
+            output.logits, captured[-1] if captured else None, decoder_input_ids, sequence, followers
         )
         if labels is not None:
             labels = labels.to(output.logits.device)
@@ -639,6 +698,7 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
                     config.metaid_first_new_id,
                     config.metaid_item_loss_negatives,
                     self._read_items(decoder_input_ids.to(labels.device)),
+                    None if followers is None else (followers[0], self.metaid_chain_prior.item_scores(followers[1])),
                 )
         return output
 
@@ -648,12 +708,16 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
         hidden: torch.Tensor | None,
         previous: torch.Tensor,
         sequence: torch.Tensor | None = None,
+        followers: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """The language-model head's ``logits`` (…, T, V) with the item output's scores, the repeat bias and the tree
-        softmax's bias added, float32. ``hidden`` is what the head read (for the item output), ``previous`` (…, T)
-        the token each position follows, ``sequence`` the decoder's tokens read so far for the repeat bias: (…, S)
-        ending with ``previous``, or (…, T, S) one per position (a beam's) ending with its token; default
-        ``previous``. The model's forward and the fast decoder both call it, so every decoding path scores alike."""
+        """The language-model head's ``logits`` (…, T, V) with the item output's scores, the repeat bias, the chain
+        prior and the tree softmax's bias added, float32. ``hidden`` is what the head read (for the item output),
+        ``previous`` (…, T) the token each position follows, ``sequence`` the decoder's tokens read so far for the
+        repeat bias and the chain prior: (…, S) ending with ``previous``, or (…, T, S) one per position (a beam's)
+        ending with its token; default ``previous``. ``followers``: the chain prior's ``(followers, counts)`` at each
+        position where the caller has them (the training forward's, with each target's own transition out), else
+        read from ``sequence``. The model's forward and the fast decoder both call it, so every decoding path scores
+        alike."""
         config = self.config
         logits = logits.float()
         first, clusters, ranks = self._id_layout()
@@ -666,6 +730,12 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
                 logits.unsqueeze(-2) if per_position else logits, sequence, first, clusters, ranks
             )
             logits = logits.squeeze(-2) if per_position else logits
+        if config.metaid_chain_prior:
+            prior = self.metaid_chain_prior
+            if followers is None:
+                context = (previous if sequence is None else sequence).to(logits.device)
+                followers = prior.followers_at(context, previous.to(logits.device), first)
+            logits = prior(logits, previous, *followers, first)
         if config.metaid_tree_softmax:
             logits = logits + self.next_token_bias(previous, logits.shape[-1]).to(logits.device)
         return logits
@@ -687,7 +757,7 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
         """GenerationMixin's inputs, plus (with the repeat bias) the decoder's whole sequence so far: with a cache
         ``generate`` feeds only the newest token, and the repeat bias must see the items read before it."""
         inputs = super().prepare_inputs_for_generation(input_ids, *args, **kwargs)
-        if self.config.metaid_repeat_bias:
+        if self.config.metaid_repeat_bias or self.config.metaid_chain_prior:
             inputs["metaid_decoder_sequence"] = input_ids
         return inputs
 

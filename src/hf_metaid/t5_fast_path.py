@@ -91,8 +91,9 @@ def _decoder_gap(model) -> str | None:
 
 
 def _adjusts_logits(config) -> bool:
-    """Whether the model adds to its language-model head's logits (tree softmax, item output, repeat bias)."""
-    names = ("metaid_tree_softmax", "metaid_item_output", "metaid_repeat_bias")
+    """Whether the model adds to its language-model head's logits (tree softmax, item output, repeat bias, chain
+    prior)."""
+    names = ("metaid_tree_softmax", "metaid_item_output", "metaid_repeat_bias", "metaid_chain_prior")
     return any(bool(getattr(config, name, False)) for name in names)
 
 
@@ -192,9 +193,10 @@ class BeamDecoder:
         self.context: list[tuple[torch.Tensor, torch.Tensor]] = []
         # (N, 1): the token before the first one fed to step (the context's last; none without a context).
         self.previous = torch.full((n, 1), -1, dtype=torch.long, device=device)
-        # (N, B, S): each beam's tokens so far, context included, where the repeat bias reads them (else None).
+        # (N, B, S): each beam's tokens so far, context included, where the repeat bias or the chain prior reads them
+        # (else None).
         self.sequence = None
-        if getattr(config, "metaid_repeat_bias", False):
+        if getattr(config, "metaid_repeat_bias", False) or getattr(config, "metaid_chain_prior", 0):
             self.sequence = torch.empty((n, 1, 0), dtype=torch.long, device=device)
             if context is not None:
                 self.sequence = context.unsqueeze(1)

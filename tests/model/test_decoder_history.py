@@ -3,11 +3,6 @@ tree softmax of the mode, the training examples, and ``recommend`` / saving / Lo
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
@@ -19,6 +14,7 @@ from hf_metaid.decoding import decode_items
 from hf_metaid.item_tree import trie_prefix_allowed_tokens_fn
 from hf_metaid.prompt_templates import COMPACT_TEMPLATES, check_templates
 from ranking_checks import assert_beam_cuts_clear, assert_same_ranking, assert_same_recommendations
+from remote_code import run_remote
 from test_auto_loading import REMOTE_SCRIPT
 from test_decoding import SHAPES, make_pair, names, with_lora
 
@@ -238,20 +234,11 @@ def test_recommend_reads_the_history_in_the_decoder_and_survives_save_load(tmp_p
         reloaded.recommend(tokenizer, user="u1", history=history, k=5, exclude_seen=True), got, atol=1e-5
     )
 
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
     script = REMOTE_SCRIPT.replace(
         'model.recommend(tok, user="u1", k=4)', 'model.recommend(tok, user="u1", history=["i3", "i7", "i11"], k=4)'
     )
     assert script != REMOTE_SCRIPT
-    result = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path), "user " + tokenizer.user_tokens("u1")],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    remote = json.loads(result.stdout.strip().splitlines()[-1])
+    remote = run_remote(script, tmp_path, "user " + tokenizer.user_tokens("u1"))
     # another process, which may run with another thread count: the lists up to ties, the scores to 1e-5
     assert_same_recommendations(remote["recs"], model.recommend(tokenizer, user="u1", history=history, k=4), atol=1e-5)
 

@@ -19,13 +19,19 @@ from hf_metaid.workflow.settings import ModelSettings
 
 # Every rule between options the code has: (the option, the one it needs). A rule added to or dropped from the table
 # must be added or dropped here too, with its tests.
-RULES = {("item_loss", "item_output"), ("item_loss_negatives", "item_loss"), ("repeat_bias", "history_in_decoder")}
+RULES = {
+    ("item_loss", "item_output"),
+    ("item_loss_negatives", "item_loss"),
+    ("repeat_bias", "history_in_decoder"),
+    ("chain_prior", "history_in_decoder"),
+}
 # A value that turns each ruled option on, and the options that make it valid.
-ON = {"item_loss": 0.5, "item_loss_negatives": 3, "repeat_bias": True}
+ON = {"item_loss": 0.5, "item_loss_negatives": 3, "repeat_bias": True, "chain_prior": 4}
 VALID = {
     "item_loss": {"item_output": True},
     "item_loss_negatives": {"item_output": True, "item_loss": 0.5},
     "repeat_bias": {"history_in_decoder": True},
+    "chain_prior": {"history_in_decoder": True},
 }
 BACKBONE_SETTINGS = {"base", "d_model", "d_ff", "layers", "dropout", "init_new_rows"}
 
@@ -130,10 +136,10 @@ def test_configure_refuses_unknown_options_and_item_options_without_the_tokenize
 # --------------------------------------------------------------------------------- every combination of options
 def item_option_combinations():
     """Every valid combination of the options that add modules or change the objective."""
-    for tree, item_input, (history, repeat), (output, loss, negatives) in itertools.product(
+    for tree, item_input, (history, repeat, chain), (output, loss, negatives) in itertools.product(
         (False, True),
         (False, True),
-        ((False, False), (True, False), (True, True)),
+        ((False, False, 0), (True, False, 0), (True, True, 0), (True, True, 4)),
         ((False, 0.0, 0), (True, 0.0, 0), (True, 0.5, 0), (True, 0.5, 3)),
     ):
         yield {
@@ -141,6 +147,7 @@ def item_option_combinations():
             "item_input": item_input,
             "history_in_decoder": history,
             "repeat_bias": repeat,
+            "chain_prior": chain,
             "item_output": output,
             "item_loss": loss,
             "item_loss_negatives": negatives,
@@ -166,6 +173,7 @@ def test_from_base_builds_every_combination_that_runs_and_reloads(options, tmp_p
     assert {name: model.config.model_options()[name] for name in options} == options
     assert ("metaid_item_output" in model._modules) == options["item_output"]
     assert ("metaid_repeat_bias" in model._modules) == options["repeat_bias"]
+    assert ("metaid_chain_prior" in model._modules) == bool(options["chain_prior"])
     assert model.item_input_stack.has_item_input == options["item_input"]
     assert not (model.encoder if options["history_in_decoder"] else model.decoder).has_item_input
     batch = tokenizer([f"user {tokenizer.user_tokens('u1')}"], return_tensors="pt")

@@ -22,7 +22,7 @@ TRAINING_COLUMNS = ("source", "target")
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
-def _user_sequences(train: datasets.Dataset) -> tuple[list[str], list[list[str]]]:
+def training_sequences(train: datasets.Dataset) -> tuple[list[str], list[list[str]]]:
     """Users (first-appearance order) and their training items in chronological order (``position`` if present)."""
     columns = train.column_names if isinstance(train, datasets.Dataset) else type(train).__name__
     for column in ("user", "item"):
@@ -100,7 +100,7 @@ def count_training_samples(train: datasets.Dataset, tasks: Sequence[str] = TASKS
     Sequential: one per training position ``i >= 1`` of every user (``sum(len(items) - 1)``; 131,413 on Beauty).
     Direct: one per training interaction (``sum(len(items))``).
     """
-    _, sequences = _user_sequences(train)
+    _, sequences = training_sequences(train)
     counts = {"sequential": sum(max(len(s) - 1, 0) for s in sequences), "direct": sum(len(s) for s in sequences)}
     for task in tasks:
         if task not in TASKS:
@@ -142,7 +142,7 @@ def build_training_prompts(
     seen = {task: seen_templates(templates, task) for task in tasks}
     check_max_history(max_history)
     vocabulary = _vocabulary_of(tokenizer)
-    users, sequences = _user_sequences(train)
+    users, sequences = training_sequences(train)
     for group in seen.values():  # fail before any work on a bad templates_per_sample
         _templates_for_samples(np.random.default_rng(0), 0, len(group), templates_per_sample)
     item_tokens = {item: vocabulary.item_tokens(item) for item in dict.fromkeys(i for s in sequences for i in s)}
@@ -215,7 +215,7 @@ def build_decoder_history_examples(
     check_max_history(max_history)
     seen = seen_templates(TEMPLATES if templates is None else templates, "direct")
     vocabulary = _vocabulary_of(tokenizer)
-    users, sequences = _user_sequences(train)
+    users, sequences = training_sequences(train)
 
     def expand(batch: dict, indices: list[int]) -> dict:
         sources: list[str] = []
