@@ -10,11 +10,13 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from hf_metaid.evaluation.chain_calibration import calibrate_chain_prior
 from hf_metaid.evaluation.evaluator import evaluate_recommender
 from hf_metaid.saving.inference_folder import save_for_inference
 from hf_metaid.saving.output_folders import atomic_file
 from hf_metaid.workflow.recipes import Recipe
 from hf_metaid.workflow.schemes import build_vocabulary
+from hf_metaid.workflow.splitting import decide_exclude_seen
 from hf_metaid.workflow.training_run import train
 
 # (protocol name in the result files, exclude_seen)
@@ -53,6 +55,12 @@ def train_and_save(
     vocabulary = build_vocabulary(splits["train"], names, recipe.index, scheme=recipe.scheme, source=source)
     index_seconds = time.perf_counter() - started
     result = train(splits["train"], vocabulary, training_folder, recipe.model, recipe.training)
+    calibrated = {}
+    if recipe.model.chain_prior:  # its weights set on validation, as the commands do (evaluation.chain_calibration)
+        exclude = recipe.exclude_seen
+        exclude = decide_exclude_seen(splits["train"])[0] if exclude is None else exclude
+        chosen = calibrate_chain_prior(result.model, result.tokenizer, splits["validation"], exclude_seen=exclude)
+        calibrated = {"chain_calibration": {"scale": chosen.scale, "scores": chosen.scores, "users": chosen.users}}
     save_for_inference(result.trainer, result.tokenizer, model_folder, overwrite=True)
     state = result.trainer.state
     return {
@@ -61,6 +69,7 @@ def train_and_save(
         "train_loss": result.loss,
         "steps": state.global_step,
         "epochs": state.epoch,
+        **calibrated,
     }
 
 

@@ -221,6 +221,16 @@ ARMS: dict[str, tuple[dict, dict, str]] = {
         {**ANONYMOUS_W20, "epochs": 16.0},
         "the demo's recipe with the learned repeat score",
     ),
+    "dec-small-e16-item-io-anon-drop0.3-loss1-neg1024-chain50": (
+        {**SAMPLED, "chain_prior": 50},
+        {**ANONYMOUS_W20, "epochs": 16.0},
+        "the demo's recipe with the item chain's counts as a learned prior (50 followers per item)",
+    ),
+    "dec-small-e16-item-io-anon-drop0.3-loss1-neg1024-chain50-repeat": (
+        {**SAMPLED, "chain_prior": 50, "repeat_bias": True},
+        {**ANONYMOUS_W20, "epochs": 16.0},
+        "the demo's recipe with the chain prior and the learned repeat score",
+    ),
     "dec-small-e24-item-io-anon-drop0.3-loss1-k200": (
         {**NARROW, "item_loss": 1.0},
         {**ANONYMOUS_W20, "epochs": 24.0},

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import os
+import resource
 import subprocess
 import sys
 
@@ -214,6 +215,12 @@ def test_demo_runs_end_to_end_on_a_small_file(tiny_file, tmp_path, capsys):
     assert [part.split("=")[0] for part in last] == ["HR@5", "HR@10", "NDCG@5", "NDCG@10"]
     results = json.loads((out / "demo_results.json").read_text())
     assert f"HR@10={results['hr@10']:.4f}" in last and results["exclude_seen"] is True
+    # The peak resident memory is printed beside the timings, in GB, as this process's ru_maxrss counts it.
+    peak = [line for line in printed.splitlines() if "peak memory GB" in line]
+    assert len(peak) == 1
+    printed_peak = float(peak[0].split()[-1])
+    so_far = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # KiB on Linux
+    assert 0.05 < printed_peak <= so_far + 0.01 and results["peak_memory_gb"] == pytest.approx(printed_peak, abs=0.01)
     card = ModelCard.load(out / "README.md")  # the card holds the figures the demo measured
     measured = {r.metric_type: r.metric_value for r in card.data.eval_results}
     assert measured["hr@10"] == pytest.approx(results["hr@10"], abs=1e-6) and set(measured) == {

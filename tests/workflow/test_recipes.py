@@ -38,14 +38,19 @@ def test_fast_and_best_read_the_history_in_the_decoder_and_learn_every_item():
         assert all("{user}" not in text for text in seen_templates(load_templates(recipe.model.templates), "direct"))
         assert recipe.index.embedding == "spectral" and recipe.threads == 1 and recipe.exclude_seen is None
     assert fast.model.item_loss > 0 and fast.model.item_loss_negatives > 0 and not fast.model.repeat_bias
-    assert base == dataclasses.replace(  # fast is the benchmarks' base with more clusters and the all-items objective
+    assert base == dataclasses.replace(  # fast is the benchmarks' base with the all-items objective and the chain prior
         fast,
-        index=dataclasses.replace(fast.index, num_clusters=base.index.num_clusters),
-        model=dataclasses.replace(fast.model, item_loss=0.0, item_loss_negatives=0),
+        model=dataclasses.replace(fast.model, item_loss=0.0, item_loss_negatives=0, chain_prior=0),
+        training=dataclasses.replace(fast.training, time_budget=0.0),  # the benchmarks' base trains fixed epochs
     )
-    assert base.index.num_clusters < fast.index.num_clusters
+    assert base.index == fast.index
     assert best.model.repeat_bias and best.training.epochs > fast.training.epochs
-    assert best.model == dataclasses.replace(fast.model, repeat_bias=True)
+    # fast fits the demo in 15 minutes, best its training in 60; the others train their fixed epochs
+    assert (fast.training.time_budget, best.training.time_budget) == (15.0, 60.0)
+    others = [hm.recipes.get(name).training for name in hm.recipes.names() if name not in ("fast", "best")]
+    assert others and all(training.time_budget == 0 for training in others)
+    assert fast.model.chain_prior and not best.model.chain_prior  # best's arm was measured without the chain prior
+    assert best.model == dataclasses.replace(fast.model, repeat_bias=True, chain_prior=0)
 
 
 def test_paper_is_the_papers_prompt_mode():
@@ -69,7 +74,7 @@ def _slots(template: str) -> list[str]:
 @pytest.mark.parametrize(
     ("name", "arm"),
     [
-        ("fast", "dec-small-e16-item-io-anon-drop0.3-loss1-neg1024-k200"),
+        ("fast", "dec-small-e16-item-io-anon-drop0.3-loss1-neg1024-chain50"),
         ("best", "dec-small-e60-item-io-anon-drop0.3-loss1-neg1024-repeat"),
         ("decoder-k100", "dec-small-e16-item-io-anon-drop0.3"),
         ("fast-prompt", "prompt-demo"),
@@ -85,7 +90,8 @@ def test_a_recipe_is_the_benchmark_arm_its_figures_came_from(name, arm, monkeypa
     recipe, measured = hm.recipes.get(name), quality_budget.arm_recipe(arm)
     assert _words(measured.model.templates) == _words(recipe.model.templates)
     same_words = dataclasses.replace(measured.model, templates=recipe.model.templates)
-    assert (measured.index, same_words, measured.training) == (recipe.index, recipe.model, recipe.training)
+    fixed_length = dataclasses.replace(recipe.training, time_budget=0.0)  # the figures came from fixed epochs
+    assert (measured.index, same_words, measured.training) == (recipe.index, recipe.model, fixed_length)
     assert quality_budget.arm_recipe(f"recipe-{name}") == recipe
 
 

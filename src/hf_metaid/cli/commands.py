@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -58,20 +59,50 @@ def run_index(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------------------ train
 def _train_and_save(
-    settings: tuple[ModelSettings, TrainingSettings], train_split, vocabulary, out: Path, overwrite: bool
+    settings: tuple[ModelSettings, TrainingSettings],
+    train_split,
+    vocabulary,
+    out: Path,
+    overwrite: bool,
+    calibration: tuple | None = None,
+    **budget,
 ):
     """The pipeline's training run, saved as one folder for inference. The Trainer's own folder is a scratch one:
-    nothing is checkpointed, and ``out`` only appears once the saved folder is complete."""
+    nothing is checkpointed, and ``out`` only appears once the saved folder is complete. ``budget``: the time
+    budget's start and reserve (:func:`~hf_metaid.workflow.training_run.train`); ``calibration``: the validation
+    split and protocol the chain prior's weights are set on (:func:`_calibrate`)."""
     from ..saving.inference_folder import save_for_inference
     from ..workflow.training_run import train
 
     with tempfile.TemporaryDirectory(prefix="hf-metaid-run-") as scratch:
-        run = train(train_split, vocabulary, scratch, *settings)
+        run = train(train_split, vocabulary, scratch, *settings, **budget)
+        _calibrate(run, calibration)
         save_for_inference(run.trainer, run.tokenizer, out, overwrite=overwrite)
     return run
 
 
-def _train_further_and_save(folder: str, settings: TrainingSettings, train_split, out: Path, overwrite: bool):
+def _calibrate(run, calibration: tuple | None) -> None:
+    """Set the chain prior's weights on validation (:mod:`hf_metaid.evaluation.chain_calibration`), where the model
+    has the prior and a validation split was given; print what was chosen."""
+    from ..evaluation.chain_calibration import calibrate_chain_prior
+
+    model = run.model.get_base_model() if hasattr(run.model, "get_base_model") else run.model
+    if calibration is None or not getattr(model.config, "metaid_chain_prior", 0):
+        return
+    split, protocol = calibration
+    chosen = calibrate_chain_prior(run.model, run.tokenizer, split, **protocol)
+    print(f"  {chosen.summary()}", flush=True)
+
+
+def _train_further_and_save(
+    folder: str,
+    settings: TrainingSettings,
+    train_split,
+    out: Path,
+    overwrite: bool,
+    calibration: tuple | None = None,
+    **budget,
+):
     """A saved model trained further (a LoRA folder merged first, then trained in full, every weight, or with a fresh
     adapter under ``--lora``), in its own prompt format, saved like a new one."""
     from ..saving.inference_folder import save_for_inference
@@ -80,9 +111,18 @@ def _train_further_and_save(folder: str, settings: TrainingSettings, train_split
 
     model, tokenizer = load_for_training(folder)
     with tempfile.TemporaryDirectory(prefix="hf-metaid-run-") as scratch:
-        run = fine_tune(model, tokenizer, train_split, scratch, settings)
+        run = fine_tune(model, tokenizer, train_split, scratch, settings, **budget)
+        _calibrate(run, calibration)
         save_for_inference(run.trainer, run.tokenizer, out, overwrite=overwrite)
     return run
+
+
+def _steps(run, settings: TrainingSettings) -> str:
+    """The steps the run trained, and where a time budget chose them, that budget."""
+    steps = f"{run.trainer.state.global_step:,}"
+    return steps + (
+        f" (time budget {settings.time_budget:g} min)" if settings.time_budget and not settings.max_steps else ""
+    )
 
 
 def _vocabulary_file(path: str) -> Path:
@@ -94,20 +134,27 @@ def _vocabulary_file(path: str) -> Path:
 
 def run_train(args: argparse.Namespace) -> int:
     from ..entity_vocabulary import EntityVocabulary
-    from ..workflow.splitting import split_data
+    from ..workflow.splitting import decide_exclude_seen, split_data
 
+    started = getattr(args, "started", None) or time.perf_counter()  # a time budget counts from here
     if (args.vocab is None) == (args.start_from is None):
         raise InvalidArgumentError("give --vocab (a new model) or --start-from (a saved one), not both or neither")
     out = check_output_folder(args.out, args.overwrite)
     settings = _model_and_training(args)
     splits, _ = split_data(args.data, **_data_options(args))
+    # The chain prior's weights are set on validation under the ranking the data call for (as evaluate decides it).
+    calibration = (splits["validation"], {"exclude_seen": decide_exclude_seen(splits["train"])[0]})
     if args.start_from is not None:
-        run = _train_further_and_save(args.start_from, settings[1], splits["train"], out, args.overwrite)
+        run = _train_further_and_save(
+            args.start_from, settings[1], splits["train"], out, args.overwrite, calibration, budget_start=started
+        )
     else:
         vocabulary = EntityVocabulary.from_pretrained(args.vocab)
-        run = _train_and_save(settings, splits["train"], vocabulary, out, args.overwrite)
+        run = _train_and_save(
+            settings, splits["train"], vocabulary, out, args.overwrite, calibration, budget_start=started
+        )
     rows = [["recipe", args.recipe], ["mode", "LoRA" if settings[1].lora else "full"], ["train loss", run.loss]]
-    rows += [["seconds", f"{run.seconds:.1f}"], ["written", str(out)]]
+    rows += [["steps", _steps(run, settings[1])], ["seconds", f"{run.seconds:.1f}"], ["written", str(out)]]
     print(format_table(["training", "value"], rows))
     return 0
 
@@ -182,6 +229,19 @@ def run_extend(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------------------- evaluate
+def _protocol(args: argparse.Namespace) -> dict:
+    """The evaluation options of the command, as :func:`~hf_metaid.evaluation.evaluator.evaluate_recommender` takes
+    them (the split and the known-targets rule aside)."""
+    return {
+        "ks": args.cutoffs,
+        "template": args.template,
+        "mode": args.mode,
+        "exclude_seen": args.exclude_seen,
+        "limit": args.limit,
+        "batch_size": args.batch_size,
+    }
+
+
 def evaluate_split(model, tokenizer, split, args: argparse.Namespace) -> dict:
     from ..evaluation.evaluator import evaluate_recommender
 
@@ -189,12 +249,7 @@ def evaluate_split(model, tokenizer, split, args: argparse.Namespace) -> dict:
         model,
         tokenizer,
         split,
-        ks=args.cutoffs,
-        template=args.template,
-        mode=args.mode,
-        exclude_seen=args.exclude_seen,
-        limit=args.limit,
-        batch_size=args.batch_size,
+        **_protocol(args),
         min_known_targets=0.0 if getattr(args, "force", False) else MIN_KNOWN_TARGETS,
     )
 
@@ -316,10 +371,23 @@ def _recommend_every_user(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------------------- demo
+def peak_memory_gb() -> float:
+    """The process's peak resident memory so far in GB (10^9 bytes), printed beside the demo's timings so that a run
+    reports what it needed; ``nan`` where the platform does not count it (``resource`` is POSIX only)."""
+    try:
+        import resource
+    except ImportError:
+        return float("nan")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return peak / 1e9 if sys.platform == "darwin" else peak * 1024 / 1e9
+
+
 def run_demo(args: argparse.Namespace) -> int:
     """Index → train → evaluate the full test split → save → example recommendations, on the embedded Beauty."""
+    from ..evaluation.chain_calibration import CALIBRATION_USERS, CHAIN_SCALES
     from ..saving.inference_folder import load_for_inference
     from ..saving.model_card import add_evaluation
+    from ..training.time_budget import evaluation_reserve
     from ..workflow.schemes import build_vocabulary
     from ..workflow.splitting import data_name, decide_exclude_seen, split_data
 
@@ -337,13 +405,25 @@ def run_demo(args: argparse.Namespace) -> int:
         f"d_model={model_settings.d_model}, d_ff={model_settings.feed_forward_width}, "
         f"{encoder_layers}+{decoder_layers} layers"
     )
-    print(f"[2/4] training a small T5 ({shape})", flush=True)
-    run = _train_and_save((model_settings, training_settings), splits["train"], vocabulary, out, args.overwrite)
     if args.exclude_seen is None:
         args.exclude_seen, ranking = decide_exclude_seen(splits["train"])
     else:
         ranking = "history items left out" if args.exclude_seen else "history items kept, the paper's protocol"
         ranking += " (as asked, or as the recipe says)"
+    print(f"[2/4] training a small T5 ({shape})", flush=True)
+    # A time budget counts the whole demo: indexing before training, and the evaluation after it, whose time is
+    # measured on the model in training (decoding a sample of the split's users) and kept.
+    calibration = None
+    if model_settings.chain_prior:  # its weights are set on validation, under the protocol of the evaluation
+        calibration = (splits["validation"], {k: v for k, v in _protocol(args).items() if k not in ("ks", "limit")})
+    extra = min(CALIBRATION_USERS, splits["validation"].num_rows) * len(CHAIN_SCALES) if calibration else 0
+    budget = {
+        "budget_start": getattr(args, "started", None) or started,
+        "budget_reserve": evaluation_reserve(splits[args.split], extra_users=extra, **_protocol(args)),
+    }
+    run = _train_and_save(
+        (model_settings, training_settings), splits["train"], vocabulary, out, args.overwrite, calibration, **budget
+    )
     print(f"[3/4] evaluating on the {args.split} split ({splits[args.split].num_rows} users; {ranking})", flush=True)
     metrics = evaluate_split(run.model, run.tokenizer, splits[args.split], args)
     add_evaluation(out, evaluation_of(metrics, args))  # the measured figures on the model card
@@ -361,14 +441,16 @@ def run_demo(args: argparse.Namespace) -> int:
         ["vocabulary", f"{vocabulary.num_clusters} clusters, {len(vocabulary.new_tokens)} new tokens"],
         ["index seconds", f"{index_seconds:.1f}"],
         ["train seconds", f"{run.seconds:.1f}"],
+        ["train steps", _steps(run, training_settings)],
         ["train loss", run.loss],
         ["eval seconds", f"{metrics['seconds']:.1f}"],
         ["total seconds", f"{total:.1f}"],
+        ["peak memory GB", f"{peak_memory_gb():.2f}"],
         ["model folder", str(out)],
     ]
     print(format_table(["demo", "value"], summary))
     print(metrics_table(metrics, args.cutoffs))
-    results = {**metrics, "exclude_seen": args.exclude_seen, "total_seconds": total}
+    results = {**metrics, "exclude_seen": args.exclude_seen, "total_seconds": total, "peak_memory_gb": peak_memory_gb()}
     replace_file(out / "demo_results.json", json.dumps(results, indent=2, sort_keys=True))  # whole or absent
     print(metrics_line(metrics, args.cutoffs))
     return 0

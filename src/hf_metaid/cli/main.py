@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import time
 import warnings
 from collections.abc import Iterator, Sequence
 
@@ -49,6 +50,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         _reexec_with_passive_threads()
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Where a time budget counts from: the process's start when it runs this command alone (its restart above keeps
+    # the process), else now.
+    from ..training.time_budget import process_started
+
+    args.started = process_started() if argv is None else time.perf_counter()
     from transformers.utils import logging as transformers_logging
 
     # Loading bars, and a deprecation PEFT triggers inside transformers that no user can act on, would come before

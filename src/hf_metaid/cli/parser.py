@@ -216,9 +216,11 @@ class _Parser(argparse.ArgumentParser):
         namespace, extras = super().parse_known_args(args, namespace)
         if self.from_recipe:
             recipe = recipes.get(namespace.recipe)
-            for dest, value_of in self.from_recipe.items():
-                if not hasattr(namespace, dest):
-                    setattr(namespace, dest, value_of(recipe))
+            filled = [dest for dest in self.from_recipe if not hasattr(namespace, dest)]
+            for dest in filled:
+                setattr(namespace, dest, self.from_recipe[dest](recipe))
+            # What the user did not give: a fixed length given turns the recipe's time budget off.
+            namespace.recipe_filled = frozenset(filled)
         return namespace, extras
 
     def error(self, message: str):

@@ -6,6 +6,8 @@ import argparse
 import dataclasses
 from collections.abc import Callable, Sequence
 
+from ..configuration_metaid import OPTIONS
+from ..errors import InvalidArgumentError
 from ..indexing import CollaborativeIndexerConfig, MetaIDIndexerConfig
 from ..settings.fields import add_config_arguments, config_from_arguments
 from ..workflow import recipes
@@ -23,6 +25,7 @@ MODEL_FIELDS = tuple(field.name for field in dataclasses.fields(ModelSettings) i
 TRAINING_FIELDS = (
     "epochs",
     "max_steps",
+    "time_budget",
     "batch_size",
     "learning_rate",
     "warmup_steps",
@@ -97,11 +100,56 @@ def _index_config(args: argparse.Namespace) -> MetaIDIndexerConfig | Collaborati
 
 
 def _model_and_training(args: argparse.Namespace) -> tuple[ModelSettings, TrainingSettings]:
-    """The model and training settings: the recipe's, with the options given."""
+    """The model and training settings: the recipe's, with the options given, and the run's length as
+    :func:`_length_given` decides it."""
     preset = recipes.get(args.recipe)
     seed = preset.training.seed if args.seed is None else args.seed
+    _drop_what_the_history_off_leaves_unread(args, preset.model)
     model = _from_options(args, preset.model, MODEL_FIELDS, layers=args.layers)
-    return model, _from_options(args, preset.training, TRAINING_FIELDS, seed=seed)
+    return model, _length_given(args, _from_options(args, preset.training, TRAINING_FIELDS, seed=seed))
+
+
+def _drop_what_the_history_off_leaves_unread(args: argparse.Namespace, recipe: ModelSettings) -> None:
+    """Turn off the recipe's options that read the decoder's history (the repeat bias, the chain prior) where the user
+    turns the history in the decoder off (``--no-history-in-decoder``) and did not ask for those options themselves:
+    the recipe's extras follow the mode the user chose, and a note says so."""
+    recipe_filled = getattr(args, "recipe_filled", None)
+    if recipe_filled is None or "ModelSettings.history_in_decoder" in recipe_filled:
+        return
+    if getattr(args, "ModelSettings.history_in_decoder", True) or not recipe.history_in_decoder:
+        return
+    dropped = [
+        name
+        for name in ("repeat_bias", "chain_prior")
+        if getattr(recipe, name) and f"ModelSettings.{name}" in recipe_filled
+    ]
+    for name in dropped:
+        setattr(args, f"ModelSettings.{name}", OPTIONS[name].default)
+    if dropped:
+        names = " and ".join(f"--{name.replace('_', '-')}" for name in dropped)
+        print(f"note: --no-history-in-decoder turns off the recipe's {names} (they read the decoder's history)")
+
+
+def _length_given(args: argparse.Namespace, training: TrainingSettings) -> TrainingSettings:
+    """A fixed length the user gives (``--epochs``, ``--max-steps``) wins over the recipe's time budget, which it
+    turns off: the same options then train the same steps on any machine. ``--time-budget`` given beside one of them
+    (above 0) asks for two lengths, and is refused."""
+    recipe_filled = getattr(args, "recipe_filled", None)  # set by the command's parser
+    if recipe_filled is None:
+        return training
+    given = [
+        f"--{name.replace('_', '-')}"
+        for name in ("epochs", "max_steps")
+        if f"TrainingSettings.{name}" in vars(args) and f"TrainingSettings.{name}" not in recipe_filled
+    ]
+    if not given:
+        return training
+    if "TrainingSettings.time_budget" not in recipe_filled and training.time_budget > 0:
+        raise InvalidArgumentError(
+            f"--time-budget {training.time_budget:g} and {' and '.join(given)} both set the run's length: give a "
+            "budget or a fixed length (--time-budget 0 turns the budget off)"
+        )
+    return dataclasses.replace(training, time_budget=0.0)
 
 
 def _data_options(args: argparse.Namespace) -> dict:

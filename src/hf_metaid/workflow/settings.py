@@ -62,6 +62,7 @@ class ModelSettings:
     item_loss: float = option_field(OPTIONS["item_loss"])
     item_loss_negatives: int = option_field(OPTIONS["item_loss_negatives"])
     repeat_bias: bool = option_field(OPTIONS["repeat_bias"])
+    chain_prior: int = option_field(OPTIONS["chain_prior"])
 
     def __post_init__(self) -> None:
         validate_fields(self)
@@ -90,10 +91,25 @@ class ModelSettings:
 @dataclass(frozen=True, kw_only=True)
 class TrainingSettings:
     """The Trainer run (:func:`train`): its length, batches, optimiser and seed, and which tasks' prompts it trains on
-    (the prompts' format is the model's: :class:`ModelSettings`)."""
+    (the prompts' format is the model's: :class:`ModelSettings`).
+
+    The length is one of: ``max_steps`` where > 0; else ``time_budget`` minutes where > 0 (the steps that fit,
+    :mod:`hf_metaid.training.time_budget`; ``epochs`` is then unused); else ``epochs``. For a fixed length from a
+    recipe with a budget, set ``time_budget=0`` beside the epochs (``replace(recipe.training, epochs=8,
+    time_budget=0)``) or give ``max_steps``."""
 
     epochs: float = field(default=2.0, metadata={"help": "passes over the training prompts", "exclusive_minimum": 0})
     max_steps: int = field(default=0, metadata={"help": "stop after this many steps (0: use the epochs)", "minimum": 0})
+    time_budget: float = field(
+        default=0.0,
+        metadata={
+            "help": "minutes the whole run may take from its start (data and indexing count, and the demo keeps "
+            "time for its evaluation): the steps that fit are set from the step rate measured on the first steps, "
+            "warm-up and decay ending inside it; 0: a fixed length (epochs, or max steps). A fixed length given "
+            "(--epochs, --max-steps) turns a recipe's budget off",
+            "minimum": 0,
+        },
+    )
     batch_size: int = field(default=64, metadata={"help": "prompts per step", "minimum": 1})
     learning_rate: float = field(
         default=2e-3, metadata={"help": "peak learning rate (AdamW, linear decay)", "exclusive_minimum": 0}
@@ -108,7 +124,7 @@ class TrainingSettings:
     bf16: str = field(
         default="auto",
         metadata={
-            "help": "bf16 mixed precision (auto: where the hardware runs it natively)",
+            "help": "bf16 mixed precision (auto: on a GPU that runs it natively, float32 on a CPU)",
             "choices": ("auto", "on", "off"),
         },
     )
