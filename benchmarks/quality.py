@@ -498,6 +498,14 @@ SPEED_FILES = (
     ("decode_speed.md", "python benchmarks/decode_speed.py", "Decoding throughput"),
     ("index_scale.md", "python benchmarks/index_scale.py", "Index cost against graph size"),
 )
+# Sequential recommenders trained on the same splits under a wall-clock budget (RecTools; the `benchmarks` extra).
+SEQUENTIAL_FILES = (
+    (
+        "sequential_references.md",
+        "python benchmarks/sequential_references.py run --model sasrec --budget 15",
+        "SASRec and BERT4Rec (RecTools) at a training budget",
+    ),
+)
 BEYOND_ONE_MACHINE = (
     "Past one machine (a plan, not measured here): the index's stages are separate, so each can move to the engine "
     'that scales it. The spectral SVD runs ARPACK on one core, in single precision with `svd_precision="float32"` '
@@ -512,8 +520,14 @@ BEYOND_ONE_MACHINE = (
 
 def speed_section(report_dir: Path, results: Path = HERE / "results") -> list[str]:
     """The speed and scale results files, embedded one after another with the command that regenerates each."""
-    lines = ["", "## Speed and scale", ""]
-    for name, command, heading in SPEED_FILES:
+    return [*embedded_files("Speed and scale", SPEED_FILES, report_dir, results), BEYOND_ONE_MACHINE]
+
+
+def embedded_files(title: str, files, report_dir: Path, results: Path = HERE / "results") -> list[str]:
+    """A section of the report made of results files (``(name, command, heading)`` each), embedded one after
+    another below their own title with the command that regenerates each; a missing one says how to make it."""
+    lines = ["", f"## {title}", ""]
+    for name, command, heading in files:
         path = results / name
         lines += [f"### {heading}", ""]
         if not path.exists():
@@ -530,7 +544,7 @@ def speed_section(report_dir: Path, results: Path = HERE / "results") -> list[st
                 line = f"![{alt}]({os.path.relpath(path.parent / target.rstrip(')'), report_dir)})"
             lines.append(line)
         lines.append("")
-    return [*lines, BEYOND_ONE_MACHINE]
+    return lines
 
 
 def recipes_section() -> list[str]:
@@ -668,6 +682,7 @@ def report(data: str, report_path: Path | None = None, results: Path = RESULTS) 
         lines += ["", f"![test HR@10 and NDCG@10 per scheme]({os.path.relpath(png, path.parent)})"]
     if name == "beauty":
         lines += recipes_section()
+        lines += embedded_files("Sequential references", SEQUENTIAL_FILES, path.parent)
         lines += speed_section(path.parent)
     lines += [
         "",

@@ -210,6 +210,23 @@ def test_the_speed_section_embeds_each_results_file(tmp_path):
     assert "Not run yet: `python benchmarks/index_speed.py`." in text and "    python" not in text
 
 
+def test_the_report_embeds_the_sequential_references_or_says_how_to_run_them(tmp_path):
+    import quality
+
+    results = tmp_path / "results"
+    results.mkdir()
+    missing = "\n".join(quality.embedded_files("Sequential references", quality.SEQUENTIAL_FILES, tmp_path, results))
+    assert "Not run yet: `python benchmarks/sequential_references.py run --model sasrec --budget 15`." in missing
+    (results / "sequential_references.md").write_text(
+        "# Sequential references\n\n## Budget runs\n\n| model | test |\n|---|---|\n| sasrec | 0.0356 |\n"
+    )
+    text = "\n".join(quality.embedded_files("Sequential references", quality.SEQUENTIAL_FILES, tmp_path, results))
+    assert "## Sequential references" in text and "### SASRec and BERT4Rec (RecTools) at a training budget" in text
+    assert "##### Budget runs" in text and "| sasrec | 0.0356 |" in text and "Not run yet" not in text
+    report = quality.report("beauty", report_path=tmp_path / "RESULTS.md", results=tmp_path / "quality")
+    assert "## Sequential references" in report.read_text()
+
+
 def test_the_beauty_report_quotes_every_named_recipe_and_points_to_the_benchmarks_readme(tmp_path):
     """RESULTS.md carries each named recipe's figures as the registry quotes them (the README's results table links
     there) and links ``benchmarks/README.md``, which tells how to rerun everything."""
