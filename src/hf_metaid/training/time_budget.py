@@ -64,7 +64,8 @@ class TimeBudget(TrainerCallback):
             called once, when the rate is known (its own time counts against the budget).
         clock: seconds on a monotonic scale (``time.perf_counter``); tests inject a fake one.
         skip_steps: first steps left out of the measurement (cold caches).
-        measure_steps, measure_seconds: the measurement lasts at least this many steps and seconds.
+        measure_steps: the measurement lasts at least this many steps...
+        measure_seconds: ...and at least this many seconds.
         margin: share of the time left for training kept unused, at least ``min_margin_seconds``: the run's speed
             varies (other jobs, longer batches) and the end of training has costs the rate does not show.
         report: where the plan and its changes are said (one line each); ``None`` says nothing.
