@@ -28,7 +28,7 @@ import itertools
 import torch
 from torch import nn
 
-from .item_output import item_numbers, pair_codes, shifted_right
+from .item_output import item_numbers, pair_codes, regrow_item_rows, shifted_right
 
 
 class MetaIDChainPrior(nn.Module):
@@ -84,20 +84,16 @@ class MetaIDChainPrior(nn.Module):
     def regrow(self, new_mask: torch.Tensor) -> None:
         """Lay the counts out for a grown item table (every old item at the same (cluster, rank), new items in
         between): old items keep their followers under their new numbers, new items have none until counted."""
-        old = item_numbers(self.item_mask)
-        new = item_numbers(new_mask.to(self.item_mask.device))
-        old_codes = (old >= 0).nonzero().flatten()
-        if new_mask.shape[0] != self.item_mask.shape[0] or new_mask.shape[1] < self.item_mask.shape[1]:
-            raise ValueError("the new item table does not hold every item of the old one at its (cluster, rank)")
-        ranks_old, ranks_new = self.item_mask.shape[1], new_mask.shape[1]
-        moved = new[(old_codes // ranks_old) * ranks_new + old_codes % ranks_old]  # old number -> new number
-        if bool((moved < 0).any()):
-            raise ValueError("the new item table does not hold every item of the old one at its (cluster, rank)")
-        followers = torch.full((int((new >= 0).sum()), self.followers.shape[1]), -1, dtype=torch.long)
-        counts = torch.zeros(followers.shape, dtype=self.counts.dtype)
-        followers, counts = followers.to(self.followers.device), counts.to(self.counts.device)
-        followers[moved] = torch.where(self.followers >= 0, moved[self.followers.clamp(min=0)], -1)
-        counts[moved] = self.counts
+        old_mask, new_mask = self.item_mask, new_mask.to(self.item_mask.device)
+        count = self.followers.shape[0]
+        # Where each old item lands, from the rows regrow_item_rows lays out (it checks the tables too).
+        placed = regrow_item_rows(torch.arange(1, count + 1, device=old_mask.device), old_mask, new_mask)
+        rows = placed.nonzero().flatten()
+        moved = torch.empty(count, dtype=torch.long, device=old_mask.device)
+        moved[placed[rows] - 1] = rows  # old number -> new number
+        renamed = torch.where(self.followers >= 0, moved[self.followers.clamp(min=0)], -1)
+        followers = regrow_item_rows(renamed + 1, old_mask, new_mask) - 1  # a new item's row: -1, no follower
+        counts = regrow_item_rows(self.counts, old_mask, new_mask)
         self.item_mask = new_mask.to(self.item_mask.device, torch.uint8).clone()
         self.followers, self.counts = followers, counts
         self._tables = None

@@ -85,9 +85,9 @@ def _calibrate(run, calibration: tuple | None) -> None:
     """Set the chain prior's weights on validation (:mod:`hf_metaid.evaluation.chain_calibration`), where the model
     has the prior and a validation split was given; print what was chosen."""
     from ..evaluation.chain_calibration import calibrate_chain_prior
+    from ..training.peft_utils import unwrap
 
-    model = run.model.get_base_model() if hasattr(run.model, "get_base_model") else run.model
-    if calibration is None or not getattr(model.config, "metaid_chain_prior", 0):
+    if calibration is None or not getattr(unwrap(run.model).config, "metaid_chain_prior", 0):
         return
     split, protocol = calibration
     chosen = calibrate_chain_prior(run.model, run.tokenizer, split, **protocol)

@@ -19,6 +19,7 @@ import torch
 
 from ..checks import check_int
 from ..errors import InvalidArgumentError
+from ..training.peft_utils import unwrap
 from .evaluator import evaluate_recommender
 from .metrics import MetricAccumulator
 
@@ -126,7 +127,7 @@ def _choose(gains: dict[float, np.ndarray]) -> tuple[float, float]:
 
 def _prior_of(model):
     """The chain prior module that scores (PEFT's trained copy where the model is wrapped)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = unwrap(model)
     if not getattr(base.config, "metaid_chain_prior", 0):
         raise InvalidArgumentError("the model has no chain prior to calibrate (chain_prior=0)")
     module = base.metaid_chain_prior
