@@ -235,6 +235,43 @@ def cpu_seconds(record: Mapping) -> str:
     return f"{record['train_cpu_seconds']:.0f}" if "train_cpu_seconds" in record else "—"
 
 
+# What the `converge` state files of each earlier format got wrong; a state without "format" is format 1.
+STATE_FORMAT = 2
+STALE_FORMATS = {
+    1: "its script trained on with the network in evaluation mode (no dropout) after the first validation scoring "
+    "of each invocation, and a resumed invocation drew the network's weight matrices afresh (RecTools' Xavier "
+    "initialisation at the start of a fit that is not marked fitted) while keeping the checkpoint's Adam moments and "
+    "epoch count, so its figures after a resume are a re-initialised network's; its seeds were per invocation, not "
+    "per epoch",
+}
+
+
+def set_aside_stale_run(state_path: Path, state: Mapping, checkpoints: Path) -> str | None:
+    """Move a long run that this script cannot continue (its state file of an earlier :data:`STATE_FORMAT`, and the
+    checkpoints under ``checkpoints``) aside, the state file to ``state.formatN.json`` beside it and the checkpoints
+    to ``formatN/`` under ``checkpoints``, and return the note the new run keeps; ``None`` for a current state."""
+    old = state.get("format", 1)
+    if old == STATE_FORMAT:
+        return None
+    if old not in STALE_FORMATS:
+        raise ValueError(f"{state_path}: state format {old!r}, which this script does not know")
+    archived = state_path.with_name(f"state.format{old}.json")
+    state_path.replace(archived)
+    moved = []
+    for name in ("last.ckpt", "best.ckpt"):
+        if (checkpoints / name).exists():
+            (checkpoints / f"format{old}").mkdir(parents=True, exist_ok=True)
+            (checkpoints / name).replace(checkpoints / f"format{old}" / name)
+            moved.append(name)
+    best = state.get("best")
+    reached = f", best validation HR@10 (left out) {best['hr@10']:.4f} after {best['epoch']} epochs" if best else ""
+    where = f"; its checkpoints are in {checkpoints / f'format{old}'}" if moved else ""
+    return (
+        f"An earlier run ({state['epochs']} epochs over {state['invocations']} invocation(s){reached}) was set aside "
+        f"in {archived.name}{where}: {STALE_FORMATS[old]}. This run started from scratch."
+    )
+
+
 def table(data: str = "beauty", results: Path = RESULTS, path: Path = TABLE) -> Path:
     """Write the results file from every finished arm's JSON: the validation arms that chose the setting, the
     budget rows and the long run (with its state, so an unfinished one says how far it got)."""
@@ -307,6 +344,7 @@ def table(data: str = "beauty", results: Path = RESULTS, path: Path = TABLE) -> 
             if state.get("best")
             else f"{state['model']}: {state['epochs']} epochs, {status}.",
             "",
+            *(line for note in state.get("notes", []) for line in (note, "")),
             "| epochs | train s | validation kept | validation left out |",
             "|---:|---:|---|---|",
             *(
@@ -385,6 +423,60 @@ def budget_callback(clock: BudgetClock, stop_within_epoch: bool):
                 trainer.should_stop = True
 
     return StopAtBudget()
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of one epoch of ``converge``: a function of the run's seed and the epoch's number only."""
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+
+
+def epoch_seeded_loader(loader, seed: int):
+    """``loader`` (RecTools' training loader) with every epoch's randomness a function of ``(seed, epoch)``, so an
+    epoch trained after a resume from a checkpoint is the epoch the uninterrupted run trains: the order is a
+    permutation drawn from the epoch's seed (Lightning calls ``set_epoch`` before each epoch), and the loader's own
+    draws come from a private generator, not torch's global one, which :func:`epoch_seeding` seeds for the epoch's
+    negatives and dropout."""
+    import torch
+    from torch.utils.data import DataLoader, Sampler
+
+    class EpochPermutation(Sampler):
+        def __init__(self, size: int):
+            self.size, self.epoch = size, 0
+
+        def set_epoch(self, epoch: int) -> None:
+            self.epoch = epoch
+
+        def __len__(self) -> int:
+            return self.size
+
+        def __iter__(self):
+            generator = torch.Generator().manual_seed(epoch_seed(seed, self.epoch))
+            return iter(torch.randperm(self.size, generator=generator).tolist())
+
+    return DataLoader(
+        loader.dataset,
+        batch_size=loader.batch_size,
+        sampler=EpochPermutation(len(loader.dataset)),
+        collate_fn=loader.collate_fn,
+        num_workers=loader.num_workers,
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
+def epoch_seeding(seed: int):
+    """A Lightning callback that seeds torch's global generator (RecTools' negatives, dropout) at each epoch's start
+    from ``(seed, epoch)``: with :func:`epoch_seeded_loader`, an epoch does not depend on the epochs this process
+    trained before it, only on the weights and optimiser state it starts from."""
+    import pytorch_lightning as pl
+    import torch
+
+    class SeedEachEpoch(pl.Callback):
+        def on_train_epoch_start(self, trainer, module):
+            torch.manual_seed(epoch_seed(seed, trainer.current_epoch))
+
+    return SeedEachEpoch()
 
 
 def make_trainer(callbacks: list, max_epochs: int, checkpoint_folder: Path | None = None):
@@ -534,16 +626,27 @@ def converge(args) -> None:
     file under ``--results`` names the folder), train whole epochs
     until ``--allowance`` minutes are spent, score validation every ``--every`` epochs, keep the best checkpoint;
     stop for good after ``--patience`` scorings without a better validation HR@10 or at ``--max-epochs``, then score
-    test on the best checkpoint. The state file says where it stands."""
+    test on the best checkpoint. The state file says where it stands. Every epoch's draws (order, negatives, dropout)
+    come from ``(--seed, epoch)`` (the first invocation's seed), so invocations that resume reproduce the
+    uninterrupted run's model; a state file of an earlier format (:data:`STALE_FORMATS`), which cannot be continued
+    so, is set aside with its checkpoints and the run starts from scratch, with a note saying so."""
     folder = args.results / args.name / "converge" / args.model
     state_path = folder / "state.json"
+    checkpoints = args.work / args.name / "converge" / args.model  # weights stay out of the results folder
     state = json.loads(state_path.read_text()) if state_path.exists() else None
+    note = set_aside_stale_run(state_path, state, checkpoints) if state is not None else None
+    if note is not None:
+        print(note, flush=True)
+        state = None
     if state is None:
         validation = [
             json.loads(p.read_text()) for p in sorted((args.results / args.name / "validation").glob("*.json"))
         ]
         state = {
+            "format": STATE_FORMAT,
+            "notes": [note] if note else [],
             "model": args.model,
+            "seed": args.seed,
             "setting": chosen_setting(validation, args.model)["setting"],
             "epochs": 0,
             "train_seconds": 0.0,
@@ -563,30 +666,39 @@ def converge(args) -> None:
         return
     import pytorch_lightning as pl
 
-    pl.seed_everything(args.seed + state["invocations"], verbose=False)
+    # the initial weights; each epoch's draws are then seeded from (seed, epoch), so that a resumed run trains the
+    # epochs the uninterrupted one would (epoch_seeded_loader, epoch_seeding)
+    seed = state.setdefault("seed", args.seed)  # the run's, whatever a later invocation's --seed says
+    pl.seed_everything(seed, verbose=False)
     splits = load_splits(args.data)
     users, histories = training_histories(splits["train"].to_dict())
     dataset = to_dataset(users, histories)
-    fitted = build_model(args.model, state["setting"], args.seed)
+    fitted = build_model(args.model, state["setting"], seed)
     clock = BudgetClock(args.allowance * 60)  # this invocation's wall clock, its scorings included
-    checkpoints = args.work / args.name / "converge" / args.model  # weights stay out of the results folder
     state["checkpoints"] = str(checkpoints)
     stopper = budget_callback(clock, stop_within_epoch=False)
-    fitted._trainer = make_trainer([stopper], state["max_epochs"], checkpoints)
+    fitted._trainer = make_trainer([stopper, epoch_seeding(seed)], state["max_epochs"], checkpoints)
     last = checkpoints / "last.ckpt"
     # the last epoch's end, which may be ahead of the state file where an invocation was killed while scoring
     resume = last if last.exists() else None
     # RecTools' fit() cannot resume a Lightning checkpoint: build the model as fit() does, then fit with ckpt_path.
     fitted._build_model_from_dataset(dataset)
     fitted.fit_trainer = fitted._trainer
+    # RecTools draws the weight matrices afresh (Xavier) when a fit starts on a module not marked fitted, which
+    # Lightning does after it has loaded the checkpoint's weights: a resumed module is marked fitted beforehand
+    fitted.lightning_model.is_fitted = resume is not None
+    train_loader = epoch_seeded_loader(fitted.data_preparator.get_dataloader_train(), seed)
     state["invocations"] += 1
     state["commands"] = sorted({*state["commands"], "python " + shlex.join(sys.argv)})
     state["machine"] = record_of(args, args.model, state["setting"], {}, {})["machine"]
     while not state["stopped"]:
         target = min((state["epochs"] // state["every"] + 1) * state["every"], state["max_epochs"])
         fitted.fit_trainer.fit_loop.max_epochs = target
+        # scoring leaves the network in evaluation mode and Lightning's fit does not change the mode: back to
+        # training mode (dropout) before each fit, as RecTools' own fit_partial does
+        fitted.lightning_model.train()
         started = time.perf_counter()
-        fitted.fit_trainer.fit(fitted.lightning_model, fitted.data_preparator.get_dataloader_train(), ckpt_path=resume)
+        fitted.fit_trainer.fit(fitted.lightning_model, train_loader, ckpt_path=resume)
         state["train_seconds"] += time.perf_counter() - started  # training only, over all invocations
         resume = None
         done = fitted.fit_trainer.fit_loop.epoch_progress.current.completed

@@ -242,6 +242,44 @@ def test_the_results_file_holds_the_choice_the_budget_rows_and_the_long_run(tmp_
     assert "python benchmarks/sequential_references.py converge" in text
 
 
+def test_a_long_run_of_an_earlier_format_is_set_aside_with_its_checkpoints_and_a_note(tmp_path):
+    from sequential_references import STATE_FORMAT, set_aside_stale_run, table
+
+    folder = tmp_path / "results" / "beauty" / "converge" / "sasrec"
+    folder.mkdir(parents=True)
+    old = {"epochs": 11, "invocations": 2, "best": {"epoch": 8, "hr@10": 0.0646}, "history": [], "stopped": None}
+    (folder / "state.json").write_text(json.dumps(old))
+    checkpoints = tmp_path / "work" / "beauty" / "converge" / "sasrec"
+    checkpoints.mkdir(parents=True)
+    for name in ("last.ckpt", "best.ckpt"):
+        (checkpoints / name).write_text(name)
+    note = set_aside_stale_run(folder / "state.json", old, checkpoints)
+    assert not (folder / "state.json").exists() and json.loads((folder / "state.format1.json").read_text()) == old
+    assert not (checkpoints / "last.ckpt").exists()  # the next invocation must not resume from it
+    assert (checkpoints / "format1" / "last.ckpt").read_text() == "last.ckpt"
+    assert "11 epochs over 2 invocation(s), best validation HR@10 (left out) 0.0646 after 8 epochs" in note
+    assert "evaluation mode" in note and "Xavier" in note and note.endswith("started from scratch.")
+    current = {**old, "format": STATE_FORMAT}
+    assert set_aside_stale_run(folder / "state.format1.json", current, checkpoints) is None  # nothing moved
+    with pytest.raises(ValueError, match="does not know"):
+        set_aside_stale_run(folder / "state.format1.json", {**old, "format": STATE_FORMAT + 1}, checkpoints)
+    from sequential_references import DEFAULTS
+
+    state = {
+        **current,
+        "notes": [note],
+        "model": "sasrec",
+        "setting": {**DEFAULTS, "loss": "gBCE"},
+        "train_seconds": 0.0,
+        "best": None,
+        "epochs": 0,
+        "commands": [],
+        "machine": "cpu",
+    }
+    (folder / "state.json").write_text(json.dumps(state))
+    assert note in table("beauty", tmp_path / "results", tmp_path / "table.md").read_text()
+
+
 def test_without_rectools_the_script_says_how_to_install_it(monkeypatch):
     import sequential_references
 
@@ -293,6 +331,55 @@ def test_choose_run_and_a_resumed_long_run_on_real_data(tmp_path, one_thread):
         "best.ckpt",
     }  # last.ckpt overwritten: no last-v1.ckpt beside it for a later invocation to miss
     assert not list((tmp_path / "res").rglob("*.ckpt"))  # no weights in the results folder
+
+
+@needs_rectools
+@pytest.mark.slow
+def test_a_resumed_long_run_is_the_uninterrupted_one(tmp_path, one_thread):
+    """Two invocations (one epoch, then the rest from last.ckpt) give the model and the validation figures of one
+    invocation that trains every epoch: the resume keeps the checkpoint's weights, trains in training mode, and
+    each epoch draws what it would have drawn without the interruption."""
+    import shutil
+
+    import torch
+
+    import sequential_references as seq
+    from conftest import write_beauty_lines
+
+    data = str(write_beauty_lines(tmp_path / "b.txt", 200))
+
+    def options(run: str) -> list[str]:
+        return ["--data", data, "--results", str(tmp_path / run / "res"), "--work", str(tmp_path / run / "work")]
+
+    table = ["--table", str(tmp_path / "t.md")]
+    seq.main(["choose", "--budget", "0.01", "--losses", "gBCE", "--factors", "16", *options("straight"), *table])
+    chosen = "res/b/validation"  # both runs train the one setting chosen
+    shutil.copytree(tmp_path / "straight" / chosen, tmp_path / "resumed" / chosen)
+    converge = ["converge", "--every", "1", "--patience", "5", "--max-epochs", "3", *table]
+    seq.main([*converge, "--allowance", "10", *options("straight")])  # the three epochs in one invocation
+    seq.main([*converge, "--allowance", "0.001", *options("resumed")])  # one epoch, then the allowance is spent
+    seq.main([*converge, "--allowance", "10", "--seed", "7", *options("resumed")])  # epochs 2, 3: the run's seed
+
+    def state(run: str) -> dict:
+        return json.loads((tmp_path / run / "res" / "b" / "converge" / "sasrec" / "state.json").read_text())
+
+    straight, resumed = state("straight"), state("resumed")
+    assert straight["epochs_per_invocation"] == [3] and resumed["epochs_per_invocation"] == [1, 2]
+    assert straight["format"] == resumed["format"] == seq.STATE_FORMAT and resumed["notes"] == []
+    for one, other in zip(straight["history"], resumed["history"], strict=True):
+        assert one["epoch"] == other["epoch"]
+        for protocol in ("kept", "left out"):
+            for name, value in one["metrics"]["validation"][protocol].items():
+                assert other["metrics"]["validation"][protocol][name] == pytest.approx(value, abs=1e-9), name
+
+    def weights(run: str) -> dict:
+        path = tmp_path / run / "work" / "b" / "converge" / "sasrec" / "last.ckpt"
+        return torch.load(path, weights_only=False)["state_dict"]
+
+    one, other = weights("straight"), weights("resumed")
+    assert one.keys() == other.keys()
+    for name, tensor in one.items():
+        assert torch.allclose(tensor, other[name], rtol=0, atol=1e-6), name  # one thread on the CPU: equal
 
 
 def test_the_benchmarks_extra_names_the_tested_rectools_range_and_stays_out_of_test():
