@@ -224,7 +224,20 @@ ARMS: dict[str, tuple[dict, dict, str]] = {
     "dec-small-e16-item-io-anon-drop0.3-loss1-neg1024-chain50": (
         {**SAMPLED, "chain_prior": 50},
         {**ANONYMOUS_W20, "epochs": 16.0},
-        "the demo's recipe with the item chain's counts as a learned prior (50 followers per item)",
+        "the demo's recipe with the item chain's counts as a learned prior (50 followers per item), in its first "
+        "form, log(1 + n) on the logits (not rerun since the lift replaced it)",
+    ),
+    "dec-small-e16-item-io-anon-drop0.3-loss1-neg1024-lift50": (
+        {**SAMPLED, "chain_prior": 50},
+        {**ANONYMOUS_W20, "epochs": 16.0},
+        "the demo's recipe with the chain prior reading each count against the item's popularity, "
+        "log(1 + n / (a p(i)))",
+    ),
+    "dec-small-e60-item-io-anon-drop0.3-loss1-neg1024-lift50-repeat": (
+        {**SAMPLED, "chain_prior": 50, "repeat_bias": True},
+        {**ANONYMOUS_W20, "epochs": 60.0},
+        "the 60-epoch sampled arm with the chain prior (as a lift) and the learned repeat score: best at its fixed "
+        "length",
     ),
     "dec-small-e16-item-io-anon-drop0.3-loss1-neg1024-chain50-repeat": (
         {**SAMPLED, "chain_prior": 50, "repeat_bias": True},

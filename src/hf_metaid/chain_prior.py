@@ -4,18 +4,27 @@ The first-order item Markov chain ranks the items that followed the user's last 
 often they did. That signal ("what comes after this item") is what a small model finds hardest: it must carry a
 sparse item-to-item table through its decoder state, and on logs it was not tuned on it ranked the chain's answers
 below the chain itself (NDCG@10 at 63-92% of the chain's). This module hands the model the chain's counts
-n(j → i) of the training sequences, for the last item j the decoder has read, and learns how much to trust them:
+n(j → i) of the training sequences, for the last item j the decoder has read, and learns how much to trust them.
+A count says more about a rare item than about a popular one, which follows any item often, so each count is read
+against the item's popularity p(i) (its share of the training transitions' targets, add-one smoothed) as a lift:
 
-- at the cluster step, ``γ_c · log(1 + n(j → c))`` on the logit of every cluster token c, where n(j → c) sums the
-  counts of c's items;
-- at the rank step after cluster token c, ``γ_r · log(1 + n(j → i))`` on the logit of the rank token of each item
-  i = (c, r) (and on i's score in the all-items objective).
+- at the cluster step, ``γ_c · log(1 + n(j → c) / (a · p(c)))`` on the logit of every cluster token c, where
+  n(j → c) and p(c) sum over c's items;
+- at the rank step after cluster token c, ``γ_r · log(1 + n(j → i) / (a · p(i)))`` on the logit of the rank token of
+  each item i = (c, r) (and on i's score in the all-items objective).
+
+With γ = 1 on logits that already hold log p(i), the model scores log(n(j → i) + a · p(i)): the item chain smoothed
+towards popularity with a pseudo-count a, which learns too (from 100). On the synthetic ``markov`` log, whose process
+is popularity mixed with item successors, that smoothed chain scores validation HR@10 / NDCG@10 0.279 / 0.162 by
+counting alone (a = 100, history left out), against 0.266 / 0.140 for the plain chain, while ``log(1 + n)`` added to
+log p(i) tops out at the plain chain's level whatever its weight.
 
 γ_c and γ_r start at 0, so an untrained prior changes nothing. While training, each target's own transition is taken
 out of the counts it is scored with (leave-one-out): the counts come from the same sequences the model learns from,
 and a transition always counted at least once would teach the model to trust counts of 1 that new sequences do not
-have. Only the ``successors`` most frequent followers of each item are kept (a buffer of ``num_items x successors``
-item numbers and counts, saved with the weights); the counts are the training data's, set by
+have (the popularities keep every transition: one count among thousands). Only the ``successors`` most frequent
+followers of each item are kept (a buffer of ``num_items x successors`` item numbers and counts, and each item's count
+as a target, saved with the weights); the counts are the training data's, set by
 :meth:`MetaIDChainPrior.set_counts` (the training run does it from its split).
 
 Only torch and a sibling file are imported: the file travels with a saved model for ``trust_remote_code`` loading.
@@ -24,22 +33,30 @@ Only torch and a sibling file are imported: the file travels with a saved model 
 from __future__ import annotations
 
 import itertools
+import math
 
 import torch
 from torch import nn
 
 from .item_output import item_numbers, pair_codes, regrow_item_rows, shifted_right
 
+# The pseudo-count a starts here: on the synthetic markov log the smoothed chain ranked best near it (30: HR@10 0.269,
+# 100: 0.279, 300: 0.268 on validation, counting alone); it is learned from there.
+INITIAL_PSEUDO_COUNT = 100.0
+
 
 class MetaIDChainPrior(nn.Module):
-    """γ = (γ_c, γ_r), and per item its most frequent followers in the training sequences with their counts."""
+    """γ = (γ_c, γ_r), the pseudo-count a, and per item its most frequent followers in the training sequences with
+    their counts, and how often it followed any item."""
 
     def __init__(self, num_items: int, successors: int, num_clusters: int, num_ranks: int) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.zeros(2))
+        self.log_pseudo_count = nn.Parameter(torch.tensor(math.log(INITIAL_PSEUDO_COUNT)))
         self.register_buffer("item_mask", torch.zeros(num_clusters, num_ranks, dtype=torch.uint8), persistent=True)
         self.register_buffer("followers", torch.full((num_items, successors), -1, dtype=torch.long), persistent=True)
         self.register_buffer("counts", torch.zeros(num_items, successors), persistent=True)
+        self.register_buffer("targets", torch.zeros(num_items), persistent=True)
         self._tables: tuple | None = None
 
     # ------------------------------------------------------------------------------------------------ counts
@@ -62,6 +79,7 @@ class MetaIDChainPrior(nn.Module):
             raise ValueError("a transition names an item code outside the item table")
         pairs = numbers[pairs]
         pairs = pairs[(pairs >= 0).all(dim=1)]
+        targets = torch.bincount(pairs[:, 1], minlength=num_items).to(self.targets.dtype)
         keys, counts = torch.unique(pairs[:, 0] * num_items + pairs[:, 1], return_counts=True)
         source, target = keys // num_items, keys % num_items
         # Most frequent first within each source item: sort by (source, -count, target).
@@ -79,11 +97,13 @@ class MetaIDChainPrior(nn.Module):
         self.item_mask.copy_(mask)
         self.followers.copy_(followers)
         self.counts.copy_(values)
+        self.targets.copy_(targets)
         self._tables = None
 
     def regrow(self, new_mask: torch.Tensor) -> None:
         """Lay the counts out for a grown item table (every old item at the same (cluster, rank), new items in
-        between): old items keep their followers under their new numbers, new items have none until counted."""
+        between): old items keep their followers under their new numbers, new items have none (and no count as a
+        target) until counted."""
         old_mask, new_mask = self.item_mask, new_mask.to(self.item_mask.device)
         count = self.followers.shape[0]
         # Where each old item lands, from the rows regrow_item_rows lays out (it checks the tables too).
@@ -94,8 +114,9 @@ class MetaIDChainPrior(nn.Module):
         renamed = torch.where(self.followers >= 0, moved[self.followers.clamp(min=0)], -1)
         followers = regrow_item_rows(renamed + 1, old_mask, new_mask) - 1  # a new item's row: -1, no follower
         counts = regrow_item_rows(self.counts, old_mask, new_mask)
+        targets = regrow_item_rows(self.targets, old_mask, new_mask)
         self.item_mask = new_mask.to(self.item_mask.device, torch.uint8).clone()
-        self.followers, self.counts = followers, counts
+        self.followers, self.counts, self.targets = followers, counts, targets
         self._tables = None
 
     def tables(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -164,9 +185,9 @@ class MetaIDChainPrior(nn.Module):
         first_cluster_token: int,
     ) -> torch.Tensor:
         """``logits`` (…, T, V) with the prior added (a forward, so that PEFT's trained copy is the one that scores):
-        ``γ_c log(1 + n(j → c))`` on every cluster token where ``previous`` (…, T) is not a cluster token, and
-        ``γ_r log(1 + n(j → i))`` on the rank token of each follower i in the cluster ``previous`` opens. Returns a
-        new tensor."""
+        ``γ_c log(1 + n(j → c) / (a p(c)))`` on every cluster token where ``previous`` (…, T) is not a cluster token,
+        and ``γ_r log(1 + n(j → i) / (a p(i)))`` on the rank token of each follower i in the cluster ``previous``
+        opens. Returns a new tensor."""
         _, item_clusters, item_ranks = self.tables()
         num_clusters = self.item_mask.shape[0]
         weight = self.weight.to(logits.dtype)
@@ -175,7 +196,9 @@ class MetaIDChainPrior(nn.Module):
         current = previous.to(logits.device) - first_cluster_token
         opens = (current >= 0) & (current < num_clusters)  # a rank step: the cluster is chosen
         per_cluster = counts.new_zeros((*counts.shape[:-1], num_clusters + 1)).scatter_add(-1, cluster, counts)
-        cluster_step = weight[0] * torch.log1p(per_cluster[..., :num_clusters]) * (~opens).unsqueeze(-1)
+        _, expected = self.expected_counts()
+        lift = torch.log1p(per_cluster[..., :num_clusters] / expected.to(counts.dtype))
+        cluster_step = weight[0] * lift.to(logits.dtype) * (~opens).unsqueeze(-1)
         logits = torch.cat(
             [
                 logits[..., :first_cluster_token],
@@ -186,12 +209,27 @@ class MetaIDChainPrior(nn.Module):
         )
         inside = present & opens.unsqueeze(-1) & (cluster == current.unsqueeze(-1))
         columns = first_cluster_token + num_clusters + item_ranks[followers.clamp(min=0)]
-        added = weight[1] * torch.log1p(counts) * inside
+        added = weight[1] * self.lift(followers, counts).to(logits.dtype) * inside
         return logits.scatter_add(-1, torch.where(inside, columns, first_cluster_token + num_clusters), added)
 
-    def item_scores(self, counts: torch.Tensor) -> torch.Tensor:
-        """``γ_r log(1 + n)``: the prior's share of a follower's score in the all-items objective."""
-        return self.weight[1] * torch.log1p(counts)
+    def expected_counts(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(a p(i) per item, a p(c) per cluster)``: the pseudo-count a spread by popularity, what each count is read
+        against (p: each item's count as a transition target plus one, as a share of their sum; an empty cluster
+        gets the smallest positive number, so that its lift of no count is 0)."""
+        _, item_clusters, _ = self.tables()
+        smoothed = self.targets + 1.0
+        per_item = self.log_pseudo_count.exp() * smoothed / smoothed.sum()
+        per_cluster = per_item.new_zeros(self.item_mask.shape[0]).scatter_add(0, item_clusters, per_item)
+        return per_item, per_cluster.clamp(min=torch.finfo(per_cluster.dtype).tiny)
+
+    def lift(self, followers: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        """``log(1 + n / (a p(i)))`` of each follower (0 where ``followers`` is -1)."""
+        per_item, _ = self.expected_counts()
+        return torch.log1p(counts / per_item[followers.clamp(min=0)]) * (followers >= 0)
+
+    def item_scores(self, followers: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        """``γ_r log(1 + n / (a p(i)))``: the prior's share of each follower's score in the all-items objective."""
+        return self.weight[1] * self.lift(followers, counts)
 
 
 def transition_codes(sequences: list[list[tuple[int, int]]], num_ranks: int) -> torch.Tensor:

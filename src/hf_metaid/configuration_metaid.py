@@ -187,9 +187,10 @@ MODEL_OPTIONS: tuple[ModelOption, ...] = (
         "int",
         0,
         "The item chain's counts as a learned prior: how many followers per item to keep of the training sequences' "
-        "transition counts n(j → i). The logit of each cluster token gets γ_c · log(1 + n(j → c)) and the rank token "
-        "of each item i of the chosen cluster γ_r · log(1 + n(j → i)), j the last item the decoder has read; γ starts "
-        "at 0 and is learned, the counts are set from the training split and saved with the weights. 0: no prior.",
+        "transition counts n(j → i), each read against the item's popularity p(i) with a pseudo-count a. The logit of "
+        "each cluster token gets γ_c · log(1 + n(j → c) / (a p(c))) and the rank token of each item i of the chosen "
+        "cluster γ_r · log(1 + n(j → i) / (a p(i))), j the last item the decoder has read; γ starts at 0 and a at 100, "
+        "both learned; the counts are set from the training split and saved with the weights. 0: no prior.",
         minimum=0,
         needs="history_in_decoder",
         why="it reads the last item from the decoder's sequence",

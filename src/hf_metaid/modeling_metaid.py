@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import os
 
 import torch
@@ -21,7 +22,7 @@ from transformers.models.t5.modeling_t5 import T5Stack
 from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.generic import can_return_tuple
 
-from .chain_prior import MetaIDChainPrior, transition_codes
+from .chain_prior import INITIAL_PSEUDO_COUNT, MetaIDChainPrior, transition_codes
 from .checks import check_choice, check_int
 from .configuration_metaid import MODEL_OPTIONS, OPTION_NAMES, OPTIONS, MetaIDConfig, check_model_options
 from .errors import InvalidArgumentError, VocabularyMismatchError
@@ -379,6 +380,8 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
             init.zeros_(module.bias)
         if isinstance(module, (MetaIDRepeatBias, MetaIDChainPrior)):
             init.zeros_(module.weight)  # an untrained repeat bias or chain prior changes no logit
+        if isinstance(module, MetaIDChainPrior):
+            init.constant_(module.log_pseudo_count, math.log(INITIAL_PSEUDO_COUNT))
 
     def _register_item_mask(self) -> None:
         clusters = self.config.metaid_num_clusters
@@ -476,7 +479,8 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
 
         ``sequences``: each user's training items (raw ids) in order (the training run passes its split's); items
         the vocabulary lacks are skipped. On, the decoder's cluster and rank steps get
-        ``γ log(1 + n)`` of the transitions from the last item read, in the training loss (each target's own
+        ``γ log(1 + n / (a p))`` of the transitions from the last item read (n read against the item's popularity p
+        with a learned pseudo-count a), in the training loss (each target's own
         transition left out), ``generate`` and ``recommend`` alike; γ starts at 0, and the counts and γ are saved with
         the weights. It needs the history in the decoder. LoRA trains γ in full.
         """
@@ -698,7 +702,7 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
                     config.metaid_first_new_id,
                     config.metaid_item_loss_negatives,
                     self._read_items(decoder_input_ids.to(labels.device)),
-                    None if followers is None else (followers[0], self.metaid_chain_prior.item_scores(followers[1])),
+                    None if followers is None else (followers[0], self.metaid_chain_prior.item_scores(*followers)),
                 )
         return output
 

@@ -60,6 +60,32 @@ def test_the_most_frequent_followers_are_kept_ties_by_item_number():
     assert module.counts[1].tolist() == [3.0, 2.0, 1.0]
     assert module.followers[8].tolist() == [1, -1, -1] and module.counts[8].tolist() == [1.0, 0.0, 0.0]
     assert (module.followers[[0, 2, 3, 4, 5, 6, 7]] == -1).all() and module.counts.sum() == 7
+    # every transition counts towards its target's popularity, kept as a follower or not (item 5)
+    assert module.targets.tolist() == [0.0, 1.0, 1.0, 2.0, 0.0, 1.0, 0.0, 0.0, 3.0]
+
+
+def expected_counts(pseudo_count: float = 100.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """a p(i) and a p(c) of PAIRS by hand: targets + 1 = [1, 2, 2, 3, 1, 2, 1, 1, 4] (sum 17); clusters hold items
+    0-2, 3-4 and 5-8."""
+    per_item = pseudo_count * torch.tensor([1.0, 2, 2, 3, 1, 2, 1, 1, 4]) / 17
+    return per_item, torch.stack([per_item[:3].sum(), per_item[3:5].sum(), per_item[5:].sum()])
+
+
+def test_counts_are_read_against_popularity_with_a_learned_pseudo_count():
+    module = prior_with(PAIRS)
+    per_item, per_cluster = module.expected_counts()
+    torch.testing.assert_close(per_item, expected_counts()[0])
+    torch.testing.assert_close(per_cluster, expected_counts()[1])
+    lift = module.lift(module.followers[1], module.counts[1])  # followers 8, 3, 2 with counts 3, 2, 1
+    torch.testing.assert_close(lift, torch.log1p(torch.tensor([3.0, 2, 1]) / per_item[[8, 3, 2]]))
+    # at γ = 1 on logits holding log p(i), an item scores log(n + a p(i)) - log a: the chain smoothed by popularity
+    share = per_item / 100.0
+    torch.testing.assert_close(
+        share[[8, 3, 2]].log() + lift,
+        (torch.tensor([3.0, 2, 1]) + per_item[[8, 3, 2]]).log() - torch.tensor(100.0).log(),
+    )
+    module.item_scores(module.followers[1], module.counts[1]).sum().backward()  # a learns with γ
+    assert module.log_pseudo_count.grad is not None and module.log_pseudo_count.grad != 0
 
 
 def test_counts_are_refused_for_another_item_table():
@@ -87,6 +113,7 @@ def test_a_grown_table_keeps_every_count_under_the_items_new_numbers():
     assert module.followers[numbers[0, 1]].tolist() == [numbers[2, 3], numbers[1, 0], numbers[0, 2]]
     assert module.counts[numbers[0, 1]].tolist() == [3.0, 2.0, 1.0]
     assert module.followers[numbers[0, 3]].tolist() == [-1, -1, -1]  # a new item has no followers yet
+    assert module.targets[numbers[2, 3]] == 3.0 and module.targets[numbers[0, 3]] == 0.0  # nor a target count
 
 
 # ------------------------------------------------------------------------------------------------ arithmetic
@@ -98,12 +125,12 @@ def test_the_prior_lands_on_clusters_after_an_item_and_on_ranks_inside_the_chose
     followers, counts = module.followers_at(sequence, sequence, FIRST)
     got = module(logits, sequence, followers, counts, FIRST)
     expected = logits.clone()
-    log = torch.log1p
+    per_item, per_cluster = expected_counts()
     # position 2 (after item (0, 1)): the cluster step over the 3 followers kept, (2, 3), (1, 0) and (0, 2), whose
     # counts per cluster are c0 1, c1 2, c2 3 ((2, 0), tied with (0, 2) and numbered after it, is not kept)
-    expected[0, 2, token(0) : token(0) + 3] += 0.5 * log(torch.tensor([1.0, 2.0, 3.0]))
-    # position 3 (cluster 2 open, last item (0, 1)): the rank of (2, 3), its one kept follower in cluster 2
-    expected[0, 3, token(rank=3)] += 2.0 * log(torch.tensor(3.0))
+    expected[0, 2, token(0) : token(0) + 3] += 0.5 * torch.log1p(torch.tensor([1.0, 2.0, 3.0]) / per_cluster)
+    # position 3 (cluster 2 open, last item (0, 1)): the rank of (2, 3) (item 8), its one kept follower in cluster 2
+    expected[0, 3, token(rank=3)] += 2.0 * torch.log1p(3.0 / per_item[8])
     # position 4 (after item (2, 0), which has no followers): the cluster step adds log(1 + 0) = 0
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
     # the last T positions only (generate's one new token with the whole sequence beside it)
@@ -149,14 +176,14 @@ def test_the_all_items_objective_adds_the_prior_to_the_followers_scores():
     inputs = torch.cat([torch.zeros(1, 1, dtype=torch.long), labels[:, :-1]], dim=1)
     hidden = torch.randn(1, 4, 8, generator=torch.Generator().manual_seed(1))
     followers, counts = prior.followers_at(inputs, inputs, FIRST, labels)
-    got = module.all_items_loss(hidden, labels, MASK, FIRST, prior=(followers, prior.item_scores(counts)))
+    got = module.all_items_loss(hidden, labels, MASK, FIRST, prior=(followers, prior.item_scores(followers, counts)))
     scores = hidden[0, [0, 2]] @ module.weight.T + module.bias
     # the state before item 8 has read item 1: followers 8 (3 - 1 of its own), 3 (2), 2 (1)
-    scores[1, [8, 3, 2]] += 1.5 * torch.log1p(torch.tensor([2.0, 2.0, 1.0]))
+    scores[1, [8, 3, 2]] += 1.5 * torch.log1p(torch.tensor([2.0, 2.0, 1.0]) / expected_counts()[0][[8, 3, 2]])
     torch.testing.assert_close(got, torch.nn.functional.cross_entropy(scores, torch.tensor([1, 8])))
     torch.manual_seed(3)
     sampled = module.all_items_loss(
-        hidden, labels, MASK, FIRST, negatives=2, prior=(followers, prior.item_scores(counts))
+        hidden, labels, MASK, FIRST, negatives=2, prior=(followers, prior.item_scores(followers, counts))
     )
     torch.manual_seed(3)
     candidates = sorted({1, 8} | set(torch.randint(9, (2,)).tolist()))
@@ -206,10 +233,13 @@ def test_the_training_gradient_trusts_counts_where_the_data_follow_the_chain():
 # ------------------------------------------------------------------------------------------- saving, growth
 def test_the_chain_prior_survives_save_and_auto_model_reload(tmp_path):
     tokenizer, model, chain = chain_pair(SHAPES[1], (0.75, 1.25))
+    with torch.no_grad():
+        model.metaid_chain_prior.log_pseudo_count.fill_(2.0)  # a learned pseudo-count, not the starting one
     model.save_pretrained(tmp_path)
     reloaded = AutoModelForSeq2SeqLM.from_pretrained(tmp_path).eval()
     assert reloaded.config.metaid_chain_prior == 4
-    assert torch.equal(reloaded.metaid_chain_prior.followers, model.metaid_chain_prior.followers)
+    for name in ("followers", "counts", "targets", "weight", "log_pseudo_count"):
+        assert torch.equal(getattr(reloaded.metaid_chain_prior, name), getattr(model.metaid_chain_prior, name)), name
     assert reloaded.metaid_chain_prior.weight.tolist() == [0.75, 1.25]
     history = chain[0][:3]
     got = reloaded.recommend(tokenizer, user="u1", history=history, k=5)
@@ -281,6 +311,8 @@ print(json.dumps({"module": type(model).__module__, "recs": model.recommend(tok,
 @pytest.mark.slow
 def test_remote_code_reads_the_chain_prior_without_the_package(tmp_path):
     tokenizer, model, chain = chain_pair(SHAPES[1], (3.0, 3.0))
+    with torch.no_grad():
+        model.metaid_chain_prior.log_pseudo_count.fill_(0.5)
     model.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
     assert (tmp_path / "chain_prior.py").is_file()

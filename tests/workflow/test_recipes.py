@@ -74,7 +74,7 @@ def _slots(template: str) -> list[str]:
 @pytest.mark.parametrize(
     ("name", "arm"),
     [
-        ("fast", "dec-small-e16-item-io-anon-drop0.3-loss1-neg1024-chain50"),
+        ("fast", "dec-small-e16-item-io-anon-drop0.3-loss1-neg1024-lift50"),
         ("best", "dec-small-e60-item-io-anon-drop0.3-loss1-neg1024-repeat"),
         ("decoder-k100", "dec-small-e16-item-io-anon-drop0.3"),
         ("fast-prompt", "prompt-demo"),
