@@ -196,6 +196,15 @@ MODEL_OPTIONS: tuple[ModelOption, ...] = (
         why="it reads the last item from the decoder's sequence",
         card="the item chain's counts as a learned prior",
     ),
+    ModelOption(
+        "num_beams",
+        "int",
+        0,
+        "The beam width `recommend` and evaluation decode with unless asked otherwise (at least the k asked for): a "
+        "wider beam keeps more clusters open at the first step, so an item whose cluster ranks low can still come "
+        "out. 0: k, the paper's protocol.",
+        minimum=0,
+    ),
 )
 
 # Fields the tokenizer's vocabulary sets (``from_base``, ``extend_vocabulary``), never chosen.
@@ -314,6 +323,7 @@ class MetaIDConfig(T5Config):
     metaid_item_loss_negatives: int = _default("item_loss_negatives")
     metaid_repeat_bias: bool = _default("repeat_bias")
     metaid_chain_prior: int = _default("chain_prior")
+    metaid_num_beams: int = _default("num_beams")
     metaid_num_items: int = _default("num_items")
 
     def __post_init__(self, **kwargs) -> None:

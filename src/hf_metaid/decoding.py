@@ -125,7 +125,8 @@ def decode_items(
         attention_mask: their attention mask, shape ``(N, L)``.
         tree: the valid items (:class:`ItemTree`).
         k: how many items to return per prompt.
-        num_beams: beam width of ``beam`` mode (defaults to ``k``, as in the paper's protocol); must be ≥ k.
+        num_beams: beam width of ``beam`` mode; must be ≥ k. Default: the model's ``config.metaid_num_beams`` (the
+            width it was set to decode with) where that is above k, else ``k``, as in the paper's protocol.
         mode: ``"beam"`` or ``"exact"`` (see the module docstring).
         chunk_rows: decoder beams (prompts × clusters expanded) per pass; bounds memory in ``exact`` mode.
         exclude: per prompt, item numbers (positions in ``tree.items``) that must not come out, e.g. the history;
@@ -138,7 +139,9 @@ def decode_items(
     check_choice("mode", mode, ("beam", "exact"))
     check_int("k", k, minimum=1)
     check_int("chunk_rows", chunk_rows, minimum=1)
-    num_beams = k if num_beams is None else check_int("num_beams", num_beams, minimum=1)
+    if num_beams is None:
+        num_beams = max(k, getattr(model.config, "metaid_num_beams", 0) or 0)
+    check_int("num_beams", num_beams, minimum=1)
     if mode == "beam" and num_beams < k:
         raise InvalidArgumentError(f"num_beams ({num_beams}) must be at least k ({k})")
     for name, rows in (("exclude", exclude), ("decoder_prefix", decoder_prefix)):

@@ -95,8 +95,8 @@ class RecommendationMixin:
         Args:
             histories: per user, the raw item ids of the history (oldest first) that the prompt shows (with
                 ``config.metaid_history_in_decoder``: that the decoder reads); ``None``: the direct task (user only).
-            mode: ``"beam"`` (HF beam search's top-k, ``num_beams`` wide; a width under k is raised to k) or
-                ``"exact"`` (every item ranked).
+            mode: ``"beam"`` (HF beam search's top-k, ``num_beams`` wide; a width under k is raised to k; default:
+                the model's ``config.metaid_num_beams``, or k) or ``"exact"`` (every item ranked).
             exclude: per user, raw item ids that must not be recommended (unknown ids are ignored); they are cut
                 from that user's item tree before decoding, so the k items come from the rest. Works for every
                 task, the direct one included.
@@ -148,7 +148,7 @@ class RecommendationMixin:
                     batch["attention_mask"],
                     tree,
                     k=k,
-                    num_beams=max(num_beams or k, k),
+                    num_beams=None if num_beams is None else max(num_beams, k),
                     mode=mode,
                     exclude=None if numbers is None else numbers[start : start + batch_size],
                     decoder_prefix=None if prefixes is None else prefixes[start : start + batch_size],

@@ -372,6 +372,31 @@ def test_clusters_without_items_are_never_chosen():
         assert (items >= 0).all()
 
 
+def test_the_default_beam_width_is_the_models_own_where_it_is_above_k(monkeypatch):
+    """config.metaid_num_beams (the width a recipe chose on validation) is what recommend and decode_items use unless
+    asked: the lists equal an explicit num_beams of that width; a width under k gives k; an explicit one wins."""
+    import hf_metaid.decoding as decoding
+
+    tokenizer, model = make_pair(SHAPES[0])
+    tree = model.item_tree(tokenizer)
+    batch = prompts(tokenizer, count=3)
+    widths = []
+    chunk = decoding._decode_chunk
+    monkeypatch.setattr(decoding, "_decode_chunk", lambda *args: widths.append(args[4]) or chunk(*args))
+    model.config.metaid_num_beams = 8
+    items, scores = decode_items(model, batch["input_ids"], batch["attention_mask"], tree, k=3)
+    wide, wide_scores = decode_items(model, batch["input_ids"], batch["attention_mask"], tree, k=3, num_beams=8)
+    assert widths == [8, 8] and torch.equal(items, wide) and torch.equal(scores, wide_scores)
+    decode_items(model, batch["input_ids"], batch["attention_mask"], tree, k=3, num_beams=4)
+    model.config.metaid_num_beams = 2
+    decode_items(model, batch["input_ids"], batch["attention_mask"], tree, k=3)
+    assert widths[2:] == [4, 3]
+    model.config.metaid_num_beams = 8
+    model.recommend(tokenizer, user="u1", k=3)
+    model.recommend(tokenizer, user="u1", k=3, num_beams=5)
+    assert widths[4:] == [8, 5]
+
+
 def test_decode_items_rejects_bad_arguments(model, tokenizer):
     batch = prompts(tokenizer)
     tree = model.item_tree(tokenizer)

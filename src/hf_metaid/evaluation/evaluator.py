@@ -55,7 +55,8 @@ def evaluate_recommender(
 
     Args:
         split: rows with ``user``, ``history`` and ``target`` (``leave_one_out(...)["test"]`` or ``["validation"]``).
-        ks: cut-offs; the decoder returns ``max(ks)`` items (beam width ``num_beams``, default ``max(ks)``).
+        ks: cut-offs; the decoder returns ``max(ks)`` items (beam width ``num_beams``, default the model's
+            ``config.metaid_num_beams`` or ``max(ks)``).
         task: ``"sequential"`` (history in the prompt) or ``"direct"`` (user only).
         template: ``"seen"``, ``"unseen"`` (the first template of that kind in ``model.prompt_templates``: the ones
             it was trained with where recorded) or a template string with ``{user}`` / ``{history}``.

@@ -58,7 +58,7 @@ def recommend_all(
             (:func:`~hf_metaid.workflow.splitting.decide_exclude_seen`).
         k: items per user (fewer where the history left out leaves fewer).
         mode: ``"beam"`` or ``"exact"`` decoding, as in ``model.recommend_batch``.
-        num_beams: the beam width (default ``k``).
+        num_beams: the beam width (default: the model's ``config.metaid_num_beams``, or ``k``).
         batch_size: users per decoding batch.
         progress: show a progress bar over the users.
 
