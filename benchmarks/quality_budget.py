@@ -233,11 +233,17 @@ ARMS: dict[str, tuple[dict, dict, str]] = {
         "the demo's recipe with the chain prior reading each count against the item's popularity, "
         "log(1 + n / (a p(i)))",
     ),
-    "dec-small-e60-item-io-anon-drop0.3-loss1-neg1024-lift50-repeat": (
-        {**SAMPLED, "chain_prior": 50, "repeat_bias": True},
+    "dec-small-e16-item-io-anon-drop0.3-loss1-neg1024-lift50-beam20": (
+        {**SAMPLED, "chain_prior": 50, "num_beams": 20},
+        {**ANONYMOUS_W20, "epochs": 16.0},
+        "the lift50 arm decoded with a beam of 20 (the same weights: its model folder copied, the width set in its "
+        "config)",
+    ),
+    "dec-small-e60-item-io-anon-drop0.3-loss1-neg1024-lift50-repeat-beam20": (
+        {**SAMPLED, "chain_prior": 50, "repeat_bias": True, "num_beams": 20},
         {**ANONYMOUS_W20, "epochs": 60.0},
-        "the 60-epoch sampled arm with the chain prior (as a lift) and the learned repeat score: best at its fixed "
-        "length",
+        "the 60-epoch sampled arm with the chain prior (as a lift), the learned repeat score and a beam of 20: best "
+        "at its fixed length",
     ),
     "dec-small-e16-item-io-anon-drop0.3-loss1-neg1024-chain50-repeat": (
         {**SAMPLED, "chain_prior": 50, "repeat_bias": True},

@@ -38,9 +38,9 @@ def test_fast_and_best_read_the_history_in_the_decoder_and_learn_every_item():
         assert all("{user}" not in text for text in seen_templates(load_templates(recipe.model.templates), "direct"))
         assert recipe.index.embedding == "spectral" and recipe.threads == 1 and recipe.exclude_seen is None
     assert fast.model.item_loss > 0 and fast.model.item_loss_negatives > 0 and not fast.model.repeat_bias
-    assert base == dataclasses.replace(  # fast is the benchmarks' base with the all-items objective and the chain prior
+    assert base == dataclasses.replace(  # fast: the base with the all-items objective, the chain prior, a beam of 20
         fast,
-        model=dataclasses.replace(fast.model, item_loss=0.0, item_loss_negatives=0, chain_prior=0),
+        model=dataclasses.replace(fast.model, item_loss=0.0, item_loss_negatives=0, chain_prior=0, num_beams=0),
         training=dataclasses.replace(fast.training, time_budget=0.0),  # the benchmarks' base trains fixed epochs
     )
     assert base.index == fast.index
@@ -49,8 +49,8 @@ def test_fast_and_best_read_the_history_in_the_decoder_and_learn_every_item():
     assert (fast.training.time_budget, best.training.time_budget) == (15.0, 60.0)
     others = [hm.recipes.get(name).training for name in hm.recipes.names() if name not in ("fast", "best")]
     assert others and all(training.time_budget == 0 for training in others)
-    assert fast.model.chain_prior and not best.model.chain_prior  # best's arm was measured without the chain prior
-    assert best.model == dataclasses.replace(fast.model, repeat_bias=True, chain_prior=0)
+    assert fast.model.chain_prior and best.model.chain_prior == fast.model.chain_prior
+    assert best.model == dataclasses.replace(fast.model, repeat_bias=True)  # fast's model with the repeat score
 
 
 def test_paper_is_the_papers_prompt_mode():
@@ -74,8 +74,8 @@ def _slots(template: str) -> list[str]:
 @pytest.mark.parametrize(
     ("name", "arm"),
     [
-        ("fast", "dec-small-e16-item-io-anon-drop0.3-loss1-neg1024-lift50"),
-        ("best", "dec-small-e60-item-io-anon-drop0.3-loss1-neg1024-repeat"),
+        ("fast", "dec-small-e16-item-io-anon-drop0.3-loss1-neg1024-lift50-beam20"),
+        ("best", "dec-small-e60-item-io-anon-drop0.3-loss1-neg1024-lift50-repeat-beam20"),
         ("decoder-k100", "dec-small-e16-item-io-anon-drop0.3"),
         ("fast-prompt", "prompt-demo"),
     ],
