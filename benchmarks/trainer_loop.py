@@ -50,7 +50,7 @@ from hf_metaid.workflow.build import build_model
 from hf_metaid.workflow.recipes import Recipe
 from hf_metaid.workflow.schemes import build_vocabulary
 from hf_metaid.workflow.splitting import split_data
-from hf_metaid.workflow.training_run import train
+from hf_metaid.workflow.training_run import set_chain_counts, train
 
 RESULTS = Path(__file__).resolve().parent / "results" / "trainer_loop.md"
 
@@ -79,6 +79,15 @@ def trainer_arm(
     return steps / (wall_end - wall), steps / (cpu_end - cpu), run.loss
 
 
+def plain_model(recipe: Recipe, tokenizer, train_split):
+    """The plain loop's model: the Trainer's initial weights (same builder, same seed) and, where the recipe has the
+    chain prior, the chain counts the training run gives the Trainer's model."""
+    model = build_model(tokenizer, recipe.model, seed=recipe.training.seed)
+    if model.config.metaid_chain_prior:
+        set_chain_counts(model, tokenizer, train_split)
+    return model
+
+
 def plain_arm(recipe: Recipe, splits, vocabulary, warmup: int, steps: int, scratch: str) -> tuple[float, float, float]:
     """Steps per wall second and per CPU second of a plain loop over the same Trainer's batches, same initial
     weights, and its mean loss."""
@@ -92,7 +101,7 @@ def plain_arm(recipe: Recipe, splits, vocabulary, warmup: int, steps: int, scrat
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=args.train_batch_size, sampler=sampler, collate_fn=shell.trainer.data_collator
     )
-    model = build_model(shell.tokenizer, recipe.model, seed=recipe.training.seed)
+    model = plain_model(recipe, shell.tokenizer, splits["train"])
     model.train()
     set_seed(args.seed)  # the sampler's and dropout's draws start where the Trainer's do
     optimizer = torch.optim.AdamW(

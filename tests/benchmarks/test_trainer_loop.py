@@ -34,6 +34,17 @@ def test_the_plain_loop_trains_on_the_trainers_batches_to_the_same_loss(tmp_path
     assert "Trainer / plain loop" in out.read_text()
 
 
+@pytest.mark.usefixtures("one_thread")
+def test_the_plain_loops_model_has_the_training_runs_chain_counts(tiny):
+    import trainer_loop
+    from hf_metaid.workflow import recipes
+
+    split, tokenizer, _ = tiny
+    model = trainer_loop.plain_model(recipes.get("fast"), tokenizer, split["train"])
+    users = len(set(split["train"]["user"]))
+    assert int(model.metaid_chain_prior.counts.sum()) == split["train"].num_rows - users
+
+
 def test_the_memory_curves_step_rate_leaves_out_the_first_steps():
     import train_memory
 
