@@ -196,7 +196,7 @@ class MetaIDChainPrior(nn.Module):
         current = previous.to(logits.device) - first_cluster_token
         opens = (current >= 0) & (current < num_clusters)  # a rank step: the cluster is chosen
         per_cluster = counts.new_zeros((*counts.shape[:-1], num_clusters + 1)).scatter_add(-1, cluster, counts)
-        _, expected = self.expected_counts()
+        per_item, expected = self.expected_counts()  # once per call: the rank step's lift reads the same counts
         lift = torch.log1p(per_cluster[..., :num_clusters] / expected.to(counts.dtype))
         cluster_step = weight[0] * lift.to(logits.dtype) * (~opens).unsqueeze(-1)
         logits = torch.cat(
@@ -209,7 +209,7 @@ class MetaIDChainPrior(nn.Module):
         )
         inside = present & opens.unsqueeze(-1) & (cluster == current.unsqueeze(-1))
         columns = first_cluster_token + num_clusters + item_ranks[followers.clamp(min=0)]
-        added = weight[1] * self.lift(followers, counts).to(logits.dtype) * inside
+        added = weight[1] * self.lift(followers, counts, per_item).to(logits.dtype) * inside
         return logits.scatter_add(-1, torch.where(inside, columns, first_cluster_token + num_clusters), added)
 
     def expected_counts(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -222,9 +222,11 @@ class MetaIDChainPrior(nn.Module):
         per_cluster = per_item.new_zeros(self.item_mask.shape[0]).scatter_add(0, item_clusters, per_item)
         return per_item, per_cluster.clamp(min=torch.finfo(per_cluster.dtype).tiny)
 
-    def lift(self, followers: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-        """``log(1 + n / (a p(i)))`` of each follower (0 where ``followers`` is -1)."""
-        per_item, _ = self.expected_counts()
+    def lift(self, followers: torch.Tensor, counts: torch.Tensor, per_item: torch.Tensor | None = None) -> torch.Tensor:
+        """``log(1 + n / (a p(i)))`` of each follower (0 where ``followers`` is -1); ``per_item``: a p(i), where the
+        caller has :meth:`expected_counts` already."""
+        if per_item is None:
+            per_item, _ = self.expected_counts()
         return torch.log1p(counts / per_item[followers.clamp(min=0)]) * (followers >= 0)
 
     def item_scores(self, followers: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
