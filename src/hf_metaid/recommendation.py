@@ -165,8 +165,16 @@ class RecommendationMixin:
         decoder's prefix (a new user's prompt is the template without user tokens)."""
         vocabulary = tokenizer.entity_vocabulary
         if user is not None and not vocabulary.has_user(user):
-            hint = " (pass user=None with a history to recommend for a new user)" if history else ""
-            raise UnknownEntityError(f"unknown user id {str(user)!r}: not in the ID vocabulary{hint}")
+            if not vocabulary.users and history:  # a vocabulary without user IDs: the history alone decides
+                user = None
+            elif not vocabulary.users:
+                raise UnknownEntityError(
+                    f"user id {str(user)!r} has no ID: this model's vocabulary gives users none (indexed with "
+                    "user_ids=False), so recommend needs the user's history"
+                )
+            else:
+                hint = " (pass user=None with a history to recommend for a new user)" if history else ""
+                raise UnknownEntityError(f"unknown user id {str(user)!r}: not in the ID vocabulary{hint}")
         if user is None and not history:
             raise InvalidArgumentError("recommend needs a known user, a history, or both")
         in_prompt = history if not self.config.metaid_history_in_decoder else None

@@ -71,7 +71,7 @@ PINNED = {
 
 # Settings added after the pin, with the default that does what the library did before them: a vocabulary made
 # with the default records it, and without it records what it recorded when pinned.
-ADDED_SINCE_PINNED = {"svd_precision": "float64"}
+ADDED_SINCE_PINNED = {"svd_precision": "float64", "max_cluster_size": None, "user_ids": True}
 
 
 def recorded_part(vocab: hf_metaid.EntityVocabulary) -> str:

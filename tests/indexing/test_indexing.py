@@ -16,6 +16,7 @@ from hf_metaid.indexing import (
     RandomIndexer,
     SequentialIndexer,
 )
+from hf_metaid.indexing.clustering import assign_and_rank
 from hf_metaid.indexing.graph import build_graph
 from hf_metaid.indexing.skipgram import skipgram_embeddings, window_pairs
 from hf_metaid.indexing.spectral import spectral_embeddings
@@ -366,3 +367,65 @@ def test_bad_input_is_refused(train):
         MetaIDIndexer(num_clusters=(3, 4))  # a pair needs joint=False
     with pytest.raises(ValueError, match="walk_length"):
         MetaIDIndexer(walk_length=0)
+
+
+# ------------------------------------------------------------------------------- bounded clusters, items-only IDs
+def test_oversized_clusters_are_split_until_each_fits():
+    rng = np.random.default_rng(0)
+    # one tight blob of 90 points and two small ones: two centroids would put the blob's 90 in one cluster
+    points = np.concatenate([rng.normal([5, 0, 0], 0.3, (90, 3)), rng.normal([0, 5, 0], 0.3, (10, 3))])
+    centroids = np.array([[1.0, 0, 0], [0, 1.0, 0]], np.float32)
+    plain = assign_and_rank(points, centroids)
+    assert np.bincount(plain.codes[:, 0]).max() == 90
+    bounded = assign_and_rank(points, centroids, max_size=25)
+    sizes = np.bincount(bounded.codes[:, 0])
+    assert sizes.max() <= 25 and sizes.sum() == 100
+    assert bounded.num_clusters >= 2 + 3  # 90 points need at least four parts of 25
+    assert len({tuple(c) for c in bounded.codes.tolist()}) == 100  # unique (cluster, rank)
+    small = plain.codes[:, 0] == 1  # the cluster under the bound keeps its id and its members
+    assert np.array_equal(bounded.codes[small], plain.codes[small])
+    assert np.allclose(np.linalg.norm(bounded.centroids, axis=1), 1.0, atol=1e-5)
+    # the bound changes nothing where every cluster already fits: the same codes and centroids as without it
+    same = assign_and_rank(points, centroids, max_size=90)
+    assert np.array_equal(same.codes, plain.codes) and np.array_equal(same.centroids, plain.centroids)
+
+
+def test_identical_points_are_cut_in_order_when_kmeans_cannot_split_them():
+    points = np.tile(np.array([[1.0, 2.0, 3.0]], np.float32), (23, 1))
+    result = assign_and_rank(points, points[:1], max_size=5)
+    sizes = np.bincount(result.codes[:, 0])
+    assert sorted(sizes.tolist()) == [3, 5, 5, 5, 5]
+    assert len({tuple(c) for c in result.codes.tolist()}) == 23
+
+
+def test_max_cluster_size_bounds_the_rank_tokens(train):
+    graph = build_graph(train)
+    free = MetaIDIndexer(**dict(SMALL, num_clusters=2)).fit(train)
+    bounded = MetaIDIndexer(**dict(SMALL, num_clusters=2), max_cluster_size=12).fit(train)
+    assert free.num_ranks > 12 >= bounded.num_ranks
+    assert bounded.num_clusters > free.num_clusters
+    assert bounded.metadata["clusters"]["joint"] == bounded.num_clusters
+    assert_valid(bounded, graph.users, graph.items)
+    with pytest.raises(ValueError, match="max_cluster_size"):
+        MetaIDIndexer(max_cluster_size=0)
+
+
+@pytest.mark.parametrize("joint", [True, False])
+def test_items_only_ids_keep_the_item_clusters_and_number_items_alone(joint, table, train):
+    settings = dict(SMALL, joint=joint)
+    both = MetaIDIndexer(**settings).fit(train)
+    items_only = MetaIDIndexer(**settings, user_ids=False).fit(train, hf_metaid.catalogue(table))
+    assert items_only.users == [] and items_only.user_codes.shape == (0, 2)
+    assert not items_only.has_user(both.users[0])
+    # the same clusters as with user IDs (users still shape them); ranks count the items alone, in the same order
+    offset = 0 if joint else both.metadata["clusters"]["users"]
+    for cluster in range(items_only.num_clusters - 1):  # the last cluster is the cold-start one
+        members = [i for i in both.items if both.item_code(i)[0] == cluster + offset]
+        by_old_rank = sorted(members, key=lambda i: both.item_code(i)[1])
+        assert [items_only.item_code(i) for i in by_old_rank] == [(cluster, r) for r in range(len(members))]
+    assert items_only.num_ranks == np.bincount(items_only.item_codes[:, 0]).max()
+    assert items_only.num_ranks < both.num_ranks if joint else items_only.num_ranks <= both.num_ranks
+    cold = items_only.metadata["cold_start"]
+    assert cold["users"] == 0 and cold["items"] > 0  # the catalogue's cold items get IDs, its users none
+    assert items_only.metadata["users_without_ids"] == len(both.users)
+    assert items_only.entity_vectors.shape[0] == len(items_only.items)

@@ -283,3 +283,40 @@ def test_an_anonymous_prompt_asks_every_user_alike_and_the_history_decides():
     assert len({tuple(row) for row in examples["input_ids"]}) == 1
     with pytest.raises(hm.InvalidArgumentError, match="lacks"):
         check_templates({"direct": {"seen": ["next {item}"]}})  # a placeholder other than {user} is a typo
+
+
+def test_a_vocabulary_without_user_ids_serves_the_anonymous_prompt_end_to_end(tmp_path):
+    """IDs for items alone (``user_ids=False``): training examples, evaluation and ``recommend`` need no user ID with
+    the anonymous prompt, the vocabulary is narrower, and a template that names the user is refused by name."""
+    interactions = synthetic_interactions(num_users=10, num_items=24)
+    split = hm.leave_one_out(interactions)
+    names = hm.catalogue(interactions)
+    both = hm.MetaIDIndexer(num_clusters=3, dim=8).fit(split["train"], names)
+    items_only = hm.MetaIDIndexer(num_clusters=3, dim=8, user_ids=False).fit(split["train"], names)
+    assert items_only.users == [] and len(items_only.new_tokens) < len(both.new_tokens)
+    tokenizer = hm.MetaIDTokenizer.from_base(None, items_only)
+    examples = hm.build_decoder_history_examples(split["train"], tokenizer, ANONYMOUS, max_history=4)
+    assert len({tuple(row) for row in examples["input_ids"]}) == 1 and examples.num_rows >= len(names["users"])
+    with pytest.raises(hm.InvalidArgumentError, match=r"names the user.*user_ids=False"):
+        hm.build_decoder_history_examples(split["train"], tokenizer, COMPACT_TEMPLATES)
+    with pytest.raises(hm.InvalidArgumentError, match="names the user"):
+        hm.build_training_prompts(split["train"], tokenizer, tasks=("sequential",), templates=COMPACT_TEMPLATES)
+    torch.manual_seed(0)
+    model = hm.MetaIDForConditionalGeneration.from_base(hm.tiny_t5_config(), tokenizer).eval()
+    model.set_prompt_format(ANONYMOUS, max_history=4, history_in_decoder=True)
+    history = split["test"]["history"][0]
+    got = model.recommend(tokenizer, user="any-user", history=history, k=5)  # the user is not needed, nor looked up
+    assert got == model.recommend(tokenizer, user=None, history=history, k=5)
+    assert len(got) == 5 and all(tokenizer.entity_vocabulary.has_item(item) for item, _ in got)
+    with pytest.raises(hm.UnknownEntityError, match="recommend needs the user's history"):
+        model.recommend(tokenizer, user="any-user", k=5)
+    test = split["test"]
+    metrics = hm.evaluate_recommender(model, tokenizer, test, ks=(5,), exclude_seen=True, progress=False)
+    lists = model.recommend_batch(tokenizer, [None] * test.num_rows, test["history"], k=5, exclude_seen=True)
+    hits = np.mean([t in [item for item, _ in row] for row, t in zip(lists, test["target"], strict=True)])
+    assert metrics["hr@5"] == pytest.approx(hits) and metrics["known_users"] == 0
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    reloaded_tokenizer = hm.MetaIDTokenizer.from_pretrained(tmp_path)
+    assert reloaded_tokenizer.entity_vocabulary.users == []
+    assert reloaded_tokenizer.entity_vocabulary.fingerprint == items_only.fingerprint

@@ -91,6 +91,23 @@ def test_an_item_seen_only_by_new_users_is_placed_once_they_are():
     assert grown.metadata["extension"]["left_out"] == {"users": 1, "items": 0}
 
 
+def test_a_vocabulary_without_user_ids_places_new_items_through_their_users_and_gives_users_none():
+    """Items only (``MetaIDIndexer(user_ids=False)``): a user's vector, folded in from its known items, carries the
+    place to its new items, and the user itself gets no ID (nor counts as left out)."""
+    parent = hand_vocabulary()
+    items_only = hm.EntityVocabulary(
+        [], parent.items, np.empty((0, 2)), parent.item_codes, parent.cluster_vectors,
+        entity_vectors=parent.entity_vectors[len(parent.users) :], metadata=parent.metadata,
+    )  # fmt: skip
+    rows = table([("u0", "i1"), ("u0", "i1"), ("u0", "inew"), ("u9", "inew"), ("u9", "i1")])
+    grown = items_only.extend(rows, min_known_items=0)
+    assert grown.users == [] and grown.user_codes.shape == (0, 2)
+    assert grown.item_code("inew") == (1, 2)  # its users' items lie in cluster 1, whose ranks 0..1 are taken
+    assert grown.metadata["extension"]["rounds"] == 2  # the users first, then the item through them
+    assert grown.metadata["extension"]["users"] == 0 and grown.metadata["extension"]["items"] == 1
+    assert grown.metadata["extension"]["left_out"] == {"users": 0, "items": 0}
+
+
 def test_too_few_interactions_follow_the_cold_start_rule():
     parent = hand_vocabulary(cold=True)
     grown = parent.extend(

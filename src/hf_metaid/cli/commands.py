@@ -19,6 +19,7 @@ from ..saving.output_folders import (
     check_writable,
     replace_file,
 )
+from ..vocabulary.card import users_with_ids
 from ..vocabulary.growth import MIN_KNOWN_ITEMS
 from ..workflow.settings import ModelSettings, TrainingSettings
 from .settings_options import _data_options, _index_config, _model_and_training
@@ -44,7 +45,7 @@ def run_index(args: argparse.Namespace) -> int:
     rows = [
         ["recipe", args.recipe],
         ["scheme", vocabulary.scheme],
-        ["users", len(vocabulary.users)],
+        ["users", users_with_ids(vocabulary)],
         ["items", len(vocabulary.items)],
         ["cluster tokens", vocabulary.num_clusters],
         ["rank tokens", vocabulary.num_ranks],
@@ -358,9 +359,14 @@ def _recommend_every_user(args: argparse.Namespace) -> int:
     vocabulary = tokenizer.entity_vocabulary
     users, served = len(set(interactions["user"][:])), list(dict.fromkeys(table["user"][:]))
     new = sum(not vocabulary.has_user(user) for user in served)
+    unknown = (
+        f"{new} (not in the ID vocabulary: asked from the history items it knows)"
+        if vocabulary.users
+        else "none: the vocabulary gives users no IDs (items only), every user is asked from the history items"
+    )
     rows = [
         ["users", f"{users} in {args.data}, {len(served)} with recommendations"],
-        ["new users", f"{new} (not in the ID vocabulary: asked from the history items it knows)"],
+        ["new users", unknown],
         ["rows", f"{table.num_rows} (user, rank, item, score; the top {args.k} of each user)"],
         ["history", ranking],
         ["seconds", f"{seconds:.1f}"],

@@ -17,7 +17,7 @@ from ..workflow.settings import ModelSettings, TrainingSettings
 # ----------------------------------------------------------------------------------- settings <-> options
 # The options each command offers, per settings class of hf_metaid.workflow.settings; type, default, rule and help text
 # come from the fields (hf_metaid.settings.fields). The seed is one option for every stage, --layers has its own syntax.
-INDEX_FIELDS = ("num_clusters", "dim", "embedding", "rank_by", "svd_precision")
+INDEX_FIELDS = ("num_clusters", "dim", "embedding", "rank_by", "svd_precision", "max_cluster_size", "user_ids")
 COLLABORATIVE_FIELDS = ("num_groups", "leaf_size")
 COLLABORATIVE_TITLE = "collaborative IDs (--scheme collaborative)"
 # Every model setting, the model's options (MetaIDConfig's) included, in ModelSettings' order; --layers has its own.

@@ -46,6 +46,25 @@ def _vocabulary_of(tokenizer):
     return vocabulary
 
 
+def user_spelling(vocabulary, templates: Sequence[str]):
+    """How the user is written into ``templates``: its ID tokens, or nothing where no template names the user, so
+    that a vocabulary without user IDs (``MetaIDIndexer(user_ids=False)``) serves prompts that never need them.
+
+    Raises:
+        InvalidArgumentError: a template names the user (``{user}``) and the vocabulary gives users no IDs.
+    """
+    naming = [template for template in templates if "{user}" in template]
+    if not naming:
+        return lambda _user: ""
+    if not vocabulary.users:
+        raise InvalidArgumentError(
+            f"the template {naming[0]!r} names the user, but the ID vocabulary gives users no IDs (indexed with "
+            "user_ids=False): use templates without {user} (templates='anonymous') or index with user IDs "
+            "(user_ids=True, hf-metaid index --user-ids)"
+        )
+    return vocabulary.user_tokens
+
+
 def _map_users(
     users: list[str], sequences: list[list[str]], expand, features: dict, fingerprint: str, desc: str, num_proc
 ) -> datasets.Dataset:
@@ -146,13 +165,14 @@ def build_training_prompts(
     for group in seen.values():  # fail before any work on a bad templates_per_sample
         _templates_for_samples(np.random.default_rng(0), 0, len(group), templates_per_sample)
     item_tokens = {item: vocabulary.item_tokens(item) for item in dict.fromkeys(i for s in sequences for i in s)}
+    spell_user = user_spelling(vocabulary, [template for group in seen.values() for template in group])
 
     def expand(batch: dict, indices: list[int]) -> dict:
         sources: list[str] = []
         targets: list[str] = []
         for user, items, index in zip(batch["user"], batch["items"], indices, strict=True):
             rng = np.random.default_rng([seed, index])
-            user_tokens = vocabulary.user_tokens(user)
+            user_tokens = spell_user(user)
             tokens = [item_tokens[item] for item in items]
             for task in tasks:
                 if task == "sequential":
@@ -215,6 +235,7 @@ def build_decoder_history_examples(
     check_max_history(max_history)
     seen = seen_templates(TEMPLATES if templates is None else templates, "direct")
     vocabulary = _vocabulary_of(tokenizer)
+    spell_user = user_spelling(vocabulary, seen)
     users, sequences = training_sequences(train)
 
     def expand(batch: dict, indices: list[int]) -> dict:
@@ -225,7 +246,7 @@ def build_decoder_history_examples(
             windows = [items[max(0, end - max_history) : end] for end in range(len(items), 0, -max_history)]
             choice = _templates_for_samples(rng, len(windows), len(seen), 1)
             for window, picked in zip(windows, choice, strict=True):
-                sources.append(format_prompt(seen[picked[0]], vocabulary.user_tokens(user), [], max_history))
+                sources.append(format_prompt(seen[picked[0]], spell_user(user), [], max_history))
                 labels.append([token for item in window for token in tokenizer.item_token_ids(item)])
         encoded = tokenizer(sources)
         lengths = [len(row) for row in labels]
@@ -281,13 +302,14 @@ def build_eval_prompts(
             raise InvalidArgumentError(f"evaluation rows need columns user, history, target; found {columns}")
     check_max_history(max_history)
     vocabulary = _vocabulary_of(tokenizer)
+    spell_user = user_spelling(vocabulary, [text])
     use_history = task == "sequential"
 
     def write(batch: dict) -> dict:
         sources = []
         for user, history in zip(batch["user"], batch["history"], strict=True):
             shown = [vocabulary.item_tokens(item) for item in history[-max_history:]] if use_history else []
-            sources.append(format_prompt(text, vocabulary.user_tokens(user), shown, max_history))
+            sources.append(format_prompt(text, spell_user(user), shown, max_history))
         return {"source": sources}
 
     return split.map(

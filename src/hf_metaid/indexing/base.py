@@ -40,6 +40,7 @@ class IndexedEntities:
         cluster_vectors: ``(num_clusters, dim)`` vectors behind the cluster tokens.
         entity_vectors: optional ``(len(users) + len(items), dim)`` vectors the codes came from.
         metadata: JSON-able parameters of the scheme (no timings: the saved vocabulary must be reproducible).
+        user_ids: ``False``: users get no IDs (``users`` is empty), the catalogue's cold users none either.
     """
 
     users: list[str]
@@ -49,6 +50,7 @@ class IndexedEntities:
     cluster_vectors: np.ndarray
     entity_vectors: np.ndarray | None = None
     metadata: dict = field(default_factory=dict)
+    user_ids: bool = True
 
     @classmethod
     def of_graph(cls, graph: BipartiteGraph, codes: np.ndarray, cluster_vectors: np.ndarray, **rest) -> IndexedEntities:
@@ -177,7 +179,7 @@ def _check_catalogue(catalogue: dict | None) -> dict[str, list[str]]:
 def _with_cold_start(entities: IndexedEntities, catalogue: dict[str, list[str]], scheme: str, seed: int):
     """Apply the cold-start rule (module docstring) and assemble the vocabulary."""
     known_users, known_items = set(entities.users), set(entities.items)
-    cold_users = [u for u in catalogue["users"] if u not in known_users]
+    cold_users = [u for u in catalogue["users"] if u not in known_users] if entities.user_ids else []
     cold_items = [i for i in catalogue["items"] if i not in known_items]
     cluster_vectors = np.asarray(entities.cluster_vectors, dtype=np.float32)
     user_codes = np.asarray(entities.user_codes, dtype=np.int64).reshape(-1, 2)

@@ -143,6 +143,24 @@ class MetaIDIndexerConfig(SkipGramConfig):
         },
     )
 
+    max_cluster_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "most entities with IDs one cluster may hold; a larger one is split by k-means on its members, "
+            "the new cluster tokens following the K: the rank tokens number at most this, on logs whose vectors "
+            "separate poorly too (None: no bound, the paper's)",
+            "minimum": 1,
+        },
+    )
+    user_ids: bool = field(
+        default=True,
+        metadata={
+            "help": "give users ID tokens; False: items only, for models whose prompts never name a user (the "
+            "recipes that read the history in the decoder): users still shape the vectors and clusters, and the "
+            "rank tokens then number as many as the largest cluster's items, not its users and items",
+        },
+    )
+
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.joint and isinstance(self.num_clusters, tuple):

@@ -14,7 +14,7 @@ import datasets
 import numpy as np
 
 from .base import ConfiguredIndexer, IndexedEntities
-from .clustering import Clustering, cluster_and_rank, normalize_rows
+from .clustering import cluster_and_rank, normalize_rows
 from .config import MetaIDIndexerConfig
 from .graph import build_graph
 from .skipgram import skipgram_embeddings
@@ -53,27 +53,42 @@ class MetaIDIndexer(ConfiguredIndexer[MetaIDIndexerConfig]):
         codes, centroids, used = self._cluster(vectors, graph.num_users, priority)
         self._lap("kmeans_s", clock)
         metadata = {"params": self.get_params(), "clusters": used}
-        return IndexedEntities.of_graph(graph, codes, centroids, entity_vectors=vectors, metadata=metadata)
+        if config.user_ids:
+            return IndexedEntities.of_graph(graph, codes, centroids, entity_vectors=vectors, metadata=metadata)
+        return IndexedEntities(
+            users=[],
+            items=graph.items,
+            user_codes=np.empty((0, 2), np.int64),
+            item_codes=codes,
+            cluster_vectors=centroids,
+            entity_vectors=vectors[graph.num_users :],
+            metadata={**metadata, "users_without_ids": graph.num_users},
+            user_ids=False,
+        )
 
     def _cluster(
         self, vectors: np.ndarray, num_users: int, priority: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray, dict]:
-        """Codes of all entities, the centroid table, and how many clusters each part really got."""
-        clusters, iterations, seed = self.config.num_clusters, self.config.kmeans_iters, self.config.seed
-        if self.config.joint:
-            joint = cluster_and_rank(vectors, clusters, iterations, seed, priority)
+        """Codes of the entities that get IDs (users then items, or items alone with ``user_ids=False``), the
+        centroid table, and how many clusters each part really got (oversized ones split included)."""
+        config = self.config
+        settings = {"iterations": config.kmeans_iters, "seed": config.seed, "max_size": config.max_cluster_size}
+        items = np.arange(num_users, vectors.shape[0])
+        if config.joint:
+            coded = None if config.user_ids else items
+            joint = cluster_and_rank(vectors, config.num_clusters, priority=priority, coded=coded, **settings)
             return joint.codes, joint.centroids, {"joint": joint.num_clusters}
-        user_k, item_k = (clusters, clusters) if isinstance(clusters, int) else clusters
-        user_priority, item_priority = (
-            (None, None) if priority is None else (priority[:num_users], priority[num_users:])
+        user_k, item_k = (
+            (config.num_clusters, config.num_clusters) if isinstance(config.num_clusters, int) else config.num_clusters
         )
-        parts: list[Clustering] = [
-            cluster_and_rank(vectors[:num_users], user_k, iterations, seed, user_priority),
-            cluster_and_rank(vectors[num_users:], item_k, iterations, seed, item_priority),
-        ]
-        users, items = parts
-        item_codes = items.codes.copy()
+        item_priority = None if priority is None else priority[num_users:]
+        items_part = cluster_and_rank(vectors[num_users:], item_k, priority=item_priority, **settings)
+        if not config.user_ids:
+            return items_part.codes, items_part.centroids, {"items": items_part.num_clusters}
+        user_priority = None if priority is None else priority[:num_users]
+        users = cluster_and_rank(vectors[:num_users], user_k, priority=user_priority, **settings)
+        item_codes = items_part.codes.copy()
         item_codes[:, 0] += users.num_clusters  # item cluster ids follow the user ones: IDs stay unique
         codes = np.concatenate([users.codes, item_codes])
-        centroids = np.concatenate([users.centroids, items.centroids])
-        return codes, centroids, {"users": users.num_clusters, "items": items.num_clusters}
+        centroids = np.concatenate([users.centroids, items_part.centroids])
+        return codes, centroids, {"users": users.num_clusters, "items": items_part.num_clusters}

@@ -27,6 +27,14 @@ GROWN_FIT_NOTE = (
 )
 
 
+def users_with_ids(vocabulary: EntityVocabulary) -> str:
+    """How many users have IDs, or, for a vocabulary of items only (``user_ids=False``), how many users have none."""
+    without = vocabulary.metadata.get("users_without_ids")
+    if vocabulary.users or not without:
+        return str(len(vocabulary.users))
+    return f"none: items only ({without:,} users without IDs)"
+
+
 def cluster_sizes(vocabulary: EntityVocabulary) -> np.ndarray:
     """Entities (users and items) per cluster token, one count per cluster (empty clusters count 0)."""
     codes = np.concatenate([vocabulary.user_codes, vocabulary.item_codes])
@@ -127,7 +135,7 @@ def vocabulary_card(
         "|---|---|",
         f"| scheme | {vocabulary.scheme} |",
         f"| fingerprint | `{vocabulary.fingerprint}` |",
-        f"| users | {summary['users']} |",
+        f"| users | {users_with_ids(vocabulary)} |",
         f"| items | {summary['items']} |",
         f"| cluster tokens | {summary['clusters']} ({summary['clusters_used']} hold entities) |",
         f"| rank tokens | {summary['ranks']} |",
