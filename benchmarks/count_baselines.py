@@ -225,7 +225,9 @@ def counting_references(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoothing", type=float, default=0.1, help="additive smoothing of the counts")
-    parser.add_argument("--data", default="beauty", help="'beauty', 'markov', 'markov-repeats' or an interaction file")
+    parser.add_argument(
+        "--data", default="beauty", help="'beauty', 'markov', 'markov-repeats', 'markov-large' or an interaction file"
+    )
     args = parser.parse_args()
 
     started = time.perf_counter()

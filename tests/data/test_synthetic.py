@@ -64,3 +64,11 @@ def test_markov_is_a_data_name_like_beauty():
     again = hm.load_interactions("markov-repeats")  # the same process, where users come back to items
     with_repeats, _ = markov_interactions(repeats=True)
     assert again["item"] == with_repeats["item"] and hm.data.repeated_pairs(again) > 0.05 * again.num_rows
+
+
+@pytest.mark.slow
+def test_markov_large_is_the_36000_user_log():
+    """The log a 15-minute demo is meant to handle: 36,000 users, about 8 interactions each, no repeated pair."""
+    loaded = hm.load_interactions("markov-large")
+    assert len(set(loaded["user"][:])) == 36000 and 7.5 * 36000 < loaded.num_rows < 8.5 * 36000
+    assert 17000 < len(set(loaded["item"][:])) <= 18000 and hm.data.repeated_pairs(loaded) == 0

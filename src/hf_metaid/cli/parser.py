@@ -350,7 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         data_help="instead of one user, every user of these interactions, each with all of their interactions as the "
         "history (users the model does not know: asked as new users from their known items, counted): a file "
-        "(P5/OpenP5 text, CSV, TSV, Parquet, JSONL) or 'beauty', 'markov', 'markov-repeats'; the table goes to --out",
+        "(P5/OpenP5 text, CSV, TSV, Parquet, JSONL) or 'beauty', 'markov', 'markov-repeats', 'markov-large'; the table "
+        "goes to --out",
     )
     every = recommend.add_argument_group("every user of --data, written")
     every.add_argument(

@@ -40,7 +40,8 @@ MODEL_HELP = (
 )
 DATA_HELP = (
     "interactions: a file (P5/OpenP5 text, CSV, TSV, Parquet, JSONL), 'beauty' (embedded), 'markov' (a synthetic "
-    "log with a known best ranking) or 'markov-repeats' (the same, where users come back to items)"
+    "log with a known best ranking), 'markov-repeats' (the same, where users come back to items) or 'markov-large' "
+    "(the same process over 36,000 users)"
 )
 # Each option has one spelling. Spellings the commands once took, with the one that means the same now: refused like
 # any unknown word, with the new name in the error, where the command takes it.

@@ -45,8 +45,13 @@ def embedded_beauty_path() -> Path:
     return Path(str(resources.files("hf_metaid.data").joinpath("beauty.txt.gz")))
 
 
-# Built-in synthetic logs by name: the keyword arguments of markov_interactions that write them.
-SYNTHETIC_SOURCES = {"markov": {}, "markov-repeats": {"repeats": True}}
+# Built-in synthetic logs by name: the keyword arguments of markov_interactions that write them. "markov-large" has
+# about Beauty's interactions per user over 36,000 users and 18,000 items: the size a 15-minute demo is meant to handle.
+SYNTHETIC_SOURCES = {
+    "markov": {},
+    "markov-repeats": {"repeats": True},
+    "markov-large": {"num_users": 36000, "num_items": 18000, "mean_length": 8.0, "seed": 1},
+}
 
 
 def load_interactions(
@@ -66,7 +71,7 @@ def load_interactions(
             Amazon Beauty data, ``"markov"`` for the synthetic log of :func:`~hf_metaid.data.markov_interactions`
             with its default settings (a second data set whose best possible ranking is known), or
             ``"markov-repeats"`` for the same process where users come back to items they met (repeat consumption,
-            as in check-ins or music).
+            as in check-ins or music), ``"markov-large"`` for a log of 36,000 users and about 18,000 items.
         format: ``"sequence"`` (P5 ``Beauty.txt`` and OpenP5 ``user_sequence.txt``: ``user item item ...`` per
             line, items in time order), ``"csv"``, ``"tsv"``, ``"parquet"`` or ``"jsonl"``. Guessed from the suffix
             when omitted (``.txt`` → sequence).
