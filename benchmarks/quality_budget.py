@@ -245,6 +245,17 @@ ARMS: dict[str, tuple[dict, dict, str]] = {
         "the 60-epoch sampled arm with the chain prior (as a lift), the learned repeat score and a beam of 20: best "
         "at its fixed length",
     ),
+    "dec-small-e16-item-io-anon-drop0.3-loss1-neg1024-lift50-beam20-items512": (
+        {**SAMPLED, "chain_prior": 50, "num_beams": 20},
+        {**ANONYMOUS_W20, "epochs": 16.0},
+        "the lift50 arm at beam 20 on IDs for the items alone (users, whom its prompt never names, get none) with at "
+        "most 512 items a cluster: the rank tokens number as many as the largest cluster's items",
+    ),
+    "dec-small-e60-item-io-anon-drop0.3-loss1-neg1024-lift50-repeat-beam20-items512": (
+        {**SAMPLED, "chain_prior": 50, "repeat_bias": True, "num_beams": 20},
+        {**ANONYMOUS_W20, "epochs": 60.0},
+        "best's 60-epoch arm on IDs for the items alone, at most 512 items a cluster",
+    ),
     "dec-small-e16-item-io-anon-drop0.3-loss1-neg1024-chain50-repeat": (
         {**SAMPLED, "chain_prior": 50, "repeat_bias": True},
         {**ANONYMOUS_W20, "epochs": 16.0},
@@ -273,7 +284,10 @@ ARMS: dict[str, tuple[dict, dict, str]] = {
 }
 
 # name -> changes to BASE.index, for the arms that change the IDs themselves (the others keep K=100).
-INDEX_CHANGES: dict[str, dict] = {arm: {"num_clusters": 200} for arm in ARMS if arm.endswith("-k200")}
+INDEX_CHANGES: dict[str, dict] = {
+    **{arm: {"num_clusters": 200} for arm in ARMS if arm.endswith("-k200")},
+    **{arm: {"user_ids": False, "max_cluster_size": 512} for arm in ARMS if arm.endswith("-items512")},
+}
 
 
 # The demo's recipe as recorded in results/demo.md (fourth round: the demo model, trained on two threads of an idle
@@ -515,7 +529,7 @@ def _arm_parser(commands, name: str, help: str, split: str, threads: int) -> arg
     parser.add_argument(
         "--data",
         default="beauty",
-        help="'beauty', 'markov', 'markov-repeats' (synthetic) or an interaction file",
+        help="'beauty', 'markov', 'markov-repeats', 'markov-large' (synthetic) or an interaction file",
     )
     return parser
 

@@ -51,6 +51,7 @@ def made(tmp_path_factory):
             "4",
             "--embedding",
             "spectral",
+            "--user-ids",  # the cases below ask for users by id
         ]
         assert main(index) == 0
         quick = ["--max-steps", "1", "--d-model", "32", "--batch-size", "8", "--warmup-steps", "0"]
@@ -253,7 +254,7 @@ CLI_CASES = [
         lambda m, t: _train(m, t, vocab=_file(t, "v.json", (m.root / "vocab/metaid_vocab.json").read_bytes()[:99])),
         "v.json: not a valid vocabulary file",
     ),
-    Cli("train-vocab-of-other-data", lambda m, t: _train(m, t, data=m.other), "unknown user id 'x0'"),
+    Cli("train-vocab-of-other-data", lambda m, t: _train(m, t, data=m.other), "unknown item id 'y0-0'"),
     Cli("train-zero-epochs", lambda m, t: _train(m, t, "--epochs", "0"), "epochs must be a finite number > 0"),
     Cli("train-zero-d-model", lambda m, t: _train(m, t, "--d-model", "0"), "d_model must be an int >= 8"),
     Cli("train-d-model-not-4x", lambda m, t: _train(m, t, "--d-model", "30"), "d_model must be a multiple of 4"),

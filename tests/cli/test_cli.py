@@ -22,8 +22,21 @@ QUICK_TRAIN = ("--batch-size", "8", "--d-model", "32", "--warmup-steps", "0")  #
 
 
 def index_command(data, out) -> list[str]:
-    """``hf-metaid index`` of ``data`` into ``out`` with 4 clusters of spectral IDs: quick on the small test files."""
-    return ["index", "--data", str(data), "--out", str(out), "--num-clusters", "4", "--embedding", "spectral"]
+    """``hf-metaid index`` of ``data`` into ``out`` with 4 clusters of spectral IDs: quick on the small test files.
+    With user IDs (the default recipe's IDs are the items' alone), since these tests ask for users by id and train
+    prompts that name them."""
+    return [
+        "index",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--num-clusters",
+        "4",
+        "--embedding",
+        "spectral",
+        "--user-ids",
+    ]
 
 
 def train_command(data, vocab, out) -> list[str]:
@@ -628,3 +641,46 @@ def test_recommend_out_is_checked_before_any_work_and_replaced_only_with_overwri
     ]:
         assert main(["recommend", str(small_model), *argv]) == 2
         assert says in capsys.readouterr().err
+
+
+def test_the_default_recipes_items_only_ids_serve_every_command(tiny_file, tmp_path, capsys):
+    """index with the default recipe gives the items alone IDs (its prompt names no user): train, evaluate and
+    recommend ask every user from the history, recommend --user alone says it needs one, and --data counts no user
+    as unknown."""
+    vocab_dir, model_dir = tmp_path / "vocab", tmp_path / "model"
+    index = [
+        "index",
+        "--data",
+        str(tiny_file),
+        "--out",
+        str(vocab_dir),
+        "--num-clusters",
+        "4",
+        "--max-cluster-size",
+        "6",
+    ]
+    assert main(index) == 0
+    rows = {line.split("  ")[0]: line.split("  ", 1)[1].strip() for line in capsys.readouterr().out.splitlines()}
+    assert rows["users"] == "none: items only (40 users without IDs)" and int(rows["rank tokens"]) <= 6
+    vocabulary = hm.EntityVocabulary.load(vocab_dir / "metaid_vocab.json")
+    assert vocabulary.users == [] and vocabulary.num_ranks <= 6
+    assert main([*train_command(tiny_file, vocab_dir, model_dir), "--max-steps", "2", *QUICK_TRAIN]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(model_dir), "--data", str(tiny_file), "--limit", "10"]) == 0
+    assert "users=10 known_users=0 known_targets=10 " in capsys.readouterr().out
+    assert main(["recommend", str(model_dir), "--user", "u3", "--history", "i1,i2", "--k", "3"]) == 0
+    with_user = capsys.readouterr().out
+    assert main(["recommend", str(model_dir), "--history", "i1,i2", "--k", "3"]) == 0
+    assert capsys.readouterr().out == with_user  # the user is not read
+    assert main(["recommend", str(model_dir), "--user", "u3"]) == 2
+    assert "recommend needs the user's history" in capsys.readouterr().err
+    log = tmp_path / "log.txt"
+    log.write_text(tiny_file.read_text() + "ghost zz1 zz2\n")
+    out = tmp_path / "recs.csv"
+    assert main(["recommend", str(model_dir), "--data", str(log), "--out", str(out), "--k", "2"]) == 0
+    printed = capsys.readouterr()
+    assert "1 of 41 users have no history item the ID vocabulary knows" in printed.err
+    assert "are not in the ID vocabulary" not in printed.err
+    rows = {line.split("  ")[0]: line.split("  ", 1)[1].strip() for line in printed.out.splitlines()}
+    assert rows["new users"].startswith("none: the vocabulary gives users no IDs")
+    assert datasets.Dataset.from_csv(str(out)).num_rows == 40 * 2

@@ -84,4 +84,4 @@ def test_the_new_folder_of_an_uninterrupted_save_loads(killed, name):
     new = out.parent.parent / "new"
     assert {str(p.relative_to(new)) for p in new.rglob("*") if p.is_file()} == set(result["new"])
     model, tokenizer = hm.load_for_inference(new)
-    assert len(model.recommend(tokenizer, user="1", k=3)) == 3
+    assert len(model.recommend(tokenizer, history=tokenizer.entity_vocabulary.items[:2], k=3)) == 3

@@ -40,10 +40,11 @@ def test_fast_and_best_read_the_history_in_the_decoder_and_learn_every_item():
     assert fast.model.item_loss > 0 and fast.model.item_loss_negatives > 0 and not fast.model.repeat_bias
     assert base == dataclasses.replace(  # fast: the base with the all-items objective, the chain prior, a beam of 20
         fast,
+        index=dataclasses.replace(fast.index, user_ids=True, max_cluster_size=None),  # and IDs for the items alone
         model=dataclasses.replace(fast.model, item_loss=0.0, item_loss_negatives=0, chain_prior=0, num_beams=0),
         training=dataclasses.replace(fast.training, time_budget=0.0),  # the benchmarks' base trains fixed epochs
     )
-    assert base.index == fast.index
+    assert not fast.index.user_ids and fast.index.max_cluster_size == 512 and best.index == fast.index
     assert best.model.repeat_bias and best.training.epochs > fast.training.epochs
     # fast fits the demo in 15 minutes, best its training in 60; the others train their fixed epochs
     assert (fast.training.time_budget, best.training.time_budget) == (15.0, 60.0)
@@ -74,8 +75,8 @@ def _slots(template: str) -> list[str]:
 @pytest.mark.parametrize(
     ("name", "arm"),
     [
-        ("fast", "dec-small-e16-item-io-anon-drop0.3-loss1-neg1024-lift50-beam20"),
-        ("best", "dec-small-e60-item-io-anon-drop0.3-loss1-neg1024-lift50-repeat-beam20"),
+        ("fast", "dec-small-e16-item-io-anon-drop0.3-loss1-neg1024-lift50-beam20-items512"),
+        ("best", "dec-small-e60-item-io-anon-drop0.3-loss1-neg1024-lift50-repeat-beam20-items512"),
         ("decoder-k100", "dec-small-e16-item-io-anon-drop0.3"),
         ("fast-prompt", "prompt-demo"),
     ],

@@ -120,6 +120,7 @@ _DECODER_K100 = Recipe(
 # (--time-budget 0) it trains 16 epochs.
 _FAST = replace(
     _DECODER_K100,
+    index=replace(_DECODER_K100.index, user_ids=False, max_cluster_size=512),
     model=replace(_DECODER_K100.model, item_loss=1.0, item_loss_negatives=1024, chain_prior=50, num_beams=20),
     training=replace(_DECODER_K100.training, time_budget=15.0),
 )
@@ -156,14 +157,15 @@ RECIPES: Mapping[str, NamedRecipe] = MappingProxyType(
         "fast": NamedRecipe(
             _FAST,
             "the demo's (hf-metaid demo): the history in the decoder of a narrow T5 with each item's own vectors, "
-            "spectral IDs (K = 100), a sampled all-items objective and the item chain's counts read against "
-            "popularity as a learned prior, decoded with a beam of 20, on one thread for the steps a 15-minute budget "
-            "holds end to end (--time-budget 15; --time-budget 0: 16 epochs)",
-            "Beauty test HR@10 / NDCG@10 0.0778 / 0.0493 with the history left out of the ranking, 0.0752 / 0.0470 "
-            "with it kept (the paper's protocol), in its 15-minute budget (13 min 42 s end to end, 14.5 epochs, "
-            "beside other runs; results/demo.md); at 16 epochs 0.0776 / 0.0491 and 0.0751 / 0.0467 "
-            "(results/quality_budget.md, arm dec-small-e16-item-io-anon-drop0.3-loss1-neg1024-lift50-beam20, "
-            "validation 0.1025 / 0.0636 left out)",
+            "spectral IDs for the items alone (K = 100, at most 512 items a cluster), a sampled all-items objective "
+            "and the item chain's counts read against popularity as a learned prior, decoded with a beam of 20, on "
+            "one thread for the steps a 15-minute budget holds end to end (--time-budget 15; --time-budget 0: 16 "
+            "epochs)",
+            "Beauty test HR@10 / NDCG@10 0.0783 / 0.0491 with the history left out of the ranking, 0.0753 / 0.0465 "
+            "with it kept (the paper's protocol), in its 15-minute budget (14 min 4 s end to end, 16.3 epochs, peak "
+            "0.91 GB; results/demo.md); at 16 epochs 0.0771 / 0.0489 and 0.0748 / 0.0468 (results/quality_budget.md, "
+            "arm dec-small-e16-item-io-anon-drop0.3-loss1-neg1024-lift50-beam20-items512, validation 0.1011 / 0.0635 "
+            "left out)",
         ),
         "best": NamedRecipe(
             _BEST,
