@@ -501,6 +501,11 @@ SPEED_FILES = (
 # Sequential recommenders trained on the same splits under a wall-clock budget (RecTools; the `benchmarks` extra).
 SEQUENTIAL_FILES = (
     (
+        "budget_comparison.md",
+        "python benchmarks/quality_budget.py table",
+        "The recipes against the references at each training budget",
+    ),
+    (
         "sequential_references.md",
         "python benchmarks/sequential_references.py run --model sasrec --budget 15",
         "SASRec and BERT4Rec (RecTools) at a training budget",

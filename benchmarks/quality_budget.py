@@ -34,7 +34,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts its t
 
 import torch
 
+import budget_comparison
 from benchmark_common import cpu_and_cores, write_report
+from budget_comparison import SELECTIONS, chosen_arm
 from harness import evaluate_protocols, finished, run_arm, train_and_save, write_json
 from hf_metaid.evaluation.evaluator import evaluate_recommender
 from hf_metaid.saving.inference_folder import load_for_inference
@@ -374,11 +376,6 @@ def arm_description(arm: str) -> str:
     return ARMS[arm][2]
 
 
-# The protocols a budget's arm is chosen under, each on validation HR@10 under that same protocol: its test figures
-# are then read under it (the paper's protocol keeps the history in the ranking, the demo's leaves it out).
-SELECTIONS = (("kept", "history kept (the paper's protocol)"), ("left out", "history left out"))
-
-
 def arm_tag(arm: str, data: str) -> str:
     """The name of an arm's JSON files and model folder: the arm on Beauty, ``ARM.DATA`` on other data."""
     return arm if data == "beauty" else f"{arm}.{Path(data).stem}"
@@ -427,14 +424,13 @@ def budget_rows(records: list[dict], budgets: tuple[int, ...] = BUDGETS) -> list
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for minutes in budgets:
-        fits = [arm for arm, r in validation.items() if arm in test and r["train_seconds"] <= 60 * minutes]
         for protocol, described in SELECTIONS:
-            if not fits:
+            arm = chosen_arm(beauty, minutes, protocol)
+            if arm is None:
                 lines.append(
                     f"| {minutes} minutes | {described} | (no arm with a test result trained within it) |" + " |" * 10
                 )
                 continue
-            arm = max(fits, key=lambda name: validation[name]["metrics"][protocol]["hr@10"])
             chosen, kept, out = validation[arm], test[arm]["metrics"]["kept"], test[arm]["metrics"]["left out"]
             lines.append(
                 f"| {minutes} minutes | {described} | {arm} | {chosen['train_seconds']:.0f} "
@@ -500,6 +496,10 @@ def table(results: Path = RESULTS, report: Path = TABLE) -> None:
         "",
         *budget_rows(records),
         "",
+        "## The recipes against the references at each budget",
+        "",
+        *budget_comparison.comparison_lines(records, BUDGETS),
+        "",
         "## Every arm",
         "",
         header,
@@ -510,6 +510,7 @@ def table(results: Path = RESULTS, report: Path = TABLE) -> None:
         *counts,
     ]
     write_report(report, lines, commands)
+    budget_comparison.write(records, BUDGETS, report.with_name(budget_comparison.REPORT.name))
 
 
 def _arm_parser(commands, name: str, help: str, split: str, threads: int) -> argparse.ArgumentParser:
