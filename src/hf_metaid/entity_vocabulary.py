@@ -167,6 +167,12 @@ class EntityVocabulary:
             f"clusters={self.num_clusters}, ranks={self.num_ranks}, fingerprint={self.fingerprint!r})"
         )
 
+    @property
+    def items_only(self) -> bool:
+        """Whether only items have IDs (``MetaIDIndexer(user_ids=False)``): prompts cannot name a user, and
+        recommending reads the history alone."""
+        return not self.users
+
     # ------------------------------------------------------------------------------------------------- lookups
     def has_user(self, raw_id: str) -> bool:
         return str(raw_id) in self._user_index

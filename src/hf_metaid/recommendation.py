@@ -165,9 +165,9 @@ class RecommendationMixin:
         decoder's prefix (a new user's prompt is the template without user tokens)."""
         vocabulary = tokenizer.entity_vocabulary
         if user is not None and not vocabulary.has_user(user):
-            if not vocabulary.users and history:  # a vocabulary without user IDs: the history alone decides
+            if vocabulary.items_only and history:  # a vocabulary without user IDs: the history alone decides
                 user = None
-            elif not vocabulary.users:
+            elif vocabulary.items_only:
                 raise UnknownEntityError(
                     f"user id {str(user)!r} has no ID: this model's vocabulary gives users none (indexed with "
                     "user_ids=False), so recommend needs the user's history"

@@ -415,8 +415,8 @@ def test_items_only_ids_keep_the_item_clusters_and_number_items_alone(joint, tab
     settings = dict(SMALL, joint=joint)
     both = MetaIDIndexer(**settings).fit(train)
     items_only = MetaIDIndexer(**settings, user_ids=False).fit(train, hf_metaid.catalogue(table))
-    assert items_only.users == [] and items_only.user_codes.shape == (0, 2)
-    assert not items_only.has_user(both.users[0])
+    assert items_only.users == [] and items_only.user_codes.shape == (0, 2) and items_only.items_only
+    assert not items_only.has_user(both.users[0]) and not both.items_only
     # the same clusters as with user IDs (users still shape them); ranks count the items alone, in the same order
     offset = 0 if joint else both.metadata["clusters"]["users"]
     for cluster in range(items_only.num_clusters - 1):  # the last cluster is the cold-start one

@@ -361,7 +361,7 @@ def _recommend_every_user(args: argparse.Namespace) -> int:
     new = sum(not vocabulary.has_user(user) for user in served)
     unknown = (
         f"{new} (not in the ID vocabulary: asked from the history items it knows)"
-        if vocabulary.users
+        if not vocabulary.items_only
         else "none: the vocabulary gives users no IDs (items only), every user is asked from the history items"
     )
     rows = [

@@ -56,7 +56,7 @@ def user_spelling(vocabulary, templates: Sequence[str]):
     naming = [template for template in templates if "{user}" in template]
     if not naming:
         return lambda _user: ""
-    if not vocabulary.users:
+    if vocabulary.items_only:
         raise InvalidArgumentError(
             f"the template {naming[0]!r} names the user, but the ID vocabulary gives users no IDs (indexed with "
             "user_ids=False): use templates without {user} (templates='anonymous') or index with user IDs "

@@ -30,7 +30,7 @@ GROWN_FIT_NOTE = (
 def users_with_ids(vocabulary: EntityVocabulary) -> str:
     """How many users have IDs, or, for a vocabulary of items only (``user_ids=False``), how many users have none."""
     without = vocabulary.metadata.get("users_without_ids")
-    if vocabulary.users or not without:
+    if not vocabulary.items_only or not without:
         return str(len(vocabulary.users))
     return f"none: items only ({without:,} users without IDs)"
 

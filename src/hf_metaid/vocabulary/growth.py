@@ -127,7 +127,7 @@ def extend_vocabulary(
             growth.place(entity, vectors[entity])
         waiting = [entity for entity in waiting if vectors[entity] is None]
     left_out = {"users": 0, "items": 0}
-    for entity in [("user", u) for u in new_users if vocabulary.users] + [("item", i) for i in new_items]:
+    for entity in [("user", u) for u in new_users if not vocabulary.items_only] + [("item", i) for i in new_items]:
         if entity not in growth.codes:
             if growth.cold_cluster is None:
                 left_out[entity[0] + "s"] += 1
@@ -201,7 +201,7 @@ class _Growth:
         """Give ``entity`` the next free rank of the nearest usable cluster (the cold-start one without a vector).
         A user of a vocabulary without user IDs gets no code: its vector only carries its items' place to its new
         items."""
-        if entity[0] == "user" and not self.parent.users:
+        if entity[0] == "user" and self.parent.items_only:
             self.vectors[entity] = vector
             return
         if vector is None:

@@ -111,11 +111,11 @@ def recommend_all(
 def _report_unknown(sequences: dict, histories: dict, asked: list, vocabulary) -> None:
     """One :class:`DataWarning` with what the vocabulary does not know, where it does not know something."""
     # A vocabulary of items only (user_ids=False) knows no user by design: each is asked from its history alone.
-    unknown_users = sum(not vocabulary.has_user(user) for user in sequences) if vocabulary.users else 0
+    unknown_users = sum(not vocabulary.has_user(user) for user in sequences) if not vocabulary.items_only else 0
     left_out = len(sequences) - len(asked)
     unknown_rows = sum(len(items) - len(histories[user]) for user, items in sequences.items())
     parts = []
-    if not vocabulary.users and left_out:
+    if vocabulary.items_only and left_out:
         parts.append(
             f"{left_out} of {len(sequences)} users have no history item the ID vocabulary knows, which gives users "
             "no IDs (items only): left without recommendations"
