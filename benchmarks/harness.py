@@ -46,6 +46,11 @@ def run_arm(out: Path, measure: Callable[[], dict], force: bool = False) -> dict
     return record
 
 
+def calibration_exclude_seen(recipe: Recipe, train_split) -> bool:
+    """The protocol the chain prior is calibrated under: the recipe's ``exclude_seen``, or the data's decision."""
+    return decide_exclude_seen(train_split)[0] if recipe.exclude_seen is None else recipe.exclude_seen
+
+
 def train_and_save(
     recipe: Recipe, splits: Mapping, names: dict | None, model_folder: Path, training_folder: Path, source=None
 ) -> dict:
@@ -57,8 +62,7 @@ def train_and_save(
     result = train(splits["train"], vocabulary, training_folder, recipe.model, recipe.training)
     calibrated = {}
     if recipe.model.chain_prior:  # its weights set on validation, as the commands do (evaluation.chain_calibration)
-        exclude = recipe.exclude_seen
-        exclude = decide_exclude_seen(splits["train"])[0] if exclude is None else exclude
+        exclude = calibration_exclude_seen(recipe, splits["train"])
         chosen = calibrate_chain_prior(result.model, result.tokenizer, splits["validation"], exclude_seen=exclude)
         calibrated = {"chain_calibration": {"scale": chosen.scale, "scores": chosen.scores, "users": chosen.users}}
     save_for_inference(result.trainer, result.tokenizer, model_folder, overwrite=True)

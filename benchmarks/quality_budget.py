@@ -17,6 +17,7 @@ Usage:
     python benchmarks/quality_budget.py run --recipe best --split test --threads 1
     python benchmarks/quality_budget.py run dec-w50 --split test
     python benchmarks/quality_budget.py seen dec-w50      # seen@k for a JSON written before it was reported
+    python benchmarks/quality_budget.py calibration --recipe best --scales 2,3,4,5,6,8   # a wider chain-prior range
     python benchmarks/quality_budget.py table
 """
 
@@ -37,7 +38,8 @@ import torch
 import budget_comparison
 from benchmark_common import cpu_and_cores, write_report
 from budget_comparison import SELECTIONS, chosen_arm
-from harness import evaluate_protocols, finished, run_arm, train_and_save, write_json
+from harness import calibration_exclude_seen, evaluate_protocols, finished, run_arm, train_and_save, write_json
+from hf_metaid.evaluation.chain_calibration import calibrate_chain_prior
 from hf_metaid.evaluation.evaluator import evaluate_recommender
 from hf_metaid.saving.inference_folder import load_for_inference
 from hf_metaid.workflow import recipes
@@ -406,6 +408,73 @@ def backfill_seen(
     return out
 
 
+def calibration_scan(
+    arm: str,
+    scales: tuple[float, ...],
+    threads: int,
+    work: Path,
+    data: str = "beauty",
+    results: Path = RESULTS,
+) -> Path:
+    """Score the chain prior's factors ``scales`` (multiples of the weights training learned) on an arm's saved
+    model, on the validation users and under the protocol its calibration used, and write
+    ``results/calibration/ARM.json``: whether a range wider than ``CHAIN_SCALES`` would have chosen otherwise.
+    The saved model is not changed; its factor comes from the arm's validation JSON."""
+    tag = arm_tag(arm, data)
+    record = json.loads((results / f"{tag}.validation.json").read_text())
+    if "chain_calibration" not in record:
+        raise SystemExit(f"{arm}: its validation JSON records no chain-prior calibration (a model without the prior?)")
+    trained = record["chain_calibration"]["scale"]
+    torch.set_num_threads(threads)
+    model, tokenizer = load_for_inference(work / tag / "model")
+    splits, _ = split_data(data)
+    exclude = calibration_exclude_seen(arm_recipe(arm), splits["train"])
+    chosen = calibrate_chain_prior(  # relative to the saved weights, which are the learned ones times `trained`
+        model, tokenizer, splits["validation"], scales=tuple(s / trained for s in scales), exclude_seen=exclude
+    )
+    scan = {
+        "arm": arm,
+        "data": data,
+        "trained_scale": trained,
+        "scores": {f"{s * trained:g}": score for s, score in sorted(chosen.scores.items())},
+        "chosen": chosen.scale * trained,
+        "standard_error": chosen.standard_error,
+        "metric": chosen.metric,
+        "users": chosen.users,
+        "cpu": cpu_and_cores(),
+        "command": "python " + shlex.join(sys.argv),
+    }
+    out = results / "calibration" / f"{tag}.json"
+    write_json(out, scan)
+    print(json.dumps(scan["scores"]), "chosen x" + f"{scan['chosen']:g}")
+    return out
+
+
+def calibration_lines(results: Path = RESULTS) -> list[str]:
+    """The wider chain-prior scans of ``calibration_scan``, a row each."""
+    scans = [json.loads(p.read_text()) for p in sorted((results / "calibration").glob("*.json"))]
+    if not scans:
+        return []
+    return [
+        "",
+        "## The chain prior's factor over a wider range",
+        "",
+        "Training sets the chain prior's weights to the learned ones times the factor of `CHAIN_SCALES` "
+        "(`hf_metaid.evaluation.chain_calibration`) that scores best on validation; `quality_budget.py calibration "
+        "ARM --scales ...` scores more factors on the saved model, on the same validation users "
+        "(NDCG@10 under the calibration's protocol).",
+        "",
+        "| arm | data | factor at training | factor a wider range chooses | validation users | scores |",
+        "|---|---|---:|---:|---:|---|",
+        *(
+            f"| {s['arm']} | {s['data']} | x{s['trained_scale']:g} | x{s['chosen']:g} | {s['users']:,} | "
+            + ", ".join(f"x{factor} {score:.4f}" for factor, score in s["scores"].items())
+            + " |"
+            for s in scans
+        ),
+    ]
+
+
 def _seen(metrics: dict) -> str:
     """seen@10 as a table cell; a dash for an arm evaluated before it was reported (see ``seen``)."""
     return f"{metrics['seen@10']:.4f}" if "seen@10" in metrics else "—"
@@ -508,9 +577,21 @@ def table(results: Path = RESULTS, report: Path = TABLE) -> None:
         "",
         "Counting references on the same splits (`count_baselines.py`; HR@10 / NDCG@10):",
         *counts,
+        *calibration_lines(results),
     ]
     write_report(report, lines, commands)
     budget_comparison.write(records, BUDGETS, report.with_name(budget_comparison.REPORT.name))
+
+
+def _scales(text: str) -> tuple[float, ...]:
+    """Positive factors from the command line: ``2,3,4``."""
+    try:
+        scales = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"factors must be numbers separated by commas, got {text!r}") from None
+    if not all(scale > 0 for scale in scales):
+        raise argparse.ArgumentTypeError(f"factors must be positive, got {text!r}")
+    return scales
 
 
 def _arm_parser(commands, name: str, help: str, split: str, threads: int) -> argparse.ArgumentParser:
@@ -542,6 +623,11 @@ def main() -> None:
     runner.add_argument("--max-steps", type=int, default=0, help="stop training early (a smoke run of the path)")
     runner.add_argument("--results", type=Path, default=RESULTS, help="where the arm's JSON goes")
     _arm_parser(commands, "seen", "add seen@k to an arm's JSON written before evaluation reported it", "test", 1)
+    scanner = _arm_parser(
+        commands, "calibration", "score more chain-prior factors on an arm's saved model", "validation", 1
+    )
+    scanner.add_argument("--scales", type=_scales, required=True, help="factors of the learned weights: 2,3,4,6")
+    scanner.add_argument("--results", type=Path, default=RESULTS, help="where the arm's JSON is")
     commands.add_parser("table", help="write results/quality_budget.md")
     args = parser.parse_args()
     if args.command != "table":
@@ -552,6 +638,8 @@ def main() -> None:
         run(args.arm, args.split, args.threads, args.work, args.data, args.max_steps, args.results)
     elif args.command == "seen":
         backfill_seen(args.arm, args.split, args.threads, args.work, args.data)
+    elif args.command == "calibration":
+        calibration_scan(args.arm, args.scales, args.threads, args.work, args.data, args.results)
     else:
         table()
 

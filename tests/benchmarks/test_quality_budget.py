@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from safetensors.torch import load_file, save_file
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
@@ -148,3 +149,38 @@ def test_a_named_recipe_runs_as_it_is_as_the_arm_recipe_name(tmp_path, monkeypat
     assert (record["arm"], record["steps"]) == ("recipe-fast", 1) and record["what"].startswith("the recipe fast: ")
     assert (record["model"], record["training"]) == (as_stored["model"], as_stored["training"])
     assert record["index"] == fast.index.to_dict()
+    assert "chain_calibration" in record  # fast has the chain prior: calibrated at training
+
+    # a wider range scored on the saved model, whose weights are the learned ones times the factor training chose:
+    # as if training had chosen twice its factor, the saved weights doubled and the JSON saying so
+    chosen_at_training = record["chain_calibration"]["scale"]
+    recorded = record["chain_calibration"]["scores"][f"{float(chosen_at_training)}"]
+    weights_file = tmp_path / "work" / "recipe-fast.beauty60" / "model" / "model.safetensors"
+    weights = load_file(weights_file)
+    prior = "metaid_chain_prior.weight"
+    weights[prior] = weights[prior] * 2
+    save_file(weights, weights_file, metadata={"format": "pt"})
+    trained = 2 * chosen_at_training
+    record["chain_calibration"]["scale"] = trained
+    (results / "recipe-fast.beauty60.validation.json").write_text(json.dumps(record))
+    saved = weights_file.read_bytes()
+    scales = f"{chosen_at_training:g},{trained:g}"
+    argv_scan = ["quality_budget.py", "calibration", "--recipe", "fast", "--data", str(data), "--threads", "1"]
+    argv_scan += ["--work", str(tmp_path / "work"), "--results", str(results), "--scales", scales]
+    monkeypatch.setattr(sys, "argv", argv_scan)
+    quality_budget.main()
+    scan = json.loads((results / "calibration" / "recipe-fast.beauty60.json").read_text())
+    assert scan["trained_scale"] == trained and set(scan["scores"]) == set(scales.split(","))
+    # the learned weights times the factor training chose score what its calibration recorded, on the same users
+    assert scan["scores"][f"{chosen_at_training:g}"] == pytest.approx(recorded, abs=1e-12)
+    assert scan["users"] == record["chain_calibration"]["users"] and weights_file.read_bytes() == saved
+    quality_budget.table(results, tmp_path / "quality_budget.md")
+    assert (
+        "| recipe-fast | " + str(data) + f" | x{trained:g} | x{scan['chosen']:g} |"
+        in (tmp_path / "quality_budget.md").read_text()
+    )
+    for bad in ("0,1", "a,b"):
+        monkeypatch.setattr(sys, "argv", [*argv_scan[:-1], bad])
+        with pytest.raises(SystemExit) as refused:
+            quality_budget.main()
+        assert refused.value.code == 2
