@@ -18,3 +18,18 @@ def run_remote(script: str, folder: Path, *args: str) -> dict:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+# A saved folder asked for five items after a history (JSON), with hf_metaid blocked: {"module", "recs"}.
+REMOTE_RECOMMEND = """
+import json, sys
+sys.meta_path.insert(0, type("Block", (), {"find_spec": staticmethod(
+    lambda name, path=None, target=None: (_ for _ in ()).throw(ImportError(name)) if name.split(".")[0] == "hf_metaid"
+    else None)})())
+sys.path = [p for p in sys.path if not p.endswith("src")]
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+folder, history = sys.argv[1], json.loads(sys.argv[2])
+tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
+model = AutoModelForSeq2SeqLM.from_pretrained(folder, trust_remote_code=True).eval()
+print(json.dumps({"module": type(model).__module__, "recs": model.recommend(tok, user="u1", history=history, k=5)}))
+"""

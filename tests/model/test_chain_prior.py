@@ -17,7 +17,7 @@ from hf_metaid.chain_prior import MetaIDChainPrior, transition_codes
 from hf_metaid.item_output import MetaIDItemOutput
 from hf_metaid.training.trainer import build_trainer, lora_config
 from ranking_checks import assert_same_recommendations
-from remote_code import run_remote
+from remote_code import REMOTE_RECOMMEND, run_remote
 from test_decoder_history import assert_prefix_paths_agree, decoder_pair, prefixes, user_prompts
 from test_decoding import SHAPES
 
@@ -292,20 +292,6 @@ def test_a_training_run_counts_its_split_and_the_option_needs_the_history_in_the
     assert (prior.weight != 0).any()
     args = build_parser().parse_args(["demo", "--chain-prior", "16"])
     assert _model_and_training(args)[0].chain_prior == 16
-
-
-REMOTE_RECOMMEND = """
-import json, sys
-sys.meta_path.insert(0, type("Block", (), {"find_spec": staticmethod(
-    lambda name, path=None, target=None: (_ for _ in ()).throw(ImportError(name)) if name.split(".")[0] == "hf_metaid"
-    else None)})())
-sys.path = [p for p in sys.path if not p.endswith("src")]
-from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
-folder, history = sys.argv[1], json.loads(sys.argv[2])
-tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
-model = AutoModelForSeq2SeqLM.from_pretrained(folder, trust_remote_code=True).eval()
-print(json.dumps({"module": type(model).__module__, "recs": model.recommend(tok, user="u1", history=history, k=5)}))
-"""
 
 
 @pytest.mark.slow

@@ -3,6 +3,8 @@ tree softmax of the mode, the training examples, and ``recommend`` / saving / Lo
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -14,7 +16,7 @@ from hf_metaid.decoding import decode_items
 from hf_metaid.item_tree import trie_prefix_allowed_tokens_fn
 from hf_metaid.prompt_templates import COMPACT_TEMPLATES, check_templates
 from ranking_checks import assert_beam_cuts_clear, assert_same_ranking, assert_same_recommendations
-from remote_code import run_remote
+from remote_code import REMOTE_RECOMMEND, run_remote
 from test_auto_loading import REMOTE_SCRIPT
 from test_decoding import SHAPES, make_pair, names, with_lora
 
@@ -285,6 +287,7 @@ def test_an_anonymous_prompt_asks_every_user_alike_and_the_history_decides():
         check_templates({"direct": {"seen": ["next {item}"]}})  # a placeholder other than {user} is a typo
 
 
+@pytest.mark.slow
 def test_a_vocabulary_without_user_ids_serves_the_anonymous_prompt_end_to_end(tmp_path):
     """IDs for items alone (``user_ids=False``): training examples, evaluation and ``recommend`` need no user ID with
     the anonymous prompt, the vocabulary is narrower, and a template that names the user is refused by name."""
@@ -320,3 +323,7 @@ def test_a_vocabulary_without_user_ids_serves_the_anonymous_prompt_end_to_end(tm
     reloaded_tokenizer = hm.MetaIDTokenizer.from_pretrained(tmp_path)
     assert reloaded_tokenizer.entity_vocabulary.users == []
     assert reloaded_tokenizer.entity_vocabulary.fingerprint == items_only.fingerprint
+    # the folder's own code, hf_metaid blocked: the user "u1", unknown to the vocabulary, is not looked up
+    remote = run_remote(REMOTE_RECOMMEND, tmp_path, json.dumps(history))
+    assert remote["module"].startswith("transformers_modules")
+    assert_same_recommendations(remote["recs"], model.recommend(tokenizer, user=None, history=history, k=5), atol=1e-5)
