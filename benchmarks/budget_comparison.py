@@ -71,22 +71,18 @@ def metaid_rows(records: list[Mapping], minutes: float) -> list[str]:
     return rows or [f"| {minutes:g} minutes | META ID: no arm with a test result trained within it | | | | |"]
 
 
-def reference_rows(sequential: Path, minutes: float) -> list[str]:
-    """SASRec and BERT4Rec trained for ``minutes`` with their chosen setting, from ``sequential``'s run files."""
-    rows = []
-    records = [json.loads(path.read_text(encoding="utf-8")) for path in sequential.glob("beauty/run/*.json")]
-    for record in sorted(
-        records, key=lambda r: list(MODEL_NAMES).index(r["model"]) if r["model"] in MODEL_NAMES else 9
-    ):
-        if record["budget_minutes"] != minutes:
-            continue
-        cpu = f", {record['train_cpu_seconds']:,.0f} CPU s" if "train_cpu_seconds" in record else ""
-        rows.append(
-            f"| {minutes:g} minutes | {MODEL_NAMES.get(record['model'], record['model'])} (RecTools), "
-            f"{describe_setting(record['setting'])} | {record['train_seconds']:,.0f} s, "
-            f"{_threads(record['threads'])}{cpu} | {record['epochs']:.1f} | "
-            f"{cell(record['metrics'], 'test', 'kept')} | {cell(record['metrics'], 'test', 'left out')} |"
-        )
+def reference_rows(runs: list[Mapping], minutes: float) -> list[str]:
+    """SASRec, then BERT4Rec, trained for ``minutes`` with their chosen setting (``runs``: the run files' records)."""
+    rows = [
+        f"| {minutes:g} minutes | {MODEL_NAMES[record['model']]} (RecTools), {describe_setting(record['setting'])} | "
+        f"{record['train_seconds']:,.0f} s, {_threads(record['threads'])}"
+        + (f", {record['train_cpu_seconds']:,.0f} CPU s" if "train_cpu_seconds" in record else "")
+        + f" | {record['epochs']:.1f} | {cell(record['metrics'], 'test', 'kept')} | "
+        f"{cell(record['metrics'], 'test', 'left out')} |"
+        for model in MODEL_NAMES
+        for record in runs
+        if record["model"] == model and record["budget_minutes"] == minutes
+    ]
     return rows or [f"| {minutes:g} minutes | SASRec, BERT4Rec: not run at this budget | | | | |"]
 
 
@@ -100,7 +96,7 @@ def converged_rows(sequential: Path) -> list[str]:
         best = state["best"]["epoch"]
         seconds = next(p["train_seconds"] for p in state["history"] if p["epoch"] == best)
         rows.append(
-            f"| until validation stops improving | {MODEL_NAMES.get(state['model'], state['model'])} (RecTools), "
+            f"| until validation stops improving | {MODEL_NAMES[state['model']]} (RecTools), "
             f"{describe_setting(state['setting'])}: its best validation epoch | {seconds:,.0f} s to that epoch, 1 "
             f"thread ({state['epochs']} epochs, {state['train_seconds']:,.0f} s in all) | {best} | "
             f"{cell(state['test'], 'test', 'kept')} | {cell(state['test'], 'test', 'left out')} |"
@@ -151,14 +147,15 @@ def comparison_lines(
         "|---|---|---|---:|---|---|",
         *chain_row(chain),
     ]
+    runs = [json.loads(path.read_text(encoding="utf-8")) for path in sorted(sequential.glob("beauty/run/*.json"))]
     for minutes in budgets:
-        lines += [*metaid_rows(records, minutes), *reference_rows(sequential, minutes)]
+        lines += [*metaid_rows(records, minutes), *reference_rows(runs, minutes)]
     return [*lines, *converged_rows(sequential)]
 
 
-def write(records: list[Mapping], budgets: Iterable[float], path: Path = REPORT, **sources) -> Path:
-    """``results/budget_comparison.md``: the table under its title, with the commands that regenerate its sources."""
-    lines = ["# The recipes against the references at each training budget", ""]
+def write(lines: list[str], path: Path = REPORT) -> Path:
+    """``results/budget_comparison.md``: ``lines`` (:func:`comparison_lines`) under their title, with the commands
+    that regenerate their sources."""
     commands = [
         "python benchmarks/quality_budget.py run --recipe fast|best --split validation|test --threads 1",
         "python benchmarks/sequential_references.py run --model sasrec|bert4rec --budget 15|30|60",
@@ -166,5 +163,5 @@ def write(records: list[Mapping], budgets: Iterable[float], path: Path = REPORT,
         "python benchmarks/quality.py --arms references",
         "python benchmarks/quality_budget.py table",
     ]
-    write_report(path, [*lines, *comparison_lines(records, budgets, **sources)], commands)
+    write_report(path, ["# The recipes against the references at each training budget", "", *lines], commands)
     return path

@@ -536,6 +536,7 @@ def table(results: Path = RESULTS, report: Path = TABLE) -> None:
             counts += ["", f"On {name} (`{path.name}`):", ""]
             counts += [line for line in path.read_text().splitlines() if line.startswith("|")]
     commands = sorted({r["command"] for r in records})
+    comparison = budget_comparison.comparison_lines(records, BUDGETS)
     lines = [
         "# Quality per training budget: what makes the small model learn items",
         "",
@@ -567,7 +568,7 @@ def table(results: Path = RESULTS, report: Path = TABLE) -> None:
         "",
         "## The recipes against the references at each budget",
         "",
-        *budget_comparison.comparison_lines(records, BUDGETS),
+        *comparison,
         "",
         "## Every arm",
         "",
@@ -580,7 +581,7 @@ def table(results: Path = RESULTS, report: Path = TABLE) -> None:
         *calibration_lines(results),
     ]
     write_report(report, lines, commands)
-    budget_comparison.write(records, BUDGETS, report.with_name(budget_comparison.REPORT.name))
+    budget_comparison.write(comparison, report.with_name(budget_comparison.REPORT.name))
 
 
 def _scales(text: str) -> tuple[float, ...]:

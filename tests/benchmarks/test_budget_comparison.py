@@ -126,7 +126,8 @@ def test_the_file_is_written_with_the_commands_that_regenerate_its_sources(sourc
     import budget_comparison
 
     records = [arm("quick", "validation", 500, 0.05), arm("quick", "test", 500, 0.04)]
-    path = budget_comparison.write(records, (15,), tmp_path / "out" / "budget_comparison.md", **sources)
+    lines = budget_comparison.comparison_lines(records, (15,), **sources)
+    path = budget_comparison.write(lines, tmp_path / "out" / "budget_comparison.md")
     text = path.read_text()
     assert text.startswith("# The recipes against the references at each training budget")
     assert "    python benchmarks/sequential_references.py run --model sasrec|bert4rec --budget 15|30|60" in text
