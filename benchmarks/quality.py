@@ -540,15 +540,16 @@ def embedded_files(title: str, files, report_dir: Path, results: Path = HERE / "
             continue
         lines += [f"From [`{name}`]({os.path.relpath(path, report_dir)}); regenerate: `{command}`.", ""]
         for line in path.read_text(encoding="utf-8").strip().splitlines()[1:]:  # below the file's own title
-            if line.strip() == "Commands:" or line.startswith("    python "):
-                continue
+            if line.strip() == "Commands:" or line.startswith("    python ") or (not line.strip() and not lines[-1]):
+                continue  # the file's own command list goes (the line above names it); blank lines stay single
             if line.startswith("#"):
                 line = "###" + line
             if line.startswith("!["):  # an image beside the results file: its path from the report
                 alt, target = line[2:].split("](", 1)
                 line = f"![{alt}]({os.path.relpath(path.parent / target.rstrip(')'), report_dir)})"
             lines.append(line)
-        lines.append("")
+        if lines[-1]:
+            lines.append("")
     return lines
 
 

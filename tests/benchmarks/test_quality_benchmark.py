@@ -221,11 +221,14 @@ def test_the_report_embeds_the_sequential_references_or_says_how_to_run_them(tmp
     (results / "sequential_references.md").write_text(
         "# Sequential references\n\n## Budget runs\n\n| model | test |\n|---|---|\n| sasrec | 0.0356 |\n"
     )
-    (results / "budget_comparison.md").write_text("# Against the references\n\n| budget | model |\n|---|---|\n")
+    (results / "budget_comparison.md").write_text(  # a blank line before the commands, as write_report writes it
+        "# Against the references\n\n| budget | model |\n|---|---|\n\n\nCommands:\n\n    python x.py\n"
+    )
     text = "\n".join(quality.embedded_files("Sequential references", quality.SEQUENTIAL_FILES, tmp_path, results))
     assert "## Sequential references" in text and "### SASRec and BERT4Rec (RecTools) at a training budget" in text
     assert "##### Budget runs" in text and "| sasrec | 0.0356 |" in text and "Not run yet" not in text
     assert text.index("### The recipes against the references") < text.index("### SASRec and BERT4Rec")
+    assert "\n\n\n" not in text  # the file's blank lines and the dropped command list leave single blank lines
     report = quality.report("beauty", report_path=tmp_path / "RESULTS.md", results=tmp_path / "quality")
     assert "## Sequential references" in report.read_text()
 
