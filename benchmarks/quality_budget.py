@@ -2,19 +2,21 @@
 
 Each arm is the prompt-mode recipe (``fast-prompt`` of ``hf_metaid.workflow.recipes``, the demo's until the narrow
 decoder arm below became the demo, ``fast``: spectral IDs, tiny T5 1+3 layers, d_model 128, d_ff 1024) with a few
-settings changed (``ARMS``); ``run --recipe NAME`` runs a named recipe as it is, as the arm ``recipe-NAME`` (``--recipe
-best``: the 60-minute row). ``run ARM`` trains it once (the model is saved under ``--work``,
-so a later ``--split test`` evaluates the same weights without training again), evaluates every user of the split
-under both protocols (history kept, the paper's; history left out of the ranking, the demo's), and writes
-``results/quality_budget/ARM.SPLIT.json`` (settings, steps, epochs, seconds, threads, CPU, metrics). An arm whose
-file exists is skipped, so a series of runs resumes where it stopped. ``table`` writes ``results/quality_budget.md``
-from the JSON files, with the counting references of ``results/count_baselines.md`` beside them.
+settings changed (``ARMS``), or a named recipe with a few settings changed (``RECIPE_VARIANTS``); ``run --recipe
+NAME`` runs a named recipe as it is, as the arm ``recipe-NAME`` (``--recipe best``: the 60-minute row). ``run ARM``
+trains it once (the model is saved under ``--work``, so a later ``--split test`` evaluates the same weights without
+training again), evaluates every user of the split under both protocols (history kept, the paper's; history left out
+of the ranking, the demo's), and writes ``results/quality_budget/ARM.SPLIT.json`` (settings, steps, epochs, seconds,
+threads, CPU, metrics). An arm whose file exists is skipped, so a series of runs resumes where it stopped. ``table``
+writes ``results/quality_budget.md`` from the JSON files, with the counting references of ``results/count_baselines.md``
+beside them.
 
 Choose on the validation split; run ``--split test`` only for the chosen arms.
 
 Usage:
     OMP_WAIT_POLICY=PASSIVE python benchmarks/quality_budget.py run dec-w50 --threads 2
     python benchmarks/quality_budget.py run --recipe best --split test --threads 1
+    python benchmarks/quality_budget.py run best-neg4096 --threads 1   # best with a setting changed (RECIPE_VARIANTS)
     python benchmarks/quality_budget.py run dec-w50 --split test
     python benchmarks/quality_budget.py seen dec-w50      # seen@k for a JSON written before it was reported
     python benchmarks/quality_budget.py calibration --recipe best --scales 2,3,4,5,6,8   # a wider chain-prior range
@@ -287,6 +289,39 @@ ARMS: dict[str, tuple[dict, dict, str]] = {
     ),
 }
 
+# name -> (named recipe, changes to its model, changes to its training, what the arm tests): arms that change a
+# named recipe rather than BASE, such as capacity spent in best's 60 minutes instead of more epochs (fast at 19 epochs
+# already matched best at 71 on validation, history left out).
+RECIPE_VARIANTS: dict[str, tuple[str, dict, dict, str]] = {
+    "best-d128": (
+        "best",
+        {"d_model": 128, "d_ff": 512},
+        {},
+        "best twice as wide (d_model 128, d_ff 512): the 60 minutes spent on capacity, at about half the step rate",
+    ),
+    "best-neg4096": (
+        "best",
+        {"item_loss_negatives": 4096},
+        {},
+        "best with 4,096 drawn items in the all-items objective instead of 1,024 (a third of Beauty's catalogue, "
+        "nearer a full softmax)",
+    ),
+    "best-loss2": (
+        "best",
+        {"item_loss": 2.0},
+        {},
+        "best with the all-items objective weighted 2 against the two-token one (1 in best): more of the signal a "
+        "sequential recommender trains on",
+    ),
+    "best-drop0.4": (
+        "best",
+        {"dropout": 0.4},
+        {},
+        "best with dropout 0.4 instead of 0.3 (the wider model scored lower on validation: the narrow one may be "
+        "bound by overfitting, not capacity)",
+    ),
+}
+
 # name -> changes to BASE.index, for the arms that change the IDs themselves (the others keep K=100).
 INDEX_CHANGES: dict[str, dict] = {
     **{arm: {"num_clusters": 200} for arm in ARMS if arm.endswith("-k200")},
@@ -357,6 +392,14 @@ def arm_recipe(arm: str, max_steps: int = 0) -> Recipe:
     ``max_steps`` > 0 cuts its training short."""
     if arm.startswith(RECIPE_ARM):
         recipe = recipes.get(arm.removeprefix(RECIPE_ARM))
+    elif arm in RECIPE_VARIANTS:
+        name, model_changes, training_changes, _ = RECIPE_VARIANTS[arm]
+        named = recipes.get(name)
+        recipe = dataclasses.replace(
+            named,
+            model=dataclasses.replace(named.model, **model_changes),
+            training=dataclasses.replace(named.training, **training_changes),
+        )
     else:
         model_changes, training_changes, _ = ARMS[arm]
         # The arms were written when the prompt format was a training setting: it is the model's now.
@@ -375,6 +418,8 @@ def arm_description(arm: str) -> str:
     """What an arm tests (a named recipe: its summary)."""
     if arm.startswith(RECIPE_ARM):
         return "the recipe " + arm.removeprefix(RECIPE_ARM) + ": " + recipes.entry(arm.removeprefix(RECIPE_ARM)).summary
+    if arm in RECIPE_VARIANTS:
+        return RECIPE_VARIANTS[arm][3]
     return ARMS[arm][2]
 
 
@@ -598,7 +643,12 @@ def _scales(text: str) -> tuple[float, ...]:
 def _arm_parser(commands, name: str, help: str, split: str, threads: int) -> argparse.ArgumentParser:
     """A subcommand about one arm's run: the arm, its split, threads, model folder and data."""
     parser = commands.add_parser(name, help=help)
-    parser.add_argument("arm", nargs="?", choices=sorted(ARMS), help="an arm of ARMS (or --recipe)")
+    parser.add_argument(
+        "arm",
+        nargs="?",
+        choices=sorted({**ARMS, **RECIPE_VARIANTS}),
+        help="an arm of ARMS or RECIPE_VARIANTS (or --recipe)",
+    )
     parser.add_argument(
         "--recipe",
         choices=recipes.names(),

@@ -184,3 +184,39 @@ def test_a_named_recipe_runs_as_it_is_as_the_arm_recipe_name(tmp_path, monkeypat
         with pytest.raises(SystemExit) as refused:
             quality_budget.main()
         assert refused.value.code == 2
+
+
+def test_a_recipe_variant_is_its_named_recipe_with_only_its_changes(tmp_path, monkeypatch, one_thread):
+    """An arm of ``RECIPE_VARIANTS`` trains its named recipe with the stated settings changed and nothing else; the
+    command line runs it by name and records what it tests."""
+    import dataclasses
+    import sys
+
+    import hf_metaid as hm
+    import quality_budget
+    from conftest import write_beauty_lines
+
+    assert quality_budget.RECIPE_VARIANTS
+    for arm, (name, model_changes, training_changes, what) in quality_budget.RECIPE_VARIANTS.items():
+        named, variant = hm.recipes.get(name), quality_budget.arm_recipe(arm)
+        assert variant.index == named.index and variant.exclude_seen == named.exclude_seen
+        assert variant.threads == named.threads
+        for part, changes in (("model", model_changes), ("training", training_changes)):
+            before = dataclasses.asdict(getattr(named, part))
+            after = dataclasses.asdict(getattr(variant, part))
+            assert {key for key in before if before[key] != after[key]} == set(changes)
+            assert all(after[key] == value for key, value in changes.items())
+        assert quality_budget.arm_description(arm) == what
+
+    arm = "best-d128"
+    data = write_beauty_lines(tmp_path / "beauty60.txt", 60)
+    results = tmp_path / "results"
+    argv = ["quality_budget.py", "run", arm, "--data", str(data), "--threads", "1", "--max-steps", "1"]
+    monkeypatch.setattr(sys, "argv", [*argv, "--work", str(tmp_path / "work"), "--results", str(results)])
+    quality_budget.main()
+    record = json.loads((results / f"{arm}.beauty60.validation.json").read_text())
+    assert (record["arm"], record["steps"], record["what"]) == (arm, 1, quality_budget.RECIPE_VARIANTS[arm][3])
+    assert (record["model"]["d_model"], record["model"]["d_ff"]) == (128, 512)
+    assert record["model"]["repeat_bias"] and record["model"]["chain_prior"] == 50  # the rest of best
+    config = json.loads((tmp_path / "work" / f"{arm}.beauty60" / "model" / "config.json").read_text())
+    assert config["d_model"] == 128  # the model trained is the wide one, not only the record
