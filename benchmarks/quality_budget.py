@@ -388,30 +388,33 @@ def run(
 
 
 def arm_recipe(arm: str, max_steps: int = 0) -> Recipe:
-    """The recipe an arm trains: BASE with the arm's changes, or the named recipe of ``recipe-NAME``;
-    ``max_steps`` > 0 cuts its training short."""
+    """The recipe an arm trains: BASE with the arm's changes (``ARMS``), a named recipe with its variant's changes
+    (``RECIPE_VARIANTS``), or the named recipe of ``recipe-NAME``; ``max_steps`` > 0 cuts its training short."""
     if arm.startswith(RECIPE_ARM):
-        recipe = recipes.get(arm.removeprefix(RECIPE_ARM))
-    elif arm in RECIPE_VARIANTS:
+        return _with_changes(recipes.get(arm.removeprefix(RECIPE_ARM)), {}, {"max_steps": max_steps})
+    if arm in RECIPE_VARIANTS:
         name, model_changes, training_changes, _ = RECIPE_VARIANTS[arm]
-        named = recipes.get(name)
-        recipe = dataclasses.replace(
-            named,
-            model=dataclasses.replace(named.model, **model_changes),
-            training=dataclasses.replace(named.training, **training_changes),
-        )
-    else:
-        model_changes, training_changes, _ = ARMS[arm]
-        # The arms were written when the prompt format was a training setting: it is the model's now.
-        changes = {**model_changes, **training_changes}
-        model_fields = {field.name for field in dataclasses.fields(ModelSettings)}
-        recipe = dataclasses.replace(
-            BASE,
-            index=dataclasses.replace(BASE.index, **INDEX_CHANGES.get(arm, {})),
-            model=dataclasses.replace(BASE.model, **{k: v for k, v in changes.items() if k in model_fields}),
-            training=dataclasses.replace(BASE.training, **{k: v for k, v in changes.items() if k not in model_fields}),
-        )
-    return dataclasses.replace(recipe, training=dataclasses.replace(recipe.training, max_steps=max_steps))
+        return _with_changes(recipes.get(name), model_changes, {**training_changes, "max_steps": max_steps})
+    model_changes, training_changes, _ = ARMS[arm]
+    # The arms were written when the prompt format was a training setting: it is the model's now.
+    changes = {**model_changes, **training_changes, "max_steps": max_steps}
+    model_fields = {field.name for field in dataclasses.fields(ModelSettings)}
+    return _with_changes(
+        BASE,
+        {key: value for key, value in changes.items() if key in model_fields},
+        {key: value for key, value in changes.items() if key not in model_fields},
+        INDEX_CHANGES.get(arm, {}),
+    )
+
+
+def _with_changes(recipe: Recipe, model: dict, training: dict, index: dict | None = None) -> Recipe:
+    """``recipe`` with fields of its model, training and index settings replaced."""
+    return dataclasses.replace(
+        recipe,
+        index=dataclasses.replace(recipe.index, **(index or {})),
+        model=dataclasses.replace(recipe.model, **model),
+        training=dataclasses.replace(recipe.training, **training),
+    )
 
 
 def arm_description(arm: str) -> str:
