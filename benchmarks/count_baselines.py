@@ -100,9 +100,21 @@ def popularity_shares(popularity: np.ndarray) -> np.ndarray:
 def smoothed_chain_top(last: int, expected: np.ndarray, by_popularity: np.ndarray, transitions, top: int) -> list[int]:
     """The ``top`` items by n(last -> i) + a p(i), the order of log(n + a p) (``expected``: a p(i) per item;
     ``by_popularity``: every item, the most popular first). Ties: the more popular first, then the lower number."""
-    followers = transitions.get(last, Counter())
-    items = np.fromiter(followers, dtype=np.int64, count=len(followers))
-    counts = np.fromiter(followers.values(), dtype=float, count=len(followers))
+    return reach_chain_top([last], [1.0], expected, by_popularity, transitions, top)
+
+
+def reach_chain_top(
+    recent: list[int], weights: list[float], expected: np.ndarray, by_popularity: np.ndarray, transitions, top: int
+) -> list[int]:
+    """The ``top`` items by sum_k w_k n(j_k -> i) + a p(i), j_k the k-th of ``recent`` (the last item first) and w_k
+    its weight of ``weights``: the smoothed chain of several recent items, as the model's chain prior with
+    ``chain_prior_earlier`` reads them. Ties as :func:`smoothed_chain_top`."""
+    summed: Counter = Counter()
+    for item, weight in zip(recent, weights, strict=False):
+        for follower, count in transitions.get(item, Counter()).items():
+            summed[follower] += weight * count
+    items = np.fromiter(summed, dtype=np.int64, count=len(summed))
+    counts = np.fromiter(summed.values(), dtype=float, count=len(summed))
     # A non-follower scores a p(i) alone, so the best of them are the most popular: the first top + len(items)
     # items by popularity hold ``top`` of them.
     head = by_popularity[: top + len(items)]

@@ -197,6 +197,18 @@ MODEL_OPTIONS: tuple[ModelOption, ...] = (
         card="the item chain's counts as a learned prior",
     ),
     ModelOption(
+        "chain_prior_earlier",
+        "int",
+        0,
+        "How many items read before the last also lend their followers to the chain prior: n(j → i) becomes "
+        "Σ_k ρ^k n(j_k → i) over the last item j_0 and the `chain_prior_earlier` items before it, ρ learned (from 1/2) "
+        "and saved with the weights. 0: the last item alone.",
+        minimum=0,
+        needs="chain_prior",
+        why="it widens the chain prior's reach",
+        card="the chain prior reading the items before the last too",
+    ),
+    ModelOption(
         "num_beams",
         "int",
         0,
@@ -323,6 +335,7 @@ class MetaIDConfig(T5Config):
     metaid_item_loss_negatives: int = _default("item_loss_negatives")
     metaid_repeat_bias: bool = _default("repeat_bias")
     metaid_chain_prior: int = _default("chain_prior")
+    metaid_chain_prior_earlier: int = _default("chain_prior_earlier")
     metaid_num_beams: int = _default("num_beams")
     metaid_num_items: int = _default("num_items")
 

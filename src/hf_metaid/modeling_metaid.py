@@ -382,6 +382,8 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
             init.zeros_(module.weight)  # an untrained repeat bias or chain prior changes no logit
         if isinstance(module, MetaIDChainPrior):
             init.constant_(module.log_pseudo_count, math.log(INITIAL_PSEUDO_COUNT))
+            if "decay_logit" in module._parameters:
+                init.zeros_(module.decay_logit)  # the earlier items' decay ρ starts at 1/2
 
     def _register_item_mask(self) -> None:
         clusters = self.config.metaid_num_clusters
@@ -409,6 +411,17 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
         if tokenizer is not None:
             self.check_tokenizer(tokenizer)
         changes = self.config.check_options(**options)
+        prior = self._modules.get("metaid_chain_prior")
+        reach = changes.get("chain_prior_earlier", self.config.metaid_chain_prior_earlier)
+        if (
+            prior is not None
+            and not isinstance(prior, MetaIDChainPrior)
+            and reach != getattr(getattr(prior, "original_module", None), "earlier", reach)
+        ):  # a PEFT copy would keep its trained reach while the config said another
+            raise InvalidArgumentError(
+                "chain_prior_earlier cannot change while the chain prior is wrapped for training (LoRA's "
+                "modules_to_save): configure it on the base model before wrapping"
+            )
         if tokenizer is None:
             config = self.config
             missing = [
@@ -473,9 +486,11 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
         """
         self.configure(repeat_bias=enabled)
 
-    def set_chain_prior(self, tokenizer, sequences=None, successors: int = 50) -> None:
+    def set_chain_prior(self, tokenizer, sequences=None, successors: int = 50, earlier: int | None = None) -> None:
         """Give the model the item chain's counts as a learned prior (:mod:`hf_metaid.chain_prior`), or take it away
-        (``successors=0``): ``configure(tokenizer, chain_prior=successors)``, then the counts of ``sequences``.
+        (``successors=0``, which takes ``chain_prior_earlier`` with it): ``configure(tokenizer,
+        chain_prior=successors, chain_prior_earlier=earlier)``, then the counts of ``sequences``. ``earlier``: how
+        many items before the last lend their followers too (None: as the config has it).
 
         ``sequences``: each user's training items (raw ids) in order (the training run passes its split's); items
         the vocabulary lacks are skipped. On, the decoder's cluster and rank steps get
@@ -484,7 +499,8 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
         transition left out), ``generate`` and ``recommend`` alike; γ starts at 0, and the counts and γ are saved with
         the weights. It needs the history in the decoder. LoRA trains γ in full.
         """
-        self.configure(tokenizer, chain_prior=successors)
+        reach = {} if earlier is None and successors else {"chain_prior_earlier": earlier or 0}
+        self.configure(tokenizer, chain_prior=successors, **reach)
         if successors and sequences is not None:
             self.count_transitions(tokenizer, sequences)
 
@@ -560,10 +576,12 @@ class MetaIDForConditionalGeneration(RecommendationMixin, T5ForConditionalGenera
             clusters = config.metaid_num_clusters
             ranks = config.metaid_num_new_tokens - clusters
             self.metaid_chain_prior = MetaIDChainPrior(
-                config.metaid_num_items, config.metaid_chain_prior, clusters, ranks
+                config.metaid_num_items, config.metaid_chain_prior, clusters, ranks, config.metaid_chain_prior_earlier
             ).to(device)
-        if config.metaid_chain_prior and table is not None and isinstance(self.metaid_chain_prior, MetaIDChainPrior):
-            self.metaid_chain_prior.item_mask.copy_(table)
+        if config.metaid_chain_prior and isinstance(self.metaid_chain_prior, MetaIDChainPrior):
+            self.metaid_chain_prior.set_earlier(config.metaid_chain_prior_earlier)  # kept counts, another reach
+            if table is not None:
+                self.metaid_chain_prior.item_mask.copy_(table)
 
     def _set_stack_fields(self, **fields) -> None:
         """Set config fields on the model and on both stacks' own copies of the config."""

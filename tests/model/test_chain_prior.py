@@ -1,14 +1,17 @@
-"""The chain prior (the item chain's counts from the last item read, with learned weights γ_c and γ_r): its counting,
-its arithmetic at both decoding steps, leave-one-out while training, every decoding path reading it alike, the
-all-items objective, growth, saving (full, LoRA, remote code) and the settings."""
+"""The chain prior (the item chain's counts from the last item read, with learned weights γ_c and γ_r, and from the
+items before it at a learned decay where asked): its counting, its arithmetic at both decoding steps, leave-one-out
+while training, every decoding path reading it alike, the all-items objective, growth, saving (full, LoRA, remote
+code) and the settings."""
 
 from __future__ import annotations
 
 import itertools
 import json
+import math
 
 import pytest
 import torch
+from safetensors import safe_open
 from transformers import AutoModelForSeq2SeqLM
 
 import hf_metaid as hm
@@ -144,6 +147,83 @@ def test_the_prior_lands_on_clusters_after_an_item_and_on_ranks_inside_the_chose
     assert per_beam[0].tolist() == [[[8, 3, 2], [-1, -1, -1]]]
 
 
+def test_earlier_items_lend_their_followers_at_a_decaying_weight_each_follower_once():
+    # item 8 -> 1 and -> 3 once each, item 2 -> 3 once, beside PAIRS (item 1 -> 8, 3, 2 kept: 3, 2 and 1 times)
+    pairs = [*PAIRS, [code(2, 3), code(1, 0)], [code(0, 2), code(1, 0)]]
+    module = MetaIDChainPrior(9, 3, CLUSTERS, RANKS, earlier=2)
+    module.set_counts(torch.tensor(pairs), MASK)
+    with torch.no_grad():
+        module.weight.copy_(torch.tensor([0.5, 2.0]))
+        module.decay_logit.fill_(math.log(1 / 3))  # ρ = 1/4
+    # reads item 2 (0, 2), item 8 (2, 3), item 1 (0, 1); then cluster 1 opens
+    labels = torch.tensor(
+        [[token(0), token(rank=2), token(2), token(rank=3), token(0), token(rank=1), token(1), token(rank=0)]]
+    )
+    sequence = torch.cat([torch.zeros(1, 1, dtype=torch.long), labels[:, :-1]], dim=1)
+
+    def read(followers, counts, position):
+        pairs = zip(followers[0, position].tolist(), counts[0, position].tolist(), strict=True)
+        return {follower: count for follower, count in pairs if follower >= 0}
+
+    followers, counts = module.followers_at(sequence, sequence, FIRST)
+    assert followers.shape == (1, 8, 9)  # three items' three followers, each follower once
+    assert read(followers, counts, 1) == {}
+    assert read(followers, counts, 3) == {3: 1.0}  # item 2's
+    assert read(followers, counts, 5) == pytest.approx({1: 1.0, 3: 1.0 + 1 / 4})  # item 8's, item 2's at ρ
+    expected_read = {8: 3.0, 3: 2.0 + 1 / 4 + 1 / 16, 2: 1.0, 1: 1 / 4}  # item 1's, item 8's at ρ, item 2's at ρ²
+    assert read(followers, counts, 6) == pytest.approx(expected_read) == read(followers, counts, 7)
+    # scored: the cluster step sums each cluster's counts, the rank step adds item 3's summed count once
+    logits = torch.randn(1, 8, 20, generator=torch.Generator().manual_seed(0))
+    got = module(logits, sequence, followers, counts, FIRST).detach()
+    per_item, per_cluster = (part.detach() for part in module.expected_counts())  # checked above, on PAIRS
+    expected = logits.clone()
+    per_cluster_counts = torch.tensor([1.0 + 1 / 4, 2.0 + 1 / 4 + 1 / 16, 3.0])
+    expected[0, 6, token(0) : token(0) + 3] += 0.5 * torch.log1p(per_cluster_counts / per_cluster)
+    expected[0, 7, token(rank=0)] += 2.0 * torch.log1p((2.0 + 1 / 4 + 1 / 16) / per_item[3])
+    torch.testing.assert_close(got[0, 6:], expected[0, 6:], rtol=0, atol=1e-5)
+    # while training, only the last item's transition to the target is its own
+    held_out = module.followers_at(sequence, sequence, FIRST, labels)
+    assert read(*held_out, 7) == pytest.approx({**expected_read, 3: 1.0 + 1 / 4 + 1 / 16})
+    # one sequence per position (a beam's) reads what the position of the whole sequence reads
+    beam = module.followers_at(sequence[:, None], sequence[:, -1:], FIRST)
+    assert torch.equal(beam[0], followers[:, -1:]) and torch.equal(beam[1], counts[:, -1:])
+
+
+def test_the_targets_own_transition_leaves_every_count_read_from_the_last_item():
+    """Read (0, 1), (2, 3), (0, 1) again, then the target (2, 3): item 1 -> 8 is the target's own transition in the
+    count of the last item and in that of the same item read two before it (ρ² = 1/4)."""
+    module = MetaIDChainPrior(9, 3, CLUSTERS, RANKS, earlier=2)
+    module.set_counts(torch.tensor(PAIRS), MASK)
+    labels = torch.tensor([[token(0), token(rank=1), token(2), token(rank=3)] * 2])
+    sequence = torch.cat([torch.zeros(1, 1, dtype=torch.long), labels[:, :-1]], dim=1)
+    followers, counts = module.followers_at(sequence, sequence, FIRST, labels)
+    at = {f: c for f, c in zip(followers[0, 6].tolist(), counts[0, 6].tolist(), strict=True) if f >= 0}
+    # item 1's followers 8 (3), 3 (2), 2 (1) at 1 and at 1/4; item 8's follower 1 (1, to a target other than 8) at 1/2
+    assert at == pytest.approx({8: 2.0 + 2.0 / 4, 3: 2.0 + 2.0 / 4, 2: 1.0 + 1.0 / 4, 1: 1.0 / 2})
+
+
+def test_a_prior_of_the_last_item_alone_reads_as_before_and_changes_reach_in_place(tmp_path):
+    tokenizer, model, chain = chain_pair(SHAPES[1], (1.0, 1.0))
+    sequence = torch.tensor([prefixes(tokenizer, [chain[0][:3]])[0]])
+    alone = model.metaid_chain_prior.followers_at(sequence, sequence, model.config.metaid_first_new_id)
+    assert alone[0].shape[-1] == 4 and "decay_logit" not in model.metaid_chain_prior._parameters
+    counts = model.metaid_chain_prior.counts.clone()
+    model.configure(tokenizer, chain_prior_earlier=2)
+    assert torch.equal(model.metaid_chain_prior.counts, counts)  # the counts stay; ρ starts at 1/2
+    assert float(torch.sigmoid(model.metaid_chain_prior.decay_logit.detach())) == 0.5
+    wider = model.metaid_chain_prior.followers_at(sequence, sequence, model.config.metaid_first_new_id)
+    assert wider[0].shape[-1] == 12 and wider[1].sum() > alone[1].sum()
+    model.configure(tokenizer, chain_prior_earlier=0)
+    assert "decay_logit" not in model.metaid_chain_prior._parameters
+    model.save_pretrained(tmp_path)  # saves what a prior of the last item alone always saved
+    with safe_open(tmp_path / "model.safetensors", "pt") as saved:
+        names = set(saved.keys())
+    assert {name for name in names if "chain_prior" in name} == {
+        f"metaid_chain_prior.{name}"
+        for name in ("weight", "log_pseudo_count", "item_mask", "followers", "counts", "targets")
+    }
+
+
 def test_training_takes_each_targets_own_transition_out_of_its_count():
     module = prior_with(PAIRS)
     # labels: (0, 1), then (2, 3): the decoder reads them shifted right
@@ -192,25 +272,30 @@ def test_the_all_items_objective_adds_the_prior_to_the_followers_scores():
 
 
 # -------------------------------------------------------------------------------------------- decoding paths
-def chain_pair(shape, gammas, item_output=True):
-    """A decoder-history model with a chain prior counted from a fixed chain over the items in cluster order."""
+def chain_pair(shape, gammas, item_output=True, earlier=0):
+    """A decoder-history model with a chain prior counted from a fixed chain over the items in cluster order, reading
+    ``earlier`` items before the last at ρ = 0.3."""
     tokenizer, model = decoder_pair(shape)
     if item_output:
         with_item_vectors(model, tokenizer, seed=shape[0])
     items = sorted(tokenizer.entity_vocabulary.items, key=lambda item: tokenizer.item_token_ids(item)[::-1])
     chain = [items[i::3] for i in range(3)]  # each item's follower lies in another cluster, mostly
-    model.set_chain_prior(tokenizer, chain * 2, successors=4)
+    model.set_chain_prior(tokenizer, chain * 2, successors=4, earlier=earlier)
     with torch.no_grad():
         model.metaid_chain_prior.weight.copy_(torch.tensor(gammas))
+        if earlier:
+            model.metaid_chain_prior.decay_logit.fill_(math.log(0.3 / 0.7))
     return tokenizer, model.eval(), chain
 
 
+@pytest.mark.parametrize("earlier", [0, 2], ids=["last", "earlier2"])
 @pytest.mark.parametrize("item_output", [True, False], ids=["item-output", "plain"])
 @pytest.mark.parametrize("shape", SHAPES[:3], ids=lambda s: f"seed{s[0]}")
-def test_every_decoding_path_reads_the_chain_prior(shape, item_output):
+def test_every_decoding_path_reads_the_chain_prior(shape, item_output, earlier):
     """generate (one token per step, the sequence beside it) = the fast path = the public forward, and exact mode
-    fast = generic; with large weights the follower of the last item read comes first."""
-    tokenizer, model, chain = chain_pair(shape, (12.0, 12.0), item_output)
+    fast = generic; with large weights the follower of the last item read comes first (the items before it lend
+    theirs at ρ = 0.3)."""
+    tokenizer, model, chain = chain_pair(shape, (12.0, 12.0), item_output, earlier)
     follows = {a: b for sequence in chain for a, b in itertools.pairwise(sequence)}
     lists = [sequence[start : start + 3] for sequence, start in zip(chain, (0, 1, 2), strict=True)]
     lists = [items for items in lists if items[-1] in follows][:3]
@@ -230,15 +315,25 @@ def test_the_training_gradient_trusts_counts_where_the_data_follow_the_chain():
     assert (model.metaid_chain_prior.weight.grad < 0).all()  # gradient descent raises both weights
 
 
+def test_the_earlier_items_decay_learns():
+    tokenizer, model, chain = chain_pair(SHAPES[1], (1.0, 1.0), earlier=2)
+    model.train()
+    lists = [sequence[:4] for sequence in chain]
+    batch = user_prompts(tokenizer, count=len(lists))
+    model(**batch, labels=torch.tensor(prefixes(tokenizer, lists))).loss.backward()
+    assert model.metaid_chain_prior.decay_logit.grad.abs() > 0
+
+
 # ------------------------------------------------------------------------------------------- saving, growth
-def test_the_chain_prior_survives_save_and_auto_model_reload(tmp_path):
-    tokenizer, model, chain = chain_pair(SHAPES[1], (0.75, 1.25))
+@pytest.mark.parametrize("earlier", [0, 2], ids=["last", "earlier2"])
+def test_the_chain_prior_survives_save_and_auto_model_reload(tmp_path, earlier):
+    tokenizer, model, chain = chain_pair(SHAPES[1], (0.75, 1.25), earlier=earlier)
     with torch.no_grad():
         model.metaid_chain_prior.log_pseudo_count.fill_(2.0)  # a learned pseudo-count, not the starting one
     model.save_pretrained(tmp_path)
     reloaded = AutoModelForSeq2SeqLM.from_pretrained(tmp_path).eval()
-    assert reloaded.config.metaid_chain_prior == 4
-    for name in ("followers", "counts", "targets", "weight", "log_pseudo_count"):
+    assert reloaded.config.metaid_chain_prior == 4 and reloaded.config.metaid_chain_prior_earlier == earlier
+    for name in ("followers", "counts", "targets", "weight", "log_pseudo_count", *(["decay_logit"] * bool(earlier))):
         assert torch.equal(getattr(reloaded.metaid_chain_prior, name), getattr(model.metaid_chain_prior, name)), name
     assert reloaded.metaid_chain_prior.weight.tolist() == [0.75, 1.25]
     history = chain[0][:3]
@@ -250,19 +345,26 @@ def test_the_chain_prior_survives_save_and_auto_model_reload(tmp_path):
     assert "metaid_chain_prior" not in model._modules and not model.config.metaid_chain_prior
 
 
-def test_lora_trains_and_saves_the_chain_prior(tiny, tmp_path):
+@pytest.mark.parametrize("earlier", [0, 2], ids=["last", "earlier2"])
+def test_lora_trains_and_saves_the_chain_prior(tiny, tmp_path, earlier):
     pytest.importorskip("peft")
     split, tokenizer, _ = tiny
     base = tiny_model(tokenizer)
     base.set_prompt_format(max_history=8, history_in_decoder=True)
     train = hm.build_decoder_history_examples(split["train"], tokenizer, max_history=8)
     hm.set_chain_counts(base, tokenizer, split["train"], successors=8)
+    base.configure(tokenizer, chain_prior_earlier=earlier)
     config = lora_config(base, r=4)
     assert "metaid_chain_prior" in config.modules_to_save
     trainer = build_trainer(base, tokenizer, train, quiet_args(tmp_path / "run", max_steps=3), lora=config)
     trainer.train()
     wrapper = trainer.model.get_base_model().metaid_chain_prior
-    assert (next(iter(wrapper.modules_to_save.values())).weight != 0).any()  # the trained copy moved
+    trained = next(iter(wrapper.modules_to_save.values()))
+    assert (trained.weight != 0).any()  # the trained copy moved
+    if earlier:
+        assert trained.decay_logit != 0
+    with pytest.raises(hm.InvalidArgumentError, match="cannot change while the chain prior is wrapped"):
+        trainer.model.get_base_model().configure(tokenizer, chain_prior_earlier=earlier + 1)
     folder = hm.save_for_inference(trainer, tokenizer, tmp_path / "adapter")
     loaded, _ = hm.load_for_inference(folder)
     batch = fixed_batch(tokenizer, train)
@@ -290,13 +392,14 @@ def test_a_training_run_counts_its_split_and_the_option_needs_the_history_in_the
     users = len(set(split["train"]["user"]))
     assert int(prior.counts.sum()) == split["train"].num_rows - users  # every consecutive pair, each user's own
     assert (prior.weight != 0).any()
-    args = build_parser().parse_args(["demo", "--chain-prior", "16"])
-    assert _model_and_training(args)[0].chain_prior == 16
+    args = build_parser().parse_args(["demo", "--chain-prior", "16", "--chain-prior-earlier", "2"])
+    assert _model_and_training(args)[0].chain_prior == 16 and _model_and_training(args)[0].chain_prior_earlier == 2
 
 
 @pytest.mark.slow
-def test_remote_code_reads_the_chain_prior_without_the_package(tmp_path):
-    tokenizer, model, chain = chain_pair(SHAPES[1], (3.0, 3.0))
+@pytest.mark.parametrize("earlier", [0, 2], ids=["last", "earlier2"])
+def test_remote_code_reads_the_chain_prior_without_the_package(tmp_path, earlier):
+    tokenizer, model, chain = chain_pair(SHAPES[1], (3.0, 3.0), earlier=earlier)
     with torch.no_grad():
         model.metaid_chain_prior.log_pseudo_count.fill_(0.5)
     model.save_pretrained(tmp_path)
@@ -320,3 +423,5 @@ def test_turning_the_history_off_drops_the_recipes_prior_but_not_one_asked_for(c
     assert "turns off the recipe's --chain-prior" in capsys.readouterr().out
     with pytest.raises(hm.InvalidArgumentError, match="chain_prior needs history_in_decoder"):
         _model_and_training(parse(["demo", "--no-history-in-decoder", "--chain-prior", "5"]))
+    with pytest.raises(hm.InvalidArgumentError, match="chain_prior needs history_in_decoder"):  # not the reach's rule
+        _model_and_training(parse(["demo", "--no-history-in-decoder", "--chain-prior-earlier", "2"]))

@@ -24,14 +24,16 @@ RULES = {
     ("item_loss_negatives", "item_loss"),
     ("repeat_bias", "history_in_decoder"),
     ("chain_prior", "history_in_decoder"),
+    ("chain_prior_earlier", "chain_prior"),
 }
 # A value that turns each ruled option on, and the options that make it valid.
-ON = {"item_loss": 0.5, "item_loss_negatives": 3, "repeat_bias": True, "chain_prior": 4}
+ON = {"item_loss": 0.5, "item_loss_negatives": 3, "repeat_bias": True, "chain_prior": 4, "chain_prior_earlier": 2}
 VALID = {
     "item_loss": {"item_output": True},
     "item_loss_negatives": {"item_output": True, "item_loss": 0.5},
     "repeat_bias": {"history_in_decoder": True},
     "chain_prior": {"history_in_decoder": True},
+    "chain_prior_earlier": {"history_in_decoder": True, "chain_prior": 4},
 }
 BACKBONE_SETTINGS = {"base", "d_model", "d_ff", "layers", "dropout", "init_new_rows"}
 
@@ -136,10 +138,10 @@ def test_configure_refuses_unknown_options_and_item_options_without_the_tokenize
 # --------------------------------------------------------------------------------- every combination of options
 def item_option_combinations():
     """Every valid combination of the options that add modules or change the objective."""
-    for tree, item_input, (history, repeat, chain), (output, loss, negatives) in itertools.product(
+    for tree, item_input, (history, repeat, chain, earlier), (output, loss, negatives) in itertools.product(
         (False, True),
         (False, True),
-        ((False, False, 0), (True, False, 0), (True, True, 0), (True, True, 4)),
+        ((False, False, 0, 0), (True, False, 0, 0), (True, True, 0, 0), (True, True, 4, 0), (True, False, 4, 2)),
         ((False, 0.0, 0), (True, 0.0, 0), (True, 0.5, 0), (True, 0.5, 3)),
     ):
         yield {
@@ -148,6 +150,7 @@ def item_option_combinations():
             "history_in_decoder": history,
             "repeat_bias": repeat,
             "chain_prior": chain,
+            "chain_prior_earlier": earlier,
             "item_output": output,
             "item_loss": loss,
             "item_loss_negatives": negatives,
@@ -174,6 +177,8 @@ def test_from_base_builds_every_combination_that_runs_and_reloads(options, tmp_p
     assert ("metaid_item_output" in model._modules) == options["item_output"]
     assert ("metaid_repeat_bias" in model._modules) == options["repeat_bias"]
     assert ("metaid_chain_prior" in model._modules) == bool(options["chain_prior"])
+    if options["chain_prior"]:  # the earlier items' decay is a parameter only where they are read
+        assert ("decay_logit" in model.metaid_chain_prior._parameters) == bool(options["chain_prior_earlier"])
     assert model.item_input_stack.has_item_input == options["item_input"]
     assert not (model.encoder if options["history_in_decoder"] else model.decoder).has_item_input
     batch = tokenizer([f"user {tokenizer.user_tokens('u1')}"], return_tensors="pt")

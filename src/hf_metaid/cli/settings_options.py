@@ -119,10 +119,16 @@ def _drop_what_the_history_off_leaves_unread(args: argparse.Namespace, recipe: M
         return
     if getattr(args, "ModelSettings.history_in_decoder", True) or not recipe.history_in_decoder:
         return
+    # A reach asked for keeps the recipe's prior, so that the error names the history the two need.
+    reach_asked = "ModelSettings.chain_prior_earlier" not in recipe_filled and getattr(
+        args, "ModelSettings.chain_prior_earlier", 0
+    )
     dropped = [
         name
-        for name in ("repeat_bias", "chain_prior")
-        if getattr(recipe, name) and f"ModelSettings.{name}" in recipe_filled
+        for name in ("repeat_bias", "chain_prior", "chain_prior_earlier")
+        if getattr(recipe, name)
+        and f"ModelSettings.{name}" in recipe_filled
+        and not (name == "chain_prior" and reach_asked)
     ]
     for name in dropped:
         setattr(args, f"ModelSettings.{name}", OPTIONS[name].default)

@@ -63,6 +63,7 @@ class ModelSettings:
     item_loss_negatives: int = option_field(OPTIONS["item_loss_negatives"])
     repeat_bias: bool = option_field(OPTIONS["repeat_bias"])
     chain_prior: int = option_field(OPTIONS["chain_prior"])
+    chain_prior_earlier: int = option_field(OPTIONS["chain_prior_earlier"])
     num_beams: int = option_field(OPTIONS["num_beams"])
 
     def __post_init__(self) -> None:
