@@ -187,8 +187,9 @@ def test_a_named_recipe_runs_as_it_is_as_the_arm_recipe_name(tmp_path, monkeypat
 
 
 def test_a_recipe_variant_is_its_named_recipe_with_only_its_changes(tmp_path, monkeypatch, one_thread):
-    """An arm of ``RECIPE_VARIANTS`` trains its named recipe with the stated settings changed and nothing else; the
-    command line runs it by name and records what it tests."""
+    """An arm of ``RECIPE_VARIANTS`` trains its named recipe with the stated settings and nothing else changed (a
+    stated setting may be the recipe's own: best-earlier3 is best since the reach); the command line runs it by name
+    and records what it tests."""
     import dataclasses
     import sys
 
@@ -204,7 +205,7 @@ def test_a_recipe_variant_is_its_named_recipe_with_only_its_changes(tmp_path, mo
         for part, changes in (("model", model_changes), ("training", training_changes)):
             before = dataclasses.asdict(getattr(named, part))
             after = dataclasses.asdict(getattr(variant, part))
-            assert {key for key in before if before[key] != after[key]} == set(changes)
+            assert {key for key in before if before[key] != after[key]} <= set(changes)
             assert all(after[key] == value for key, value in changes.items())
         assert quality_budget.arm_description(arm) == what
 
