@@ -292,8 +292,8 @@ ARMS: dict[str, tuple[dict, dict, str]] = {
 # name -> (named recipe, changes to its model, changes to its training, what the arm tests): arms that change a
 # named recipe rather than BASE, such as capacity spent in best's 60 minutes instead of more epochs (fast at 19 epochs
 # already matched best at 71 on validation, history left out). The first four were measured when best's chain prior
-# read the last item alone (recipe-best's files): they keep it so. best-earlier3 is best as it is now, the run that
-# chose the reach.
+# read the last item alone (recipe-best's files): they keep it so. best-earlier3 and fast-earlier3 are best and fast
+# as they are now, the runs that chose the reach (recipe-best's and recipe-fast's files are the recipes before it).
 BEST_OF_THE_LAST_ITEM = {"chain_prior_earlier": 0}
 RECIPE_VARIANTS: dict[str, tuple[str, dict, dict, str]] = {
     "best-d128": (
