@@ -24,10 +24,16 @@ from pathlib import Path
 
 import numpy as np
 
-import hf_metaid as hm
 from benchmark_common import cpu_and_cores, write_report
-from count_baselines import TOP, choose_pseudo_count, popularity_shares, reach_chain_top, training_counts
-from hf_metaid.evaluation.metrics import exclude_seen, ranking_metrics
+from count_baselines import (
+    TOP,
+    choose_pseudo_count,
+    left_out_metrics,
+    popularity_shares,
+    positional_splits,
+    reach_chain_top,
+    training_counts,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "chain_reach.md"
 REACHES = (1, 2, 3, 5)  # items before the last
@@ -53,8 +59,7 @@ def reach_ranker(
 
 def scores(ranker: Callable[[list[int]], list[int]], histories: list[list[int]], targets: list[int]) -> dict:
     """HR@10 and NDCG@10 of ``ranker`` with the history left out."""
-    ranked = exclude_seen([ranker(history) for history in histories], histories, k=TOP)
-    return ranking_metrics(ranked, targets, ks=(TOP,))
+    return left_out_metrics([ranker(history) for history in histories], histories, targets)
 
 
 def main() -> None:
@@ -65,14 +70,7 @@ def main() -> None:
     stem = "" if args.data == "beauty" else f"_{Path(args.data).stem}"
     out = args.results or RESULTS.with_name(f"chain_reach{stem}.md")
     started = time.perf_counter()
-    interactions = hm.load_interactions(args.data)
-    splits = hm.leave_one_out(interactions)
-    names = hm.catalogue(interactions)
-    position_of = {item: position for position, item in enumerate(names["items"])}
-    histories = {
-        name: [[position_of[item] for item in h] for h in splits[name]["history"]] for name in ("validation", "test")
-    }
-    targets = {name: [position_of[t] for t in splits[name]["target"]] for name in ("validation", "test")}
+    _, names, histories, targets = positional_splits(args.data)
     popularity, transitions = training_counts(histories["validation"], len(names["items"]))  # the training sequences
     shares, by_popularity = popularity_shares(popularity), np.argsort(-popularity, kind="stable")
 

@@ -125,6 +125,26 @@ def reach_chain_top(
     return candidates[order[:top]].tolist()
 
 
+def left_out_metrics(ranked: list[list[int]], histories: list[list[int]], targets: list[int], top: int = TOP) -> dict:
+    """HR@``top``, NDCG@``top`` and MRR@``top`` of ``ranked`` (one list per user) with each user's history left out."""
+    return ranking_metrics(exclude_seen(ranked, histories, k=top), targets, ks=(top,))
+
+
+def positional_splits(data: str):
+    """``(splits, names, histories, targets)`` of ``data`` (a name or file ``load_interactions`` reads): its
+    leave-one-out splits and catalogue, and the validation and test histories and targets as catalogue positions (the
+    validation histories are the training sequences)."""
+    interactions = hm.load_interactions(data)
+    splits = hm.leave_one_out(interactions)
+    names = hm.catalogue(interactions)
+    position_of = {item: position for position, item in enumerate(names["items"])}
+    histories = {
+        name: [[position_of[item] for item in h] for h in splits[name]["history"]] for name in ("validation", "test")
+    }
+    targets = {name: [position_of[t] for t in splits[name]["target"]] for name in ("validation", "test")}
+    return splits, names, histories, targets
+
+
 def choose_pseudo_count(
     ranker_for: Callable[[float], Callable[[int], list[int]]],
     histories: list[list[int]],
@@ -138,8 +158,8 @@ def choose_pseudo_count(
     ndcg = {}
     for a in grid:
         ranker = ranker_for(a)
-        ranked = exclude_seen([ranker(history[-1]) for history in histories], histories, k=top)
-        ndcg[a] = ranking_metrics(ranked, targets, ks=(top,))[f"ndcg@{top}"]
+        ranked = [ranker(history[-1]) for history in histories]
+        ndcg[a] = left_out_metrics(ranked, histories, targets, top)[f"ndcg@{top}"]
     return max(grid, key=lambda a: (ndcg[a], -a)), ndcg
 
 
@@ -183,17 +203,8 @@ def counting_references(
     settings), the item Markov chain, the item chain smoothed towards popularity (its pseudo-count chosen on the
     validation split) and, on the synthetic log, the oracle, for ``data`` (a name or file ``load_interactions``
     reads)."""
-    interactions = hm.load_interactions(data)
-    splits = hm.leave_one_out(interactions)
-    names = hm.catalogue(interactions)
-    position_of = {item: position for position, item in enumerate(names["items"])}
-    # The validation histories are the training sequences.
-    sequences = [[position_of[item] for item in history] for history in splits["validation"]["history"]]
-    popularity, transitions = training_counts(sequences, len(names["items"]))
-    histories = {
-        name: [[position_of[item] for item in h] for h in splits[name]["history"]] for name in ("validation", "test")
-    }
-    targets = {name: [position_of[t] for t in splits[name]["target"]] for name in ("validation", "test")}
+    splits, names, histories, targets = positional_splits(data)
+    popularity, transitions = training_counts(histories["validation"], len(names["items"]))  # the training sequences
     depth = TOP + max(len(h) for h in histories["test"])  # long enough to leave any history out and keep ten
     popular = [int(item) for item in np.argsort(-popularity, kind="stable")[: 2 * depth]]
     rankers: dict[str, Callable[[int], list[int]]] = {"popularity": lambda last: popular[:depth]}

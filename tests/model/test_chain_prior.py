@@ -147,6 +147,12 @@ def test_the_prior_lands_on_clusters_after_an_item_and_on_ranks_inside_the_chose
     assert per_beam[0].tolist() == [[[8, 3, 2], [-1, -1, -1]]]
 
 
+def read(followers: torch.Tensor, counts: torch.Tensor, position: int) -> dict[int, float]:
+    """The first sequence's followers at ``position`` with their counts (the absent ones left out)."""
+    pairs = zip(followers[0, position].tolist(), counts[0, position].tolist(), strict=True)
+    return {follower: count for follower, count in pairs if follower >= 0}
+
+
 def test_earlier_items_lend_their_followers_at_a_decaying_weight_each_follower_once():
     # item 8 -> 1 and -> 3 once each, item 2 -> 3 once, beside PAIRS (item 1 -> 8, 3, 2 kept: 3, 2 and 1 times)
     pairs = [*PAIRS, [code(2, 3), code(1, 0)], [code(0, 2), code(1, 0)]]
@@ -160,10 +166,6 @@ def test_earlier_items_lend_their_followers_at_a_decaying_weight_each_follower_o
         [[token(0), token(rank=2), token(2), token(rank=3), token(0), token(rank=1), token(1), token(rank=0)]]
     )
     sequence = torch.cat([torch.zeros(1, 1, dtype=torch.long), labels[:, :-1]], dim=1)
-
-    def read(followers, counts, position):
-        pairs = zip(followers[0, position].tolist(), counts[0, position].tolist(), strict=True)
-        return {follower: count for follower, count in pairs if follower >= 0}
 
     followers, counts = module.followers_at(sequence, sequence, FIRST)
     assert followers.shape == (1, 8, 9)  # three items' three followers, each follower once
@@ -197,9 +199,10 @@ def test_the_targets_own_transition_leaves_every_count_read_from_the_last_item()
     labels = torch.tensor([[token(0), token(rank=1), token(2), token(rank=3)] * 2])
     sequence = torch.cat([torch.zeros(1, 1, dtype=torch.long), labels[:, :-1]], dim=1)
     followers, counts = module.followers_at(sequence, sequence, FIRST, labels)
-    at = {f: c for f, c in zip(followers[0, 6].tolist(), counts[0, 6].tolist(), strict=True) if f >= 0}
     # item 1's followers 8 (3), 3 (2), 2 (1) at 1 and at 1/4; item 8's follower 1 (1, to a target other than 8) at 1/2
-    assert at == pytest.approx({8: 2.0 + 2.0 / 4, 3: 2.0 + 2.0 / 4, 2: 1.0 + 1.0 / 4, 1: 1.0 / 2})
+    assert read(followers, counts, 6) == pytest.approx(
+        {8: 2.0 + 2.0 / 4, 3: 2.0 + 2.0 / 4, 2: 1.0 + 1.0 / 4, 1: 1.0 / 2}
+    )
 
 
 def test_a_prior_of_the_last_item_alone_reads_as_before_and_changes_reach_in_place(tmp_path):
